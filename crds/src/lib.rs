@@ -1,0 +1,117 @@
+//! Hookline's Kubernetes resources, in API group `hookline.dev/v1alpha1`.
+//!
+//! - [`WebhookGateway`] (cluster-scoped): a public hostname and the API Gateway REST API behind it.
+//! - [`Webhook`] (namespaced): one endpoint on a gateway, its SQS FIFO queue pair and its worker.
+//!
+//! Validation lives in the schema wherever the API server can enforce it (OpenAPI
+//! bounds and CEL rules, see the `x_kube(validation)` attributes), so bad input is
+//! rejected at `kubectl apply` time. What needs a lookup (does the Secret exist? may
+//! this namespace attach?) is the operator's validation step.
+//!
+//! # Layout
+//! - `common`: references, throttling, deletion policy, tags.
+//! - `gateway`, `webhook`: the two resources.
+//! - [`conditions`], [`reasons`]: the status vocabulary the operator writes.
+//! - [`crds`] / [`render_crds`]: the CRDs as installed (`crdgen` writes them to `crds/*.yaml`).
+
+#![forbid(unsafe_code)]
+
+mod common;
+mod gateway;
+mod webhook;
+
+pub use common::*;
+pub use gateway::*;
+pub use webhook::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every Hookline resource.
+pub const GROUP: &str = "hookline.dev";
+
+/// DNS-1123 subdomain, the shape of most Kubernetes object names.
+pub(crate) const DNS_SUBDOMAIN_RULE: &str =
+    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
+
+/// A fully qualified, lowercase DNS name with at least two labels and no trailing dot.
+pub(crate) const DNS_NAME_RULE: &str =
+    "self.matches('^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?[.])+[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$')";
+
+/// An HTTP header name as API Gateway mapping templates can address it.
+pub(crate) const HEADER_NAME_RULE: &str = "self.matches('^[A-Za-z0-9-]+$')";
+
+/// A key of a Secret's data.
+pub(crate) const SECRET_KEY_PATTERN: &str = "^[-._a-zA-Z0-9]+$";
+pub(crate) const SECRET_KEY_RULE: &str = "self.matches('^[-._a-zA-Z0-9]+$')";
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+/// Condition types written to `status.conditions`.
+pub mod conditions {
+    /// The resource works end to end.
+    pub const READY: &str = "Ready";
+    /// Webhook: the FIFO queue pair exists and matches the spec.
+    pub const QUEUE_READY: &str = "QueueReady";
+    /// Webhook: the API Gateway route, its integration and auth are deployed.
+    pub const ROUTE_READY: &str = "RouteReady";
+    /// Webhook: the worker Deployment exists and has ready replicas (or is scaled to zero).
+    pub const WORKER_READY: &str = "WorkerReady";
+    /// Gateway: the ACM certificate is issued.
+    pub const CERTIFICATE_READY: &str = "CertificateReady";
+    /// Gateway: the alias and ownership records are in sync.
+    pub const DNS_READY: &str = "DnsReady";
+    /// Gateway: the REST API, stage and custom domain exist.
+    pub const API_READY: &str = "ApiReady";
+}
+
+/// Condition reasons, CamelCase as Kubernetes conventions ask.
+pub mod reasons {
+    /// Everything matches the spec.
+    pub const RECONCILED: &str = "Reconciled";
+    /// Work is under way (e.g. a certificate awaiting validation).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The spec is valid for the schema but cannot be honoured (see the message).
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The named gateway does not exist, or no single default gateway does.
+    pub const GATEWAY_NOT_FOUND: &str = "GatewayNotFound";
+    /// The gateway does not allow this namespace.
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    /// A referenced Secret or key does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// An older Webhook holds the same gateway and path.
+    pub const PATH_CONFLICT: &str = "PathConflict";
+    /// The hostname is owned by someone else (TXT ownership record).
+    pub const HOSTNAME_CONFLICT: &str = "HostnameConflict";
+    /// An AWS object with our name exists without our ownership tag.
+    pub const NOT_OWNED: &str = "NotOwned";
+    /// AWS refused or failed a call; the message has AWS's words.
+    pub const AWS_ERROR: &str = "AwsError";
+    /// Deletion waits: the dead-letter queue still holds messages.
+    pub const DEAD_LETTER_NOT_EMPTY: &str = "DeadLetterQueueNotEmpty";
+}
+
+/// The CRDs as the API server should receive them, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![WebhookGateway::crd(), Webhook::crd()]
+}
+
+/// Each CRD's file name (`<plural>.<group>.yaml`) and YAML text, as committed under `crds/`.
+pub fn render_crds() -> anyhow::Result<Vec<(String, String)>> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let body = serde_saphyr::to_string(&crd)
+                .map_err(|e| anyhow::anyhow!("rendering CRD {name} as YAML: {e}"))?;
+            Ok((
+                format!("{name}.yaml"),
+                format!(
+                    "# Generated by `cargo run -p hookline-crds --bin crdgen`; do not edit.\n{body}"
+                ),
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! The committed CRD YAML must be exactly what the types generate: a change to a
+//! type without `just generate` fails here instead of shipping a stale schema.
+
+#[test]
+fn committed_crd_yaml_is_current() -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, expected) in hookline_crds::render_crds()? {
+        let path = dir.join(&file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == expected,
+            "{} is stale or missing; run `just generate` and commit the result",
+            path.display()
+        );
+    }
+    Ok(())
+}
