@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use crate::common::{DeletionPolicy, TAGS_MESSAGE, TAGS_RULE, Tags, Throttling};
 
 /// A public hostname for webhooks, and the API Gateway REST API behind it.
+// The repeated `type_`/`priority` keys belong to different printcolumn(...) groups.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "hookline.dev",

@@ -13,6 +13,8 @@ use crate::common::{DeletionPolicy, SecretKeyRef, TAGS_MESSAGE, TAGS_RULE, Tags,
 
 /// A webhook endpoint: a public route that durably queues every request, and the
 /// worker that delivers them, in order per message group, to the team's handler.
+// The repeated `type_`/`priority` keys belong to different printcolumn(...) groups.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "hookline.dev",
