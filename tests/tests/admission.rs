@@ -559,6 +559,16 @@ async fn kubectl_get_shows_the_printer_columns() -> Result<()> {
     );
     assert!(wide.contains("Reconciled"), "{wide}");
 
+    // The schema's descriptions are the CRD reference users reach first.
+    let explained = kubectl(
+        bench,
+        &["explain", "webhooks.spec.delivery.maxReceiveCount"],
+    )?;
+    assert!(
+        explained.contains("Deliveries of one message before SQS moves it"),
+        "{explained}"
+    );
+
     let gateway = create(&gateways(&client), &gateway_sample()?).await?;
     let name = gateway.metadata.name.clone().unwrap_or_default();
     let table = kubectl(bench, &["get", "webhookgateways", &name])?;

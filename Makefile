@@ -1,0 +1,31 @@
+# Everyday verbs. `make help` lists them.
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: help demo test generate fmt lint bench-setup ci
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+demo: ## Run Hookline locally: real API server + MiniStack, samples applied (add ARGS=--keep to keep it up)
+	$(CARGO) run -q -p hookline-tests --bin hookline-demo -- $(ARGS)
+
+test: ## Run every test: unit tests and the tests against the real API server and emulators
+	$(CARGO) test --workspace
+
+generate: ## Regenerate crds/*.yaml from the Rust types
+	$(CARGO) run -q -p hookline-crds --bin crdgen
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## Check formatting and clippy, as CI does
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench-setup: ## Build kube-apiserver/etcd and the emulator venv into ~/.cache/hookline (tests do it on demand)
+	tests/kube-bench/build.sh
+	tests/emulators/setup.sh
+
+ci: ## What CI runs
+	bash .ci/run
