@@ -1,0 +1,47 @@
+//! The Hookline worker: drains a webhook's SQS FIFO queue into the team's handler,
+//! strictly in order per message group, deleting a message only after it was handled.
+//!
+//! Use it as the `hookline-worker` sidecar (any language behind HTTP, see
+//! [`HttpHandler`]), or as a library with your own [`Handler`]:
+//!
+//! ```no_run
+//! use hookline_worker::{Consumer, ConsumerConfig, Delivery, Handler, Outcome};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! struct Orders;
+//! impl Handler for Orders {
+//!     async fn handle(&self, delivery: &Delivery) -> Outcome {
+//!         println!("{}: {} bytes", delivery.group_id, delivery.body.len());
+//!         Outcome::Done
+//!     }
+//! }
+//!
+//! # async fn run(sqs: aws_sdk_sqs::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ConsumerConfig::new("https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo");
+//! Consumer::new(sqs, config, Orders).run(CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`wire`]: the message format the gateway writes (body, group, headers attribute).
+//! - [`signature`]: provider signature schemes, checked before the handler runs.
+//! - [`handler`]: the [`Handler`] trait and the HTTP handler of the sidecar.
+//! - [`consumer`]: polling, per-group ordering, retries, visibility, shutdown.
+//! - [`redrive`]: moving a FIFO dead-letter queue back, in order.
+//! - [`metrics`]: Prometheus metrics.
+
+#![forbid(unsafe_code)]
+
+pub mod consumer;
+pub mod handler;
+pub mod metrics;
+pub mod redrive;
+pub mod signature;
+pub mod wire;
+
+pub use consumer::{Backoff, Consumer, ConsumerConfig, ConsumerError};
+pub use handler::{Handler, HttpHandler, Outcome};
+pub use metrics::Metrics;
+pub use redrive::{RedriveError, RedriveReport, redrive};
+pub use signature::{Preset, Verifier};
+pub use wire::Delivery;

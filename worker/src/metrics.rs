@@ -1,0 +1,102 @@
+//! The worker's Prometheus metrics, all prefixed `hookline_worker_`.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Counters and gauges of one consumer.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Messages received from the queue.
+    pub received: Counter,
+    /// Messages the handler accepted (and that were then deleted).
+    pub handled: Counter,
+    /// Handler calls that did not succeed; the message is retried.
+    pub retried: Counter,
+    /// Messages the worker gave up on itself: moved to the dead-letter queue after a
+    /// failed signature check, or unreadable.
+    pub failed: Counter,
+    /// Signature checks that failed.
+    pub verification_failures: Counter,
+    /// ReceiveMessage calls that failed.
+    pub poll_errors: Counter,
+    /// Handled messages whose delete failed (they will be delivered again).
+    pub delete_errors: Counter,
+    /// Messages being handled right now.
+    pub in_flight: Gauge,
+    /// Handler call duration.
+    pub handler_duration: Histogram,
+}
+
+impl Metrics {
+    /// Metrics that are counted but not exported (for library use without `/metrics`).
+    pub fn unregistered() -> Self {
+        Self {
+            received: Counter::default(),
+            handled: Counter::default(),
+            retried: Counter::default(),
+            failed: Counter::default(),
+            verification_failures: Counter::default(),
+            poll_errors: Counter::default(),
+            delete_errors: Counter::default(),
+            in_flight: Gauge::default(),
+            // 5 ms … ~20 s: webhook handlers are usually fast, but not always.
+            handler_duration: Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+            ]),
+        }
+    }
+
+    /// New metrics, registered under `hookline_worker_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        let r = registry.sub_registry_with_prefix("hookline_worker");
+        r.register(
+            "messages_received",
+            "Messages received from the queue",
+            metrics.received.clone(),
+        );
+        r.register(
+            "messages_handled",
+            "Messages the handler accepted",
+            metrics.handled.clone(),
+        );
+        r.register(
+            "messages_retried",
+            "Handler calls that did not succeed",
+            metrics.retried.clone(),
+        );
+        r.register(
+            "messages_failed",
+            "Messages moved to the dead-letter queue by the worker, or unreadable",
+            metrics.failed.clone(),
+        );
+        r.register(
+            "verification_failures",
+            "Signature checks that failed",
+            metrics.verification_failures.clone(),
+        );
+        r.register(
+            "poll_errors",
+            "ReceiveMessage calls that failed",
+            metrics.poll_errors.clone(),
+        );
+        r.register(
+            "delete_errors",
+            "Handled messages whose delete failed",
+            metrics.delete_errors.clone(),
+        );
+        r.register(
+            "messages_in_flight",
+            "Messages being handled",
+            metrics.in_flight.clone(),
+        );
+        r.register(
+            "handler_duration_seconds",
+            "Handler call duration",
+            metrics.handler_duration.clone(),
+        );
+        metrics
+    }
+}

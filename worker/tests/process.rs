@@ -1,0 +1,160 @@
+//! The `hookline-worker` binary as a process: SIGTERM in the middle of a batch and
+//! `kill -9` in the middle of a stream lose nothing, and order per group holds.
+
+mod common;
+
+use anyhow::{Context, Result, bail};
+use axum::http::StatusCode;
+use common::{QueuePair, Recorder, assert_in_order, depth, send, sqs, wait_for};
+use hookline_tests::Bench;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+static WORKER_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The binary's bound after SIGTERM: one 20 s long poll plus a handler call.
+const EXIT_BOUND: Duration = Duration::from_secs(45);
+
+/// Starts the worker binary against the bench's MiniStack.
+async fn spawn_worker(pair: &QueuePair, recorder: &Recorder, visibility: u32) -> Result<Child> {
+    let bench = Bench::shared().await?;
+    let n = WORKER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = std::fs::File::create(bench.workdir().join(format!("worker-{n}.log")))?;
+    Command::new(env!("CARGO_BIN_EXE_hookline-worker"))
+        .arg("run")
+        .env("AWS_ENDPOINT_URL", bench.aws.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", hookline_tests::aws::REGION)
+        .env("HOOKLINE_QUEUE_URL", &pair.url)
+        .env("HOOKLINE_DEAD_LETTER_QUEUE_URL", &pair.dlq_url)
+        .env("HOOKLINE_HANDLER_URL", &recorder.url)
+        .env("HOOKLINE_CONCURRENCY", "4")
+        .env(
+            "HOOKLINE_VISIBILITY_TIMEOUT_SECONDS",
+            visibility.to_string(),
+        )
+        .env("HOOKLINE_METRICS_ADDR", "127.0.0.1:0")
+        .env("HOOKLINE_BACKOFF_INITIAL_SECONDS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting hookline-worker")
+}
+
+fn signal(child: &Child, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{signal} {} failed", child.id());
+    }
+    Ok(())
+}
+
+async fn wait_exit(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the worker did not exit within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_mid_batch_finishes_in_flight_and_gives_back_the_rest() -> Result<()> {
+    let sqs = sqs().await?;
+    // A visibility timeout far longer than the test: anything the worker failed to
+    // give back would stay invisible and show up below.
+    let pair = QueuePair::create(&sqs, "sigterm", 5, 300).await?;
+    let (groups, per_group) = (3, 10);
+    for i in 0..per_group {
+        for g in 0..groups {
+            send(&sqs, &pair.url, &format!("t{g}"), &format!("t{g}-{i}"), &[]).await?;
+        }
+    }
+    let recorder =
+        Recorder::start(Duration::from_millis(300), |_, _| (StatusCode::OK, None)).await?;
+    let mut worker = spawn_worker(&pair, &recorder, 300).await?;
+    wait_for("a few handled", Duration::from_secs(30), || async {
+        Ok(recorder.snapshot().len() >= 4)
+    })
+    .await?;
+
+    signal(&worker, "TERM")?;
+    let status = wait_exit(&mut worker, EXIT_BOUND).await?;
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    let handled = recorder.snapshot().len();
+    assert!(handled < groups * per_group, "stopped mid-stream");
+
+    // Everything not handled is visible again at once, not after 300 s.
+    wait_for(
+        "the rest visible again",
+        Duration::from_secs(10),
+        || async {
+            let (visible, in_flight) = depth(&sqs, &pair.url).await?;
+            Ok(in_flight == 0 && visible as usize == groups * per_group - handled)
+        },
+    )
+    .await?;
+
+    let mut worker = spawn_worker(&pair, &recorder, 300).await?;
+    wait_for("the rest handled", Duration::from_secs(60), || async {
+        Ok(recorder.snapshot().len() >= groups * per_group)
+    })
+    .await?;
+    signal(&worker, "TERM")?;
+    wait_exit(&mut worker, EXIT_BOUND).await?;
+    assert_eq!(
+        recorder.snapshot().len(),
+        groups * per_group,
+        "each message handled exactly once"
+    );
+    assert_in_order(&recorder.accepted_by_group(|_, _| true), per_group);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_loses_nothing() -> Result<()> {
+    let sqs = sqs().await?;
+    // Short visibility, so what the killed worker held comes back soon.
+    let pair = QueuePair::create(&sqs, "kill9", 5, 4).await?;
+    let (groups, per_group) = (4, 10);
+    for i in 0..per_group {
+        for g in 0..groups {
+            send(&sqs, &pair.url, &format!("k{g}"), &format!("k{g}-{i}"), &[]).await?;
+        }
+    }
+    let recorder =
+        Recorder::start(Duration::from_millis(100), |_, _| (StatusCode::OK, None)).await?;
+    let mut worker = spawn_worker(&pair, &recorder, 4).await?;
+    wait_for("some handled", Duration::from_secs(30), || async {
+        Ok(recorder.snapshot().len() >= 8)
+    })
+    .await?;
+    signal(&worker, "KILL")?;
+    wait_exit(&mut worker, Duration::from_secs(10)).await?;
+
+    let mut worker = spawn_worker(&pair, &recorder, 4).await?;
+    // At the end every message was handled (some perhaps twice) or sits in the DLQ.
+    wait_for("queue empty", Duration::from_secs(90), || async {
+        Ok(depth(&sqs, &pair.url).await? == (0, 0))
+    })
+    .await?;
+    signal(&worker, "TERM")?;
+    wait_exit(&mut worker, EXIT_BOUND).await?;
+
+    let by_group = recorder.accepted_by_group(|_, _| true);
+    let dead = depth(&sqs, &pair.dlq_url).await?;
+    assert_eq!(dead, (0, 0), "nothing needed the DLQ");
+    assert_eq!(by_group.len(), groups);
+    assert_in_order(&by_group, per_group);
+    Ok(())
+}
