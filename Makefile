@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: help demo test generate fmt lint bench-setup ci
+.PHONY: help demo test generate fmt lint bench-setup bench-worker ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ lint: ## Check formatting and clippy, as CI does
 bench-setup: ## Build kube-apiserver/etcd and the emulator venv into ~/.cache/hookline (tests do it on demand)
 	tests/kube-bench/build.sh
 	tests/emulators/setup.sh
+
+bench-worker: ## Benchmark the release worker against a boto3 loop on MiniStack (prints figures)
+	$(CARGO) build --release -p hookline-worker
+	$(CARGO) run -q -p hookline-worker --example throughput -- $(or $(MESSAGES),10000)
 
 ci: ## What CI runs
 	bash .ci/run

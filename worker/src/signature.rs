@@ -466,6 +466,11 @@ mod tests {
             verifier(Preset::Slack, &["wrong"]).verify(&h, SLACK_BODY, at(1_531_420_700)),
             Err(Rejection::Mismatch)
         );
+        let rotated = verifier(
+            Preset::Slack,
+            &["new-secret", "8f742231b10e8888abcd99yyyzzz85a5"],
+        );
+        assert_eq!(rotated.verify(&h, SLACK_BODY, at(1_531_420_700)), Ok(()));
         let missing_ts = headers(&[("X-Slack-Signature", "v0=00")]);
         assert!(matches!(
             v.verify(&missing_ts, SLACK_BODY, at(1_531_420_700)),

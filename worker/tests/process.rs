@@ -17,6 +17,15 @@ const EXIT_BOUND: Duration = Duration::from_secs(45);
 
 /// Starts the worker binary against the bench's MiniStack.
 async fn spawn_worker(pair: &QueuePair, recorder: &Recorder, visibility: u32) -> Result<Child> {
+    spawn_worker_on(pair, recorder, visibility, "127.0.0.1:0").await
+}
+
+async fn spawn_worker_on(
+    pair: &QueuePair,
+    recorder: &Recorder,
+    visibility: u32,
+    metrics_addr: &str,
+) -> Result<Child> {
     let bench = Bench::shared().await?;
     let n = WORKER_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = std::fs::File::create(bench.workdir().join(format!("worker-{n}.log")))?;
@@ -34,13 +43,29 @@ async fn spawn_worker(pair: &QueuePair, recorder: &Recorder, visibility: u32) ->
             "HOOKLINE_VISIBILITY_TIMEOUT_SECONDS",
             visibility.to_string(),
         )
-        .env("HOOKLINE_METRICS_ADDR", "127.0.0.1:0")
+        .env("HOOKLINE_METRICS_ADDR", metrics_addr)
         .env("HOOKLINE_BACKOFF_INITIAL_SECONDS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .context("starting hookline-worker")
+}
+
+/// The body of `GET path` on 127.0.0.1:port (HTTP/1.0, so the server closes).
+async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
 }
 
 fn signal(child: &Child, signal: &str) -> Result<()> {
@@ -82,11 +107,25 @@ async fn sigterm_mid_batch_finishes_in_flight_and_gives_back_the_rest() -> Resul
     }
     let recorder =
         Recorder::start(Duration::from_millis(300), |_, _| (StatusCode::OK, None)).await?;
-    let mut worker = spawn_worker(&pair, &recorder, 300).await?;
+    let port = hookline_tests::process::free_port()?;
+    let mut worker = spawn_worker_on(&pair, &recorder, 300, &format!("127.0.0.1:{port}")).await?;
     wait_for("a few handled", Duration::from_secs(30), || async {
         Ok(recorder.snapshot().len() >= 4)
     })
     .await?;
+
+    assert_eq!(http_get(port, "/healthz").await?, "ok");
+    let metrics = http_get(port, "/metrics").await?;
+    let handled: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hookline_worker_messages_handled_total "))
+        .context("no handled counter in /metrics")?
+        .parse()?;
+    assert!(handled >= 4, "{metrics}");
+    assert!(
+        metrics.contains("hookline_worker_handler_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     signal(&worker, "TERM")?;
     let status = wait_exit(&mut worker, EXIT_BOUND).await?;
