@@ -48,7 +48,9 @@ async fn main() -> Result<()> {
     let counter = handled.clone();
     let app = Router::new().route(
         "/",
-        post(move || {
+        // Reads the body, as any real handler does; an unread body makes hyper close
+        // the connection after the response.
+        post(move |_body: axum::body::Bytes| {
             counter.fetch_add(1, Ordering::Relaxed);
             async { "" }
         }),
