@@ -1,0 +1,322 @@
+//! Client-side rate limits and retries for AWS control planes.
+//!
+//! AWS control planes allow few requests per second per account (Route 53: 5; API
+//! Gateway: about 10, `CreateDeployment` once per 5 s, `CreateDomainName` once per
+//! 30 s). Every call goes through [`Caller::call`], which waits for a token of its
+//! service's bucket (and of its operation's, where AWS limits one operation more
+//! tightly), retries throttling and 5xx answers with jittered exponential backoff,
+//! and counts the call by service, operation and outcome. The SDK's own retries are
+//! turned off (see `AwsClients::new`) so that this is the only retry policy.
+
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::http::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::error::{AwsError, Service};
+
+/// A token bucket: `per_second` tokens a second, at most `burst` saved up.
+#[derive(Debug)]
+pub struct TokenBucket {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            per_second: per_second.max(f64::MIN_POSITIVE),
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// A bucket allowing one call per `interval`, with no burst.
+    pub fn every(interval: Duration) -> Self {
+        Self::new(1.0 / interval.as_secs_f64().max(f64::MIN_POSITIVE), 1)
+    }
+
+    /// Waits until a token is available and takes it.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                let (tokens, updated) = *state;
+                let tokens = (tokens + now.duration_since(updated).as_secs_f64() * self.per_second)
+                    .min(self.burst);
+                if tokens >= 1.0 {
+                    *state = (tokens - 1.0, now);
+                    return;
+                }
+                *state = (tokens, now);
+                Duration::from_secs_f64((1.0 - tokens) / self.per_second)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Requests per second allowed to each service, and the tighter per-operation limits.
+/// Defaults follow AWS's published control-plane quotas, slightly under them because
+/// other tools in the same account share those quotas.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// Per service: (requests per second, burst).
+    pub services: HashMap<Service, (f64, u32)>,
+    /// Per operation name: minimum interval between calls.
+    pub operations: HashMap<&'static str, Duration>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            services: HashMap::from([
+                (Service::Route53, (4.0, 5)),
+                (Service::ApiGateway, (8.0, 10)),
+                (Service::Acm, (8.0, 10)),
+                (Service::Iam, (8.0, 10)),
+                (Service::Logs, (4.0, 5)),
+                (Service::Sqs, (50.0, 50)),
+            ]),
+            operations: HashMap::from([
+                ("CreateDeployment", Duration::from_secs(5)),
+                ("CreateDomainName", Duration::from_secs(30)),
+                ("RequestCertificate", Duration::from_millis(200)),
+            ]),
+        }
+    }
+}
+
+impl RateLimits {
+    /// No waiting at all, for tests against an emulator.
+    pub fn unlimited() -> Self {
+        Self {
+            services: HashMap::new(),
+            operations: HashMap::new(),
+        }
+    }
+}
+
+/// Retries of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Upper bound of the first backoff; doubles per attempt.
+    pub base: Duration,
+    /// Largest backoff.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Call counts by (service, operation, outcome).
+pub type CallCounts = BTreeMap<(Service, &'static str, &'static str), u64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+/// Makes AWS calls under the rate limits, with retries, counting each attempt.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    services: Arc<HashMap<Service, TokenBucket>>,
+    operations: Arc<HashMap<&'static str, TokenBucket>>,
+    retry: RetryPolicy,
+    calls: Family<CallLabels, Counter>,
+    /// The same counts, readable in-process (the Family is write-only for export).
+    counts: Arc<Mutex<CallCounts>>,
+}
+
+impl Caller {
+    /// A caller with these limits and retries.
+    pub fn new(limits: &RateLimits, retry: RetryPolicy) -> Self {
+        Self {
+            services: Arc::new(
+                limits
+                    .services
+                    .iter()
+                    .map(|(service, (rate, burst))| (*service, TokenBucket::new(*rate, *burst)))
+                    .collect(),
+            ),
+            operations: Arc::new(
+                limits
+                    .operations
+                    .iter()
+                    .map(|(operation, interval)| (*operation, TokenBucket::every(*interval)))
+                    .collect(),
+            ),
+            retry,
+            calls: Family::default(),
+            counts: Arc::default(),
+        }
+    }
+
+    /// Registers `hookline_aws_calls_total{service,operation,outcome}`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "hookline_aws_calls",
+            "AWS API calls made by the operator, by service, operation and outcome",
+            self.calls.clone(),
+        );
+    }
+
+    /// Calls made so far to `service`/`operation` with `outcome` (`ok`, `not_found`,
+    /// `throttled`, …); lets tests prove that a repeat made no changes.
+    pub fn count(&self, service: Service, operation: &'static str, outcome: &'static str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts
+            .get(&(service, operation, outcome))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All calls so far as `(service, operation, outcome) → count`.
+    pub fn snapshot(&self) -> CallCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes one AWS call: waits for the rate limits, retries what is retryable, and
+    /// maps the SDK's error into an [`AwsError`].
+    pub async fn call<T, E, F, Fut>(
+        &self,
+        service: Service,
+        operation: &'static str,
+        mut request: F,
+    ) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, Response>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let mut ceiling = self.retry.base;
+        let mut attempt = 1;
+        loop {
+            if let Some(bucket) = self.services.get(&service) {
+                bucket.acquire().await;
+            }
+            if let Some(bucket) = self.operations.get(operation) {
+                bucket.acquire().await;
+            }
+            let error = match request().await {
+                Ok(value) => {
+                    self.record(service, operation, "ok");
+                    return Ok(value);
+                }
+                Err(e) => AwsError::from_sdk(service, operation, e),
+            };
+            self.record(service, operation, error.kind());
+            if !error.is_retryable() || attempt >= self.retry.max_attempts {
+                return Err(error);
+            }
+            // Full jitter: many reconciles throttled at once must not retry in step.
+            let pause = ceiling.mul_f64(fastrand::f64());
+            tracing::debug!(%service, operation, attempt, ?pause, %error, "retrying AWS call");
+            tokio::time::sleep(pause).await;
+            ceiling = (ceiling * 2).min(self.retry.max);
+            attempt += 1;
+        }
+    }
+
+    fn record(&self, service: Service, operation: &'static str, outcome: &'static str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((service, operation, outcome))
+            .or_default() += 1;
+        self.calls
+            .get_or_create(&CallLabels {
+                service: service.as_str(),
+                operation,
+                outcome,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_spends_its_burst_then_paces() {
+        let bucket = TokenBucket::new(5.0, 5);
+        let start = Instant::now();
+        for _ in 0..5 {
+            bucket.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
+        for _ in 0..10 {
+            bucket.acquire().await;
+        }
+        let paced = start.elapsed().as_secs_f64();
+        assert!(
+            (paced - 2.0).abs() < 0.01,
+            "10 more at 5/s take 2 s, took {paced}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interval_bucket_allows_one_call_per_interval() {
+        let bucket = TokenBucket::every(Duration::from_secs(5));
+        let start = Instant::now();
+        for _ in 0..3 {
+            bucket.acquire().await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!(
+            (elapsed - 10.0).abs() < 0.01,
+            "3 calls at 1/5 s take 10 s, took {elapsed}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_bucket_refills_only_up_to_its_burst() {
+        let bucket = TokenBucket::new(1.0, 2);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        for _ in 0..3 {
+            bucket.acquire().await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!(
+            (elapsed - 1.0).abs() < 0.01,
+            "burst of 2 then one wait of 1 s, took {elapsed}"
+        );
+    }
+
+    #[test]
+    fn default_limits_stay_under_aws_quotas() {
+        let limits = RateLimits::default();
+        assert!(limits.services[&Service::Route53].0 <= 5.0);
+        assert!(limits.services[&Service::ApiGateway].0 <= 10.0);
+        assert!(limits.operations["CreateDeployment"] >= Duration::from_secs(5));
+        assert!(limits.operations["CreateDomainName"] >= Duration::from_secs(30));
+    }
+}

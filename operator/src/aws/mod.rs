@@ -1,0 +1,106 @@
+//! The operator's view of AWS: one narrow trait per service in domain terms, each
+//! with one implementation on the official SDK. Reconcile code takes the traits.
+//!
+//! # Layout
+//! - [`error`]: `SdkError` → [`AwsError`], the only place that looks at SDK errors.
+//! - [`limits`]: token buckets per service and operation, retries, call counters.
+//! - [`queues`]: [`Queues`] on SQS.
+//!
+//! Ownership: every object Hookline creates carries [`OWNER_TAG`] with the uid of the
+//! Kubernetes resource it belongs to. An object with our name but without that tag
+//! (or with another uid) is reported as [`AwsError::Conflict`] and never changed or
+//! deleted.
+
+pub mod error;
+pub mod limits;
+pub mod queues;
+
+pub use error::{AwsError, Service};
+pub use limits::{Caller, RateLimits, RetryPolicy};
+pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use std::collections::BTreeMap;
+
+/// Tag key holding the owning Kubernetes resource's uid.
+pub const OWNER_TAG: &str = "hookline.dev/owner";
+/// Tag key naming the owning resource (`Webhook payments/stripe`), for humans.
+pub const RESOURCE_TAG: &str = "hookline.dev/resource";
+
+/// Who owns an AWS object: the Kubernetes resource's uid, and its name for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// `metadata.uid` of the resource.
+    pub uid: String,
+    /// `Kind namespace/name` (or `Kind name` when cluster-scoped).
+    pub resource: String,
+}
+
+impl Owner {
+    /// The ownership tags, to merge into an object's tags.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (OWNER_TAG.to_owned(), self.uid.clone()),
+            (RESOURCE_TAG.to_owned(), self.resource.clone()),
+        ])
+    }
+
+    /// Checks an existing object's tags: ours, or a Conflict naming the object.
+    pub fn check<'a>(
+        &self,
+        tags: impl IntoIterator<Item = (&'a String, &'a String)>,
+        service: Service,
+        operation: &'static str,
+        what: &str,
+        name: &str,
+    ) -> Result<(), AwsError> {
+        let owner = tags
+            .into_iter()
+            .find(|(k, _)| k.as_str() == OWNER_TAG)
+            .map(|(_, v)| v.as_str());
+        match owner {
+            Some(uid) if uid == self.uid => Ok(()),
+            other => Err(AwsError::not_owned(service, operation, what, name, other)),
+        }
+    }
+}
+
+/// The SDK clients, built from one `aws_config` (region, credentials chain, endpoint
+/// override), with the SDK's retries off: [`Caller`] retries, under the rate limits.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// API Gateway (v1).
+    pub apigateway: aws_sdk_apigateway::Client,
+    /// ACM.
+    pub acm: aws_sdk_acm::Client,
+    /// Route 53.
+    pub route53: aws_sdk_route53::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// CloudWatch Logs.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Rate limits, retries and call counts shared by all of them.
+    pub caller: Caller,
+}
+
+impl AwsClients {
+    /// Clients for `config` under `limits` and `retry`.
+    pub fn new(config: &SdkConfig, limits: &RateLimits, retry: RetryPolicy) -> Self {
+        let config = config
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self {
+            sqs: aws_sdk_sqs::Client::new(&config),
+            apigateway: aws_sdk_apigateway::Client::new(&config),
+            acm: aws_sdk_acm::Client::new(&config),
+            route53: aws_sdk_route53::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            caller: Caller::new(limits, retry),
+        }
+    }
+}
