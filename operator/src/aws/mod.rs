@@ -5,19 +5,28 @@
 //! - [`error`]: `SdkError` → [`AwsError`], the only place that looks at SDK errors.
 //! - [`limits`]: token buckets per service and operation, retries, call counters.
 //! - [`queues`]: [`Queues`] on SQS.
+//! - [`certificates`]: [`Certificates`] on ACM.
+//! - [`dns`]: [`Dns`] on Route 53.
+//! - [`roles`]: [`Roles`] on IAM.
 //!
 //! Ownership: every object Hookline creates carries [`OWNER_TAG`] with the uid of the
 //! Kubernetes resource it belongs to. An object with our name but without that tag
 //! (or with another uid) is reported as [`AwsError::Conflict`] and never changed or
 //! deleted.
 
+pub mod certificates;
+pub mod dns;
 pub mod error;
 pub mod limits;
 pub mod queues;
+pub mod roles;
 
+pub use certificates::{AcmCertificates, Certificate, CertificateSpec, Certificates};
+pub use dns::{Dns, Record, Route53Dns};
 pub use error::{AwsError, Service};
 pub use limits::{Caller, RateLimits, RetryPolicy};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
+pub use roles::{IamRoles, RoleSpec, Roles};
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;

@@ -1,0 +1,241 @@
+//! [`Certificates`]: the ACM certificate of a gateway's hostname, validated through
+//! DNS records that the operator writes itself.
+
+use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
+use std::future::Future;
+
+use super::{AwsError, Caller, Owner, Service};
+
+const ACM: Service = Service::Acm;
+
+/// What a certificate should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSpec {
+    /// The hostname it covers.
+    pub domain: String,
+    /// The owning resource.
+    pub owner: Owner,
+    /// Extra tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// A DNS record ACM wants to see before it issues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationRecord {
+    /// Record name, e.g. `_x1.hooks.example.com.`.
+    pub name: String,
+    /// Record type (always CNAME today).
+    pub kind: String,
+    /// Record value.
+    pub value: String,
+}
+
+/// Where a certificate stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for the validation records to be seen.
+    Pending,
+    /// Usable.
+    Issued,
+    /// ACM gave up (or the certificate expired or was revoked); the text says why.
+    Failed(String),
+}
+
+/// A certificate as ACM describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certificate {
+    /// Certificate ARN.
+    pub arn: String,
+    /// Status.
+    pub status: Status,
+    /// Records to publish; empty until ACM has generated them (a few seconds).
+    pub validation_records: Vec<ValidationRecord>,
+}
+
+/// A gateway's certificate.
+pub trait Certificates: Send + Sync {
+    /// Our certificate for the domain, requested if there is none.
+    fn ensure(
+        &self,
+        spec: &CertificateSpec,
+    ) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
+    /// The current state of a certificate.
+    fn describe(&self, arn: &str) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
+    /// Deletes a certificate of ours; one already gone is fine.
+    fn delete(&self, arn: &str, owner: &Owner)
+    -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// [`Certificates`] on the ACM SDK.
+#[derive(Debug, Clone)]
+pub struct AcmCertificates {
+    acm: aws_sdk_acm::Client,
+    caller: Caller,
+}
+
+impl AcmCertificates {
+    /// Uses `acm` for calls and `caller` for limits, retries and counts.
+    pub fn new(acm: aws_sdk_acm::Client, caller: Caller) -> Self {
+        Self { acm, caller }
+    }
+
+    async fn owner_of(&self, arn: &str) -> Result<Option<String>, AwsError> {
+        let tags = self
+            .caller
+            .call(ACM, "ListTagsForCertificate", || {
+                self.acm
+                    .list_tags_for_certificate()
+                    .certificate_arn(arn)
+                    .send()
+            })
+            .await?
+            .tags
+            .unwrap_or_default();
+        Ok(tags
+            .into_iter()
+            .find(|t| t.key == super::OWNER_TAG)
+            .and_then(|t| t.value))
+    }
+
+    /// Our certificate for `domain`, found by tag: ACM allows many certificates per
+    /// domain, and its idempotency token only holds for an hour (emulators ignore it).
+    async fn find(&self, domain: &str, owner: &Owner) -> Result<Option<String>, AwsError> {
+        let mut next: Option<String> = None;
+        // Bounded: at most 100 pages of 1,000 certificates.
+        for _ in 0..100 {
+            let page = self
+                .caller
+                .call(ACM, "ListCertificates", || {
+                    self.acm
+                        .list_certificates()
+                        .set_next_token(next.clone())
+                        .max_items(1000)
+                        .send()
+                })
+                .await?;
+            for summary in page.certificate_summary_list.unwrap_or_default() {
+                let (Some(arn), Some(name)) = (summary.certificate_arn, summary.domain_name) else {
+                    continue;
+                };
+                if name == domain
+                    && self.owner_of(&arn).await?.as_deref() == Some(owner.uid.as_str())
+                {
+                    return Ok(Some(arn));
+                }
+            }
+            next = page.next_token;
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// An idempotency token from the owner's uid: `\w{1,32}`, stable per resource.
+fn idempotency_token(owner: &Owner) -> String {
+    owner
+        .uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(32)
+        .collect()
+}
+
+impl Certificates for AcmCertificates {
+    async fn ensure(&self, spec: &CertificateSpec) -> Result<Certificate, AwsError> {
+        if let Some(arn) = self.find(&spec.domain, &spec.owner).await? {
+            return self.describe(&arn).await;
+        }
+        let tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .cloned()
+            .chain(spec.owner.tags())
+            .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
+            .collect();
+        let arn = self
+            .caller
+            .call(ACM, "RequestCertificate", || {
+                self.acm
+                    .request_certificate()
+                    .domain_name(&spec.domain)
+                    .validation_method(ValidationMethod::Dns)
+                    .idempotency_token(idempotency_token(&spec.owner))
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await?
+            .certificate_arn
+            .ok_or_else(|| AwsError::unexpected(ACM, "RequestCertificate", "no certificate ARN"))?;
+        tracing::info!(domain = %spec.domain, %arn, "requested certificate");
+        self.describe(&arn).await
+    }
+
+    async fn describe(&self, arn: &str) -> Result<Certificate, AwsError> {
+        let detail = self
+            .caller
+            .call(ACM, "DescribeCertificate", || {
+                self.acm.describe_certificate().certificate_arn(arn).send()
+            })
+            .await?
+            .certificate
+            .ok_or_else(|| {
+                AwsError::unexpected(ACM, "DescribeCertificate", format!("no detail for {arn}"))
+            })?;
+        let status = match detail.status {
+            Some(CertificateStatus::Issued) => Status::Issued,
+            Some(CertificateStatus::PendingValidation) | None => Status::Pending,
+            Some(other) => Status::Failed(format!(
+                "{}{}",
+                other.as_str(),
+                detail
+                    .failure_reason
+                    .map(|r| format!(": {}", r.as_str()))
+                    .unwrap_or_default()
+            )),
+        };
+        let validation_records = detail
+            .domain_validation_options
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|option| option.resource_record)
+            .map(|record| ValidationRecord {
+                name: record.name,
+                kind: record.r#type.as_str().to_owned(),
+                value: record.value,
+            })
+            .collect();
+        Ok(Certificate {
+            arn: arn.to_owned(),
+            status,
+            validation_records,
+        })
+    }
+
+    async fn delete(&self, arn: &str, owner: &Owner) -> Result<(), AwsError> {
+        let current = match self.owner_of(arn).await {
+            Err(e) if e.is_not_found() => return Ok(()),
+            other => other?,
+        };
+        if current.as_deref() != Some(owner.uid.as_str()) {
+            return Err(AwsError::not_owned(
+                ACM,
+                "ListTagsForCertificate",
+                "certificate",
+                arn,
+                current.as_deref(),
+            ));
+        }
+        match self
+            .caller
+            .call(ACM, "DeleteCertificate", || {
+                self.acm.delete_certificate().certificate_arn(arn).send()
+            })
+            .await
+        {
+            Err(e) if !e.is_not_found() => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
