@@ -1,15 +1,33 @@
 //! The message format shared by the gateway's mapping template (which writes each
-//! request into SQS) and the worker (which reads it back): the body is the raw
-//! request body; the request headers travel as one message attribute holding a JSON
-//! object, since SQS allows only ten message attributes per message.
+//! request into SQS) and the worker (which reads it back).
+//!
+//! - The body is the raw request body.
+//! - Each forwarded request header is one String message attribute named
+//!   `Header.<lowercase name>`, whose value is the header value behind a one-character
+//!   marker `:`. The template renders an absent header as an empty string, and SQS
+//!   refuses empty attribute values; with the marker, `:` alone means "absent".
+//! - SQS allows ten message attributes per message: the gateway forwards at most
+//!   [`MAX_FORWARDED_HEADERS`], leaving room for the worker's own
+//!   dead-letter reason.
+//!
+//! A template cannot loop over all headers portably (emulators run a subset of
+//! Velocity), so the operator forwards a fixed list: the signature preset's headers,
+//! the ordering and deduplication headers, `content-type` and `user-agent`.
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::HashMap;
 
-/// Message attribute holding the request headers as a JSON object `{name: value}`.
-pub const HEADERS_ATTRIBUTE: &str = "Hookline-Headers";
+/// Prefix of the message attributes that carry request headers.
+pub const HEADER_ATTRIBUTE_PREFIX: &str = "Header.";
+
+/// Leads every header attribute value, so that an absent header is not empty.
+pub const HEADER_VALUE_MARKER: char = ':';
+
+/// How many headers one message may carry (SQS's limit of ten attributes, less one
+/// for the worker's dead-letter reason).
+pub const MAX_FORWARDED_HEADERS: usize = 9;
 
 /// Headers the worker adds to every handler call.
 pub mod headers {
@@ -32,7 +50,7 @@ pub struct Delivery {
     pub receive_count: u32,
     /// The raw request body.
     pub body: Bytes,
-    /// The original request headers.
+    /// The forwarded request headers.
     pub headers: HeaderMap,
     pub(crate) receipt_handle: String,
     pub(crate) attributes: HashMap<String, MessageAttributeValue>,
@@ -73,11 +91,7 @@ impl Delivery {
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
         let attributes = message.message_attributes.unwrap_or_default();
-        let headers = attributes
-            .get(HEADERS_ATTRIBUTE)
-            .and_then(MessageAttributeValue::string_value)
-            .map(|json| parse_headers(&message_id, json))
-            .unwrap_or_default();
+        let headers = read_headers(&message_id, &attributes);
         Ok(Self {
             message_id: message_id.clone(),
             group_id,
@@ -90,19 +104,23 @@ impl Delivery {
     }
 }
 
-fn parse_headers(message_id: &str, json: &str) -> HeaderMap {
-    let Ok(map) = serde_json::from_str::<HashMap<String, String>>(json) else {
-        tracing::warn!(
-            message_id,
-            "the {HEADERS_ATTRIBUTE} attribute is not a JSON object of strings; delivering without headers"
-        );
-        return HeaderMap::new();
-    };
-    let mut headers = HeaderMap::with_capacity(map.len());
-    for (name, value) in map {
+fn read_headers(
+    message_id: &str,
+    attributes: &HashMap<String, MessageAttributeValue>,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, attribute) in attributes {
+        let Some(name) = name.strip_prefix(HEADER_ATTRIBUTE_PREFIX) else {
+            continue;
+        };
+        let raw = attribute.string_value().unwrap_or_default();
+        let value = raw.strip_prefix(HEADER_VALUE_MARKER).unwrap_or(raw);
+        if value.is_empty() {
+            continue;
+        }
         match (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderValue::from_str(value),
         ) {
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
@@ -115,48 +133,46 @@ fn parse_headers(message_id: &str, json: &str) -> HeaderMap {
     headers
 }
 
-/// Encodes headers the way the gateway does, for senders that write to the queue
-/// directly (tests, redrive tools, other producers).
-pub fn headers_attribute(headers: &[(&str, &str)]) -> MessageAttributeValue {
-    let map: HashMap<&str, &str> = headers.iter().copied().collect();
-    // Serializing a map of strings cannot fail.
-    let json = serde_json::to_string(&map).unwrap_or_else(|_| "{}".to_owned());
-    MessageAttributeValue::builder()
-        .data_type("String")
-        .string_value(json)
-        .build()
-        .unwrap_or_else(|_| unreachable!("data_type is set"))
+/// Encodes headers as the gateway does, for producers that write to the queue
+/// directly (tests, tools). Names are lowercased.
+pub fn header_attributes(headers: &[(&str, &str)]) -> HashMap<String, MessageAttributeValue> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let attribute = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(format!("{HEADER_VALUE_MARKER}{value}"))
+                .build()
+                .ok()?;
+            Some((
+                format!("{HEADER_ATTRIBUTE_PREFIX}{}", name.to_ascii_lowercase()),
+                attribute,
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn message(attrs: Option<&str>) -> Message {
-        let mut builder = Message::builder()
+    fn message(headers: &[(&str, &str)]) -> Message {
+        Message::builder()
             .message_id("m-1")
             .receipt_handle("r-1")
             .body("{\"a\":1}")
             .attributes(MessageSystemAttributeName::MessageGroupId, "g-1")
-            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3");
-        if let Some(json) = attrs {
-            builder = builder.message_attributes(
-                HEADERS_ATTRIBUTE,
-                MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(json)
-                    .build()
-                    .unwrap(),
-            );
-        }
-        builder.build()
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
+            .set_message_attributes(Some(header_attributes(headers)))
+            .build()
     }
 
     #[test]
     fn reads_group_count_body_and_headers() {
-        let d = Delivery::from_sqs(message(Some(
-            r#"{"Stripe-Signature":"t=1,v1=00","Content-Type":"application/json"}"#,
-        )))
+        let d = Delivery::from_sqs(message(&[
+            ("Stripe-Signature", "t=1,v1=00"),
+            ("content-type", "application/json"),
+        ]))
         .unwrap();
         assert_eq!(
             (d.message_id.as_str(), d.group_id.as_str(), d.receive_count),
@@ -168,13 +184,32 @@ mod tests {
     }
 
     #[test]
-    fn bad_headers_do_not_lose_the_message() {
-        let d = Delivery::from_sqs(message(Some("not json"))).unwrap();
-        assert!(d.headers.is_empty());
-        let d = Delivery::from_sqs(message(Some(r#"{"bad header":"x","ok":"y"}"#))).unwrap();
+    fn an_absent_header_is_the_marker_alone() {
+        let d = Delivery::from_sqs(message(&[
+            ("x-hub-signature-256", ""),
+            ("user-agent", "GitHub-Hookshot/1"),
+        ]))
+        .unwrap();
+        assert!(d.headers.get("x-hub-signature-256").is_none());
         assert_eq!(d.headers.len(), 1);
-        let d = Delivery::from_sqs(message(None)).unwrap();
-        assert!(d.headers.is_empty());
+    }
+
+    #[test]
+    fn bad_headers_do_not_lose_the_message() {
+        let d = Delivery::from_sqs(message(&[
+            ("bad header", "x"),
+            ("ok", "y\u{7f}"),
+            ("fine", "z"),
+        ]))
+        .unwrap();
+        assert_eq!(d.headers.len(), 1);
+        assert_eq!(d.headers.get("fine").unwrap(), "z");
+        let plain = Message::builder()
+            .message_id("m")
+            .receipt_handle("r")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+            .build();
+        assert!(Delivery::from_sqs(plain).unwrap().headers.is_empty());
     }
 
     #[test]
@@ -191,24 +226,5 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[test]
-    fn headers_attribute_round_trips() {
-        let attr = headers_attribute(&[("X-GitHub-Delivery", "abc")]);
-        let m = Message::builder()
-            .message_id("m")
-            .receipt_handle("r")
-            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
-            .message_attributes(HEADERS_ATTRIBUTE, attr)
-            .build();
-        assert_eq!(
-            Delivery::from_sqs(m)
-                .unwrap()
-                .headers
-                .get("x-github-delivery")
-                .unwrap(),
-            "abc"
-        );
     }
 }

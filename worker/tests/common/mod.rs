@@ -114,10 +114,7 @@ pub async fn send(
         .queue_url(url)
         .message_group_id(group)
         .message_body(body)
-        .message_attributes(
-            hookline_worker::wire::HEADERS_ATTRIBUTE,
-            hookline_worker::wire::headers_attribute(headers),
-        )
+        .set_message_attributes(Some(hookline_worker::wire::header_attributes(headers)))
         .send()
         .await
         .with_context(|| format!("sending {body} to group {group}"))?;
@@ -138,10 +135,7 @@ pub async fn send_dedup(
         .message_group_id(group)
         .message_deduplication_id(body)
         .message_body(body)
-        .message_attributes(
-            hookline_worker::wire::HEADERS_ATTRIBUTE,
-            hookline_worker::wire::headers_attribute(headers),
-        )
+        .set_message_attributes(Some(hookline_worker::wire::header_attributes(headers)))
         .send()
         .await
         .with_context(|| format!("sending {body} to group {group}"))?;
