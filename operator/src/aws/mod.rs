@@ -8,6 +8,8 @@
 //! - [`certificates`]: [`Certificates`] on ACM.
 //! - [`dns`]: [`Dns`] on Route 53.
 //! - [`roles`]: [`Roles`] on IAM.
+//! - [`rest_apis`]: [`RestApis`] on API Gateway; [`templates`]: the request mapping
+//!   template (pure).
 //!
 //! Ownership: every object Hookline creates carries [`OWNER_TAG`] with the uid of the
 //! Kubernetes resource it belongs to. An object with our name but without that tag
@@ -19,13 +21,19 @@ pub mod dns;
 pub mod error;
 pub mod limits;
 pub mod queues;
+pub mod rest_apis;
 pub mod roles;
+pub mod templates;
 
 pub use certificates::{AcmCertificates, Certificate, CertificateSpec, Certificates};
 pub use dns::{Dns, Record, Route53Dns};
 pub use error::{AwsError, Service};
 pub use limits::{Caller, RateLimits, RetryPolicy};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
+pub use rest_apis::{
+    ApiGatewayRestApis, ApiRef, ApiSpec, DomainSpec, DomainTarget, RestApis, RouteAuth, RouteSpec,
+    StageSpec,
+};
 pub use roles::{IamRoles, RoleSpec, Roles};
 
 use aws_config::SdkConfig;

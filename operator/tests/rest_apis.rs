@@ -1,0 +1,418 @@
+//! The REST API end to end on MiniStack: after ensuring the queue pair, the role,
+//! the API, the routes, the stage and the custom domain, a POST to the invoke URL
+//! (execute-api form and custom-domain `Host` form) lands in the FIFO queue with
+//! the right group, dedup and header attributes; duplicates are dropped; a burst
+//! over the route's limit gets 429; a missing API key gets 403.
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use hookline_crds::{DedupScope, FifoThroughputLimit};
+use hookline_operator::aws::limits::CallCounts;
+use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use hookline_operator::aws::{
+    AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, Certificates,
+    DomainSpec, IamRoles, Owner, QueuePair, QueuePairSpec, Queues, RateLimits, RestApis,
+    RetryPolicy, RoleSpec, Roles, RouteAuth, RouteSpec, SqsQueues, StageSpec,
+};
+use hookline_tests::Bench;
+use hookline_worker::Delivery;
+use std::collections::BTreeMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn owner(uid: &str, resource: &str) -> Owner {
+    Owner {
+        uid: uid.to_owned(),
+        resource: resource.to_owned(),
+    }
+}
+
+async fn queue_pair(queues: &SqsQueues, name: &str, content_based: bool) -> Result<QueuePair> {
+    Ok(queues
+        .ensure_pair(&QueuePairSpec {
+            name: name.to_owned(),
+            content_based_deduplication: content_based,
+            deduplication_scope: DedupScope::Queue,
+            throughput_limit: FifoThroughputLimit::PerQueue,
+            visibility_timeout_seconds: 30,
+            message_retention_seconds: 3600,
+            dead_letter_retention_seconds: 7200,
+            max_receive_count: 5,
+            tags: BTreeMap::new(),
+            owner: owner(&format!("{name}-uid"), "Webhook test/route"),
+        })
+        .await?)
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:port; returns status and body.
+async fn post(
+    port: u16,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {response}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn received(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<Delivery>> {
+    let mut all = Vec::new();
+    for _ in 0..5 {
+        let messages = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            all.push(Delivery::from_sqs(message)?);
+        }
+    }
+    Ok(all)
+}
+
+#[tokio::test]
+async fn requests_land_in_the_fifo_queue_through_the_gateway() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let clients = AwsClients::new(
+        &bench.aws.sdk_config().await,
+        &RateLimits::unlimited(),
+        RetryPolicy::default(),
+    );
+    let queues = SqsQueues::new(clients.sqs.clone(), clients.caller.clone());
+    let apis = ApiGatewayRestApis::new(clients.apigateway.clone(), clients.caller.clone());
+    let port: u16 = bench
+        .aws
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .context("emulator port")?
+        .parse()?;
+    let id = format!("{}x{}", std::process::id(), fastrand_suffix());
+    let gateway = owner(&format!("gw-{id}"), "WebhookGateway public");
+
+    let stripe = queue_pair(&queues, &format!("hl-e2e-stripe-{id}"), true).await?;
+    let github = queue_pair(&queues, &format!("hl-e2e-github-{id}"), false).await?;
+    let keyed = queue_pair(&queues, &format!("hl-e2e-keyed-{id}"), true).await?;
+    let role = IamRoles::new(clients.iam.clone(), clients.caller.clone())
+        .ensure(&RoleSpec {
+            name: format!("hookline-e2e-{id}"),
+            queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".to_owned(),
+            owner: gateway.clone(),
+        })
+        .await?;
+
+    let api = apis
+        .ensure_api(
+            &ApiSpec {
+                name: format!("hookline-e2e-{id}"),
+                tags: BTreeMap::new(),
+                owner: gateway.clone(),
+            },
+            None,
+        )
+        .await?;
+    let stripe_route = RouteSpec {
+        path: "/payments/stripe".to_owned(),
+        queue_arn: stripe.queue.arn.clone(),
+        role_arn: role.clone(),
+        template: RouteTemplate {
+            group: GroupKey::BodyField("$.data.object.customer".to_owned()),
+            dedup: DedupKey::ContentBased,
+            headers: vec!["Stripe-Signature".to_owned(), "Content-Type".to_owned()],
+        },
+        auth: RouteAuth::None,
+    };
+    let (_, changed) = apis.ensure_route(&api, &stripe_route).await?;
+    assert!(changed);
+    apis.ensure_route(
+        &api,
+        &RouteSpec {
+            path: "/github".to_owned(),
+            queue_arn: github.queue.arn.clone(),
+            role_arn: role.clone(),
+            template: RouteTemplate {
+                group: GroupKey::Header("X-GitHub-Repo".to_owned()),
+                dedup: DedupKey::Header("X-GitHub-Delivery".to_owned()),
+                headers: vec!["X-Hub-Signature-256".to_owned()],
+            },
+            auth: RouteAuth::None,
+        },
+    )
+    .await?;
+    apis.ensure_route(
+        &api,
+        &RouteSpec {
+            path: "/partner/keyed".to_owned(),
+            queue_arn: keyed.queue.arn.clone(),
+            role_arn: role.clone(),
+            template: RouteTemplate {
+                group: GroupKey::Constant("all".to_owned()),
+                dedup: DedupKey::ContentBased,
+                headers: vec![],
+            },
+            auth: RouteAuth::ApiKey,
+        },
+    )
+    .await?;
+    apis.deploy(&api.id, "live").await?;
+    let stage = StageSpec {
+        name: "live".to_owned(),
+        rate_limit: 100.0,
+        burst_limit: 200,
+        route_throttling: vec![("/partner/keyed".to_owned(), 1.0, 1)],
+        access_log: None,
+    };
+    assert!(
+        apis.ensure_stage(&api.id, &stage).await?,
+        "first stage settings are a change"
+    );
+    let key = format!("hookline-e2e-key-{id}-0123456789");
+    apis.ensure_api_key(
+        &format!("hookline-e2e-{id}"),
+        &key,
+        &api.id,
+        "live",
+        &gateway,
+    )
+    .await?;
+
+    let host = format!("hooks-{id}.example.com");
+    let certificate = AcmCertificates::new(clients.acm.clone(), clients.caller.clone())
+        .ensure(&CertificateSpec {
+            domain: host.clone(),
+            owner: gateway.clone(),
+            tags: vec![],
+        })
+        .await?;
+    let target = apis
+        .ensure_domain(&DomainSpec {
+            domain: host.clone(),
+            certificate_arn: certificate.arn.clone(),
+            api_id: api.id.clone(),
+            stage: "live".to_owned(),
+            owner: gateway.clone(),
+        })
+        .await?;
+    assert!(!target.regional_domain_name.is_empty());
+
+    // Nothing changed: a repeat only reads.
+    let before = clients.caller.snapshot();
+    let (_, changed) = apis.ensure_route(&api, &stripe_route).await?;
+    assert!(
+        !changed,
+        "a repeat changes nothing, but wrote {:?}",
+        writes(&clients.caller.snapshot(), &before)
+    );
+    assert!(!apis.ensure_stage(&api.id, &stage).await?);
+    assert_eq!(
+        writes(&clients.caller.snapshot(), &before),
+        Vec::<String>::new()
+    );
+
+    // The execute-api form.
+    let event = r#"{"id":"evt_1","data":{"object":{"customer":"cus_42"}}}"#;
+    let invoke = format!("/restapis/{}/live/_user_request_/payments/stripe", api.id);
+    let signature = [
+        ("Stripe-Signature", "t=1,v1=abc"),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, body) = post(port, "127.0.0.1", &invoke, &signature, event).await?;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"accepted"}"#));
+    // The same event again inside the dedup window is dropped by SQS.
+    assert_eq!(
+        post(port, "127.0.0.1", &invoke, &signature, event).await?.0,
+        200
+    );
+    // The custom-domain form: the Host header picks the domain.
+    let other = r#"{"id":"evt_2","data":{"object":{"customer":"cus_7"}}}"#;
+    assert_eq!(
+        post(port, &host, "/payments/stripe", &signature, other)
+            .await?
+            .0,
+        200
+    );
+
+    let messages = received(&clients.sqs, &stripe.queue.url).await?;
+    let seen: Vec<(&str, &str)> = messages
+        .iter()
+        .map(|d| {
+            (
+                d.group_id.as_str(),
+                std::str::from_utf8(&d.body).unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 2, "duplicate dropped: {seen:?}");
+    assert!(seen.contains(&("b:cus_42", event)), "{seen:?}");
+    assert!(seen.contains(&("b:cus_7", other)), "{seen:?}");
+    let first = &messages[0];
+    assert_eq!(
+        first.headers.get("stripe-signature").map(|v| v.as_bytes()),
+        Some(&b"t=1,v1=abc"[..])
+    );
+    assert_eq!(
+        first.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b"application/json"[..])
+    );
+
+    // Dedup by a delivery-id header; grouping by a header.
+    let github_path = format!("/restapis/{}/live/_user_request_/github", api.id);
+    let delivery = |id: &'static str| {
+        [
+            ("X-GitHub-Delivery", id),
+            ("X-GitHub-Repo", "acme/shop"),
+            ("Content-Type", "application/json"),
+        ]
+    };
+    assert_eq!(
+        post(
+            port,
+            "127.0.0.1",
+            &github_path,
+            &delivery("d-1"),
+            r#"{"n":1}"#
+        )
+        .await?
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            port,
+            "127.0.0.1",
+            &github_path,
+            &delivery("d-1"),
+            r#"{"n":1,"retry":true}"#
+        )
+        .await?
+        .0,
+        200
+    );
+    assert_eq!(
+        post(
+            port,
+            "127.0.0.1",
+            &github_path,
+            &delivery("d-2"),
+            r#"{"n":2}"#
+        )
+        .await?
+        .0,
+        200
+    );
+    let (status, _) = post(
+        port,
+        "127.0.0.1",
+        &github_path,
+        &[("Content-Type", "application/json")],
+        r#"{"n":3}"#,
+    )
+    .await?;
+    assert_eq!(
+        status, 400,
+        "no delivery id: refused, not silently deduplicated"
+    );
+    let messages = received(&clients.sqs, &github.queue.url).await?;
+    let bodies: Vec<String> = messages
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+        .collect();
+    assert_eq!(bodies, [r#"{"n":1}"#, r#"{"n":2}"#]);
+    assert!(
+        messages.iter().all(|d| d.group_id == "h:acme/shop"),
+        "{:?}",
+        messages.iter().map(|d| &d.group_id).collect::<Vec<_>>()
+    );
+    assert!(
+        messages[0].headers.get("x-hub-signature-256").is_none(),
+        "an absent header stays absent"
+    );
+
+    // API key: missing → 403; with it → 200. Then a burst over 1/s → 429.
+    let keyed_path = format!("/restapis/{}/live/_user_request_/partner/keyed", api.id);
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(
+        post(port, "127.0.0.1", &keyed_path, &json, "{}").await?.0,
+        403
+    );
+    let with_key = [
+        ("Content-Type", "application/json"),
+        ("x-api-key", key.as_str()),
+    ];
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        statuses.push(
+            post(
+                port,
+                "127.0.0.1",
+                &keyed_path,
+                &with_key,
+                &format!("{{\"n\":{n}}}"),
+            )
+            .await?
+            .0,
+        );
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    if !statuses.contains(&429) {
+        bail!("a burst over the route's 1 request/s limit was never throttled: {statuses:?}");
+    }
+
+    // A content type the route does not map is refused, not queued raw.
+    let (status, _) = post(
+        port,
+        "127.0.0.1",
+        &invoke,
+        &[("Content-Type", "application/octet-stream")],
+        "\u{1}\u{2}",
+    )
+    .await?;
+    assert!(status >= 400, "binary body accepted with {status}");
+    Ok(())
+}
+
+fn writes(after: &CallCounts, before: &CallCounts) -> Vec<String> {
+    after
+        .iter()
+        .filter(|((_, op, _), _)| !op.starts_with("Get"))
+        .filter(|(key, n)| before.get(key).is_none_or(|b| *n > b))
+        .map(|((_, op, outcome), _)| format!("{op}:{outcome}"))
+        .collect()
+}
+
+fn fastrand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 100_000)
+}
