@@ -8,6 +8,7 @@
 //! - [`certificates`]: [`Certificates`] on ACM.
 //! - [`dns`]: [`Dns`] on Route 53.
 //! - [`roles`]: [`Roles`] on IAM.
+//! - [`logs`]: [`LogGroups`] on CloudWatch Logs (stage access logs).
 //! - [`rest_apis`]: [`RestApis`] on API Gateway; [`templates`]: the request mapping
 //!   template (pure).
 //!
@@ -20,6 +21,7 @@ pub mod certificates;
 pub mod dns;
 pub mod error;
 pub mod limits;
+pub mod logs;
 pub mod queues;
 pub mod rest_apis;
 pub mod roles;
@@ -29,10 +31,11 @@ pub use certificates::{AcmCertificates, Certificate, CertificateSpec, Certificat
 pub use dns::{Dns, Record, Route53Dns};
 pub use error::{AwsError, Service};
 pub use limits::{Caller, RateLimits, RetryPolicy};
+pub use logs::{CloudWatchLogGroups, LogGroups};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
 pub use rest_apis::{
-    ApiGatewayRestApis, ApiRef, ApiSpec, DomainSpec, DomainTarget, RestApis, RouteAuth, RouteSpec,
-    StageSpec,
+    ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, DomainSpec, DomainTarget, RestApis,
+    RouteAuth, RouteSpec, StageSpec,
 };
 pub use roles::{IamRoles, RoleSpec, Roles};
 

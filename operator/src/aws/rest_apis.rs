@@ -7,8 +7,10 @@
 //! integration and its responses).
 
 use aws_sdk_apigateway::types::{
-    EndpointConfiguration, EndpointType, IntegrationType, Op, PatchOperation, SecurityPolicy,
+    AuthorizerType, EndpointConfiguration, EndpointType, IntegrationType, Op, PatchOperation,
+    SecurityPolicy,
 };
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
@@ -90,6 +92,88 @@ pub struct RouteSpec {
     pub auth: RouteAuth,
 }
 
+/// An authorizer of the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizerSpec {
+    /// Accepts tokens of these Cognito user pools.
+    Cognito {
+        /// Authorizer name, unique in the API.
+        name: String,
+        /// User pool ARNs.
+        user_pool_arns: Vec<String>,
+    },
+    /// Calls a Lambda function. API Gateway needs permission to invoke it (a
+    /// `lambda:InvokeFunction` grant to `apigateway.amazonaws.com` on the function).
+    Lambda {
+        /// Authorizer name, unique in the API.
+        name: String,
+        /// Function ARN.
+        function_arn: String,
+        /// `TOKEN` or `REQUEST`.
+        request: bool,
+        /// Where the identity comes from, e.g. `method.request.header.Authorization`.
+        identity_source: String,
+        /// Seconds API Gateway caches the answer.
+        ttl_seconds: i32,
+    },
+}
+
+impl AuthorizerSpec {
+    fn name(&self) -> &str {
+        match self {
+            Self::Cognito { name, .. } | Self::Lambda { name, .. } => name,
+        }
+    }
+}
+
+/// The invocation URI of a Lambda authorizer.
+fn lambda_authorizer_uri(function_arn: &str) -> String {
+    let region = function_arn.split(':').nth(3).unwrap_or_default();
+    format!(
+        "arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
+    )
+}
+
+/// The resource policy that limits routes to source CIDRs: everything may be
+/// invoked, except a listed route from outside its list. `None` without lists.
+pub fn source_ip_policy(routes: &[(String, Vec<String>)]) -> Option<Value> {
+    let mut statements = vec![json!({
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "execute-api:Invoke",
+        "Resource": "execute-api:/*"
+    })];
+    let mut routes: Vec<_> = routes
+        .iter()
+        .filter(|(_, cidrs)| !cidrs.is_empty())
+        .collect();
+    if routes.is_empty() {
+        return None;
+    }
+    routes.sort();
+    for (path, cidrs) in routes {
+        statements.push(json!({
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "execute-api:Invoke",
+            "Resource": format!("execute-api:/*/POST{path}"),
+            "Condition": {"NotIpAddress": {"aws:SourceIp": cidrs}}
+        }));
+    }
+    Some(json!({"Version": "2012-10-17", "Statement": statements}))
+}
+
+/// API Gateway returns the policy JSON-escaped (`{\"Version\":…}`); reads both forms.
+fn decode_policy(text: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object)
+        .or_else(|| {
+            let unescaped: String = serde_json::from_str(&format!("\"{text}\"")).ok()?;
+            serde_json::from_str(&unescaped).ok()
+        })
+}
+
 /// A custom domain for the gateway's hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -156,6 +240,19 @@ pub trait RestApis: Send + Sync {
         stage: &str,
         owner: &Owner,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// A Cognito or Lambda authorizer, found by name; returns its id.
+    fn ensure_authorizer(
+        &self,
+        api_id: &str,
+        spec: &AuthorizerSpec,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// Sets the API's resource policy (`None`: no policy); true if it changed.
+    /// A changed policy takes effect with the next deployment.
+    fn ensure_policy(
+        &self,
+        api_id: &str,
+        policy: Option<&Value>,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
     /// Deletes a route's resource (and so its method); already gone is fine.
     fn delete_route(
         &self,
@@ -972,6 +1069,123 @@ impl RestApis for ApiGatewayRestApis {
         Ok(key_id)
     }
 
+    async fn ensure_authorizer(
+        &self,
+        api_id: &str,
+        spec: &AuthorizerSpec,
+    ) -> Result<String, AwsError> {
+        let existing = self
+            .caller
+            .call(APIGW, "GetAuthorizers", || {
+                self.apigateway
+                    .get_authorizers()
+                    .rest_api_id(api_id)
+                    .limit(500)
+                    .send()
+            })
+            .await?
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.name.as_deref() == Some(spec.name()));
+        let (kind, providers, uri, identity, ttl) = match spec {
+            AuthorizerSpec::Cognito { user_pool_arns, .. } => (
+                AuthorizerType::CognitoUserPools,
+                user_pool_arns.clone(),
+                None,
+                "method.request.header.Authorization".to_owned(),
+                None,
+            ),
+            AuthorizerSpec::Lambda {
+                function_arn,
+                request,
+                identity_source,
+                ttl_seconds,
+                ..
+            } => (
+                if *request {
+                    AuthorizerType::Request
+                } else {
+                    AuthorizerType::Token
+                },
+                Vec::new(),
+                Some(lambda_authorizer_uri(function_arn)),
+                identity_source.clone(),
+                Some(*ttl_seconds),
+            ),
+        };
+        if let Some(current) = existing {
+            let id = current
+                .id
+                .clone()
+                .ok_or_else(|| AwsError::unexpected(APIGW, "GetAuthorizers", "no authorizer id"))?;
+            let same = current.r#type.as_ref() == Some(&kind)
+                && current.provider_arns.clone().unwrap_or_default() == providers
+                && current.authorizer_uri.clone().filter(|u| !u.is_empty()) == uri
+                && current.identity_source.as_deref() == Some(identity.as_str())
+                && (ttl.is_none() || current.authorizer_result_ttl_in_seconds == ttl);
+            if same {
+                return Ok(id);
+            }
+            // Its type cannot be patched; replace it (routes are re-pointed by the caller).
+            self.caller
+                .call(APIGW, "DeleteAuthorizer", || {
+                    self.apigateway
+                        .delete_authorizer()
+                        .rest_api_id(api_id)
+                        .authorizer_id(&id)
+                        .send()
+                })
+                .await?;
+        }
+        let created = self
+            .caller
+            .call(APIGW, "CreateAuthorizer", || {
+                self.apigateway
+                    .create_authorizer()
+                    .rest_api_id(api_id)
+                    .name(spec.name())
+                    .r#type(kind.clone())
+                    .set_provider_arns((!providers.is_empty()).then(|| providers.clone()))
+                    .set_authorizer_uri(uri.clone())
+                    .identity_source(&identity)
+                    .set_authorizer_result_ttl_in_seconds(ttl)
+                    .send()
+            })
+            .await?;
+        created
+            .id
+            .ok_or_else(|| AwsError::unexpected(APIGW, "CreateAuthorizer", "no authorizer id"))
+    }
+
+    async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError> {
+        let current = self
+            .get_api(api_id)
+            .await?
+            .ok_or_else(|| AwsError::NotFound {
+                service: APIGW,
+                operation: "GetRestApi",
+                message: format!("REST API {api_id}"),
+            })?
+            .policy
+            .filter(|p| !p.is_empty())
+            .and_then(|p| decode_policy(&p));
+        if current.as_ref() == policy {
+            return Ok(false);
+        }
+        let value = policy.map(Value::to_string).unwrap_or_default();
+        self.caller
+            .call(APIGW, "UpdateRestApi", || {
+                self.apigateway
+                    .update_rest_api()
+                    .rest_api_id(api_id)
+                    .patch_operations(replace("/policy".into(), value.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(true)
+    }
+
     async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {
         let resources = match self.resources(&api.id).await {
             Err(e) if e.is_not_found() => return Ok(()),
@@ -1057,6 +1271,39 @@ impl RestApis for ApiGatewayRestApis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_ip_policy_denies_listed_routes_from_elsewhere() {
+        assert_eq!(source_ip_policy(&[("/a".into(), vec![])]), None);
+        let policy = source_ip_policy(&[
+            ("/stripe".into(), vec!["3.18.12.63/32".into()]),
+            ("/open".into(), vec![]),
+        ])
+        .unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2);
+        assert_eq!(statements[1]["Resource"], "execute-api:/*/POST/stripe");
+        assert_eq!(
+            statements[1]["Condition"]["NotIpAddress"]["aws:SourceIp"][0],
+            "3.18.12.63/32"
+        );
+    }
+
+    #[test]
+    fn policies_read_back_in_either_form() {
+        let policy = json!({"Version": "2012-10-17", "Statement": []});
+        assert_eq!(decode_policy(&policy.to_string()), Some(policy.clone()));
+        let escaped = policy.to_string().replace('"', "\\\"");
+        assert_eq!(decode_policy(&escaped), Some(policy));
+    }
+
+    #[test]
+    fn lambda_authorizer_uri_uses_the_function_region() {
+        assert_eq!(
+            lambda_authorizer_uri("arn:aws:lambda:eu-west-1:123456789012:function:auth"),
+            "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:auth/invocations"
+        );
+    }
 
     #[test]
     fn stage_setting_keys_escape_slashes() {
