@@ -392,6 +392,20 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway() -> Result<()> {
         bail!("a burst over the route's 1 request/s limit was never throttled: {statuses:?}");
     }
 
+    // Deleting the key (and its plan) makes the route refuse it again.
+    apis.delete_api_key(&format!("hookline-e2e-{id}"), &gateway)
+        .await?;
+    apis.delete_api_key(&format!("hookline-e2e-{id}"), &gateway)
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        post(port, "127.0.0.1", &keyed_path, &with_key, "{}")
+            .await?
+            .0,
+        403,
+        "deleted key still accepted"
+    );
+
     // A content type the route does not map is refused, not queued raw.
     let (status, _) = post(
         port,

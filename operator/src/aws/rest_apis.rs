@@ -253,6 +253,13 @@ pub trait RestApis: Send + Sync {
         api_id: &str,
         policy: Option<&Value>,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    /// Deletes our API key of this name and the usage plans it is in (both outlive
+    /// the API otherwise: they are account-level objects).
+    fn delete_api_key(
+        &self,
+        name: &str,
+        owner: &Owner,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Deletes a route's resource (and so its method); already gone is fine.
     fn delete_route(
         &self,
@@ -1184,6 +1191,100 @@ impl RestApis for ApiGatewayRestApis {
             })
             .await?;
         Ok(true)
+    }
+
+    async fn delete_api_key(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
+        let keys = self
+            .caller
+            .call(APIGW, "GetApiKeys", || {
+                self.apigateway
+                    .get_api_keys()
+                    .name_query(name)
+                    .limit(500)
+                    .send()
+            })
+            .await?
+            .items
+            .unwrap_or_default();
+        for key in keys {
+            let ours = key.name.as_deref() == Some(name)
+                && key.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
+            let (true, Some(key_id)) = (ours, key.id) else {
+                continue;
+            };
+            let plans = self
+                .caller
+                .call(APIGW, "GetUsagePlans", || {
+                    self.apigateway
+                        .get_usage_plans()
+                        .key_id(&key_id)
+                        .limit(500)
+                        .send()
+                })
+                .await?
+                .items
+                .unwrap_or_default();
+            for plan in plans {
+                let ours = plan.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
+                let (true, Some(plan_id)) = (ours, plan.id) else {
+                    continue;
+                };
+                // A plan still attached to a stage cannot be deleted: detach it first.
+                let detach: Vec<PatchOperation> = plan
+                    .api_stages
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| Some(format!("{}:{}", s.api_id?, s.stage?)))
+                    .map(|stage| {
+                        PatchOperation::builder()
+                            .op(Op::Remove)
+                            .path("/apiStages")
+                            .value(stage)
+                            .build()
+                    })
+                    .collect();
+                if !detach.is_empty() {
+                    match self
+                        .caller
+                        .call(APIGW, "UpdateUsagePlan", || {
+                            self.apigateway
+                                .update_usage_plan()
+                                .usage_plan_id(&plan_id)
+                                .set_patch_operations(Some(detach.clone()))
+                                .send()
+                        })
+                        .await
+                    {
+                        Err(e) if !e.is_not_found() => return Err(e),
+                        _ => {}
+                    }
+                }
+                match self
+                    .caller
+                    .call(APIGW, "DeleteUsagePlan", || {
+                        self.apigateway
+                            .delete_usage_plan()
+                            .usage_plan_id(&plan_id)
+                            .send()
+                    })
+                    .await
+                {
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {}
+                }
+            }
+            match self
+                .caller
+                .call(APIGW, "DeleteApiKey", || {
+                    self.apigateway.delete_api_key().api_key(&key_id).send()
+                })
+                .await
+            {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {

@@ -1,0 +1,249 @@
+//! The AWS calls each `ensure` makes on a fresh create and on a repeat with nothing
+//! changed, measured on MiniStack and asserted exactly: a steady-state reconcile
+//! must stay reads-only and cheap, since control-plane quotas are per account.
+//! Run with `--nocapture` to print the table (docs/aws-calls.md holds a copy).
+
+use anyhow::Result;
+use hookline_crds::{DedupScope, FifoThroughputLimit};
+use hookline_operator::aws::limits::CallCounts;
+use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use hookline_operator::aws::{
+    AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, Certificates,
+    CloudWatchLogGroups, Dns, DomainSpec, IamRoles, LogGroups, Owner, QueuePairSpec, Queues,
+    RateLimits, Record, RestApis, RetryPolicy, RoleSpec, Roles, Route53Dns, RouteAuth, RouteSpec,
+    SqsQueues, StageSpec,
+};
+use hookline_tests::Bench;
+use std::collections::BTreeMap;
+
+/// Calls since `before` as `Operation×n` (outcome `ok` omitted), sorted.
+fn calls(after: &CallCounts, before: &CallCounts) -> Vec<String> {
+    after
+        .iter()
+        .filter_map(|(key, n)| {
+            let new = n - before.get(key).copied().unwrap_or(0);
+            let outcome = if key.2 == "ok" {
+                String::new()
+            } else {
+                format!("({})", key.2)
+            };
+            (new > 0).then(|| format!("{}{outcome}×{new}", key.1))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let clients = AwsClients::new(
+        &bench.aws.sdk_config().await,
+        &RateLimits::unlimited(),
+        RetryPolicy::default(),
+    );
+    let caller = clients.caller.clone();
+    let id = format!("{}", std::process::id());
+    let owner = Owner {
+        uid: format!("calls-{id}"),
+        resource: "WebhookGateway calls".to_owned(),
+    };
+    let mut table: Vec<(&str, Vec<String>, Vec<String>)> = Vec::new();
+
+    macro_rules! measure {
+        ($name:expr, $ensure:expr) => {{
+            let before = caller.snapshot();
+            let value = $ensure;
+            let fresh = calls(&caller.snapshot(), &before);
+            let before = caller.snapshot();
+            let _ = $ensure;
+            let repeat = calls(&caller.snapshot(), &before);
+            table.push(($name, fresh, repeat));
+            value
+        }};
+    }
+
+    let queues = SqsQueues::new(clients.sqs.clone(), caller.clone());
+    let pair_spec = QueuePairSpec {
+        name: format!("hl-calls-{id}"),
+        content_based_deduplication: true,
+        deduplication_scope: DedupScope::Queue,
+        throughput_limit: FifoThroughputLimit::PerQueue,
+        visibility_timeout_seconds: 60,
+        message_retention_seconds: 3600,
+        dead_letter_retention_seconds: 7200,
+        max_receive_count: 5,
+        tags: BTreeMap::new(),
+        owner: owner.clone(),
+    };
+    let pair = measure!("Queues::ensure_pair", queues.ensure_pair(&pair_spec).await?);
+
+    let roles = IamRoles::new(clients.iam.clone(), caller.clone());
+    let role_spec = RoleSpec {
+        name: format!("hookline-calls-{id}"),
+        queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".into(),
+        owner: owner.clone(),
+    };
+    let role = measure!("Roles::ensure", roles.ensure(&role_spec).await?);
+
+    let logs = CloudWatchLogGroups::new(clients.logs.clone(), caller.clone());
+    let log_arn = measure!(
+        "LogGroups::ensure",
+        logs.ensure(&format!("/hookline/calls-{id}"), 30, &owner)
+            .await?
+    );
+
+    let apis = ApiGatewayRestApis::new(clients.apigateway.clone(), caller.clone());
+    let api_spec = ApiSpec {
+        name: format!("hookline-calls-{id}"),
+        tags: BTreeMap::new(),
+        owner: owner.clone(),
+    };
+    let before = caller.snapshot();
+    let api = apis.ensure_api(&api_spec, None).await?;
+    let fresh = calls(&caller.snapshot(), &before);
+    let before = caller.snapshot();
+    apis.ensure_api(&api_spec, Some(&api.id)).await?;
+    table.push((
+        "RestApis::ensure_api (repeat with known id)",
+        fresh,
+        calls(&caller.snapshot(), &before),
+    ));
+
+    let route = RouteSpec {
+        path: "/payments/stripe".into(),
+        queue_arn: pair.queue.arn.clone(),
+        role_arn: role,
+        template: RouteTemplate {
+            group: GroupKey::BodyField("$.data.object.customer".into()),
+            dedup: DedupKey::ContentBased,
+            headers: vec!["stripe-signature".into(), "content-type".into()],
+        },
+        auth: RouteAuth::None,
+    };
+    measure!(
+        "RestApis::ensure_route",
+        apis.ensure_route(&api, &route).await?
+    );
+    let before = caller.snapshot();
+    apis.deploy(&api.id, "live").await?;
+    table.push((
+        "RestApis::deploy",
+        calls(&caller.snapshot(), &before),
+        vec!["(only when a route or policy changed)".into()],
+    ));
+    let stage = StageSpec {
+        name: "live".into(),
+        rate_limit: 100.0,
+        burst_limit: 200,
+        route_throttling: vec![],
+        access_log: Some((
+            log_arn,
+            hookline_operator::aws::logs::ACCESS_LOG_FORMAT.into(),
+        )),
+    };
+    measure!(
+        "RestApis::ensure_stage",
+        apis.ensure_stage(&api.id, &stage).await?
+    );
+
+    let host = format!("calls-{id}.example.com");
+    let acm = AcmCertificates::new(clients.acm.clone(), caller.clone());
+    let certificate = measure!(
+        "Certificates::ensure",
+        acm.ensure(&CertificateSpec {
+            domain: host.clone(),
+            owner: owner.clone(),
+            tags: vec![]
+        })
+        .await?
+    );
+    let domain = DomainSpec {
+        domain: host.clone(),
+        certificate_arn: certificate.arn,
+        api_id: api.id.clone(),
+        stage: "live".into(),
+        owner: owner.clone(),
+    };
+    let target = measure!(
+        "RestApis::ensure_domain",
+        apis.ensure_domain(&domain).await?
+    );
+
+    clients
+        .route53
+        .create_hosted_zone()
+        .name(&host)
+        .caller_reference(format!("calls-{id}"))
+        .send()
+        .await?;
+    let dns = Route53Dns::new(clients.route53.clone(), caller.clone());
+    let zone = dns.zone_by_name(&host).await?;
+    let records = vec![
+        Record::txt(&format!("_hookline.{host}"), "owner=calls", 300),
+        Record {
+            name: host.clone(),
+            kind: aws_sdk_route53::types::RrType::A,
+            value: hookline_operator::aws::dns::Value::Alias {
+                target: target.regional_domain_name,
+                zone_id: target.regional_zone_id,
+            },
+        },
+    ];
+    measure!(
+        "Dns::ensure_records",
+        dns.ensure_records(&zone, &records).await?
+    );
+
+    let mut text =
+        String::from("| ensure | fresh create | repeat, nothing changed |\n| --- | --- | --- |\n");
+    for (name, fresh, repeat) in &table {
+        text.push_str(&format!(
+            "| `{name}` | {} | {} |\n",
+            fresh.join(", "),
+            repeat.join(", ")
+        ));
+    }
+    eprintln!("{text}");
+
+    let expected_repeats: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        (
+            "Queues::ensure_pair",
+            vec!["GetQueueAttributes×2", "GetQueueUrl×2", "ListQueueTags×2"],
+        ),
+        ("Roles::ensure", vec!["GetRole×1", "GetRolePolicy×1"]),
+        (
+            "LogGroups::ensure",
+            vec!["DescribeLogGroups×1", "ListTagsForResource×1"],
+        ),
+        (
+            "RestApis::ensure_api (repeat with known id)",
+            vec!["GetMethod×1", "GetRestApi×1"],
+        ),
+        (
+            "RestApis::ensure_route",
+            vec!["GetMethod×1", "GetResources×1"],
+        ),
+        ("RestApis::ensure_stage", vec!["GetStage×1"]),
+        (
+            "Certificates::ensure",
+            vec![
+                "DescribeCertificate×1",
+                "ListCertificates×1",
+                "ListTagsForCertificate×1",
+            ],
+        ),
+        (
+            "RestApis::ensure_domain",
+            vec!["GetBasePathMappings×1", "GetDomainName×1"],
+        ),
+        ("Dns::ensure_records", vec!["ListResourceRecordSets×2"]),
+    ]);
+    for (name, _, repeat) in &table {
+        if let Some(expected) = expected_repeats.get(name) {
+            assert_eq!(
+                repeat, expected,
+                "{name}: a repeat must make exactly these reads\n{text}"
+            );
+        }
+    }
+    Ok(())
+}
