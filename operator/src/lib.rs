@@ -4,7 +4,13 @@
 //! # Layout
 //! - [`aws`]: one narrow trait per AWS service, SDK implementations, error mapping,
 //!   rate limits.
+//! - [`names`]: AWS names from Kubernetes names (pure).
+//! - [`desired`]: what AWS and the cluster should hold for a Webhook (pure).
+//! - [`conditions`]: merging status conditions (pure).
 
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod conditions;
+pub mod desired;
+pub mod names;

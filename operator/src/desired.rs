@@ -1,0 +1,578 @@
+//! Desired state (pure, no I/O): what AWS and the cluster should hold for a Webhook,
+//! computed from the Webhook, its gateway and the operator's settings.
+
+use hookline_crds::{
+    AuthMode, DedupSource, GroupSource, Signature, SignaturePreset, Webhook, WebhookGateway,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, KeyToPath, PodSecurityContext, SeccompProfile,
+    SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use std::collections::BTreeMap;
+
+use crate::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use crate::aws::{Owner, QueuePair, QueuePairSpec};
+
+/// Settings of the operator that shape what it creates.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Prefix of every AWS name (one per cluster sharing an account).
+    pub name_prefix: String,
+    /// AWS region (the worker needs it too).
+    pub region: String,
+    /// The worker image.
+    pub worker_image: String,
+    /// An endpoint override handed to workers (for emulators); none in production.
+    pub aws_endpoint_url: Option<String>,
+}
+
+/// Name of the worker sidecar container; a team container may not use it.
+pub const WORKER_CONTAINER: &str = "hookline-worker";
+/// Port of the worker's /healthz and /metrics inside the pod.
+pub const WORKER_METRICS_PORT: i32 = 9095;
+const SECRET_DIR: &str = "/var/run/hookline/signature";
+
+/// The owner of a webhook's AWS objects.
+pub fn webhook_owner(webhook: &Webhook) -> Owner {
+    Owner {
+        uid: webhook.metadata.uid.clone().unwrap_or_default(),
+        resource: format!(
+            "Webhook {}/{}",
+            webhook.metadata.namespace.as_deref().unwrap_or_default(),
+            webhook.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// The owner of a gateway's AWS objects.
+pub fn gateway_owner(gateway: &WebhookGateway) -> Owner {
+    Owner {
+        uid: gateway.metadata.uid.clone().unwrap_or_default(),
+        resource: format!(
+            "WebhookGateway {}",
+            gateway.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+/// The queue pair of a webhook.
+pub fn queue_pair(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+    settings: &Settings,
+) -> QueuePairSpec {
+    let spec = &webhook.spec;
+    let mut tags = gateway.spec.tags.clone();
+    tags.extend(spec.tags.clone());
+    QueuePairSpec {
+        name: crate::names::queue_base(
+            &settings.name_prefix,
+            webhook.metadata.namespace.as_deref().unwrap_or_default(),
+            webhook.metadata.name.as_deref().unwrap_or_default(),
+        ),
+        content_based_deduplication: spec.deduplication.source == DedupSource::ContentBased,
+        deduplication_scope: spec.deduplication.scope,
+        throughput_limit: spec.delivery.fifo_throughput_limit,
+        visibility_timeout_seconds: spec.delivery.visibility_timeout_seconds,
+        message_retention_seconds: spec.delivery.message_retention_seconds,
+        dead_letter_retention_seconds: spec.delivery.dead_letter_retention_seconds,
+        max_receive_count: spec.delivery.max_receive_count,
+        tags,
+        owner: webhook_owner(webhook),
+    }
+}
+
+/// Headers a signature preset needs at the worker.
+pub fn signature_headers(signature: Option<&Signature>) -> Vec<String> {
+    let Some(signature) = signature else {
+        return Vec::new();
+    };
+    let names: &[&str] = match signature.preset {
+        SignaturePreset::Stripe => &["stripe-signature"],
+        SignaturePreset::GitHub => &["x-hub-signature-256"],
+        SignaturePreset::Shopify => &["x-shopify-hmac-sha256"],
+        SignaturePreset::Slack => &["x-slack-signature", "x-slack-request-timestamp"],
+        SignaturePreset::StandardWebhooks => {
+            &["webhook-id", "webhook-timestamp", "webhook-signature"]
+        }
+        SignaturePreset::GenericHmac => {
+            return signature
+                .generic_hmac
+                .iter()
+                .map(|g| g.header.to_ascii_lowercase())
+                .collect();
+        }
+    };
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// The mapping template inputs of a webhook's route.
+pub fn route_template(webhook: &Webhook) -> RouteTemplate {
+    let spec = &webhook.spec;
+    let group = match spec.ordering.source {
+        GroupSource::Constant => GroupKey::Constant(
+            spec.ordering
+                .constant
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+        ),
+        GroupSource::Header => GroupKey::Header(spec.ordering.header.clone().unwrap_or_default()),
+        GroupSource::BodyField => {
+            GroupKey::BodyField(spec.ordering.body_field.clone().unwrap_or_default())
+        }
+    };
+    let dedup = match spec.deduplication.source {
+        DedupSource::ContentBased => DedupKey::ContentBased,
+        DedupSource::Header => {
+            DedupKey::Header(spec.deduplication.header.clone().unwrap_or_default())
+        }
+    };
+    let mut headers = signature_headers(spec.signature.as_ref());
+    headers.extend(["content-type".to_owned(), "user-agent".to_owned()]);
+    headers.extend(spec.ordering.header.iter().map(|h| h.to_ascii_lowercase()));
+    headers.extend(
+        spec.deduplication
+            .header
+            .iter()
+            .map(|h| h.to_ascii_lowercase()),
+    );
+    headers.sort();
+    headers.dedup();
+    RouteTemplate {
+        group,
+        dedup,
+        headers,
+    }
+}
+
+/// Whether the webhook's route needs an API key.
+pub fn needs_api_key(webhook: &Webhook) -> bool {
+    webhook.spec.auth.mode == AuthMode::ApiKey
+}
+
+/// Labels of a webhook's worker pods; the selector uses the last one.
+pub fn worker_labels(webhook: &Webhook) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            "hookline-worker".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "hookline".to_owned(),
+        ),
+        (
+            "hookline.dev/webhook".to_owned(),
+            webhook.metadata.name.clone().unwrap_or_default(),
+        ),
+    ])
+}
+
+/// Name of the worker Deployment and ServiceAccount of a webhook.
+pub fn worker_name(webhook: &Webhook) -> String {
+    format!(
+        "{}-worker",
+        webhook.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn owner_reference(webhook: &Webhook) -> Vec<OwnerReference> {
+    use kube::Resource;
+    webhook.controller_owner_ref(&()).into_iter().collect()
+}
+
+/// The worker's ServiceAccount, annotated for IRSA / Pod Identity from the gateway.
+pub fn worker_service_account(webhook: &Webhook, gateway: &WebhookGateway) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(worker_name(webhook)),
+            namespace: webhook.metadata.namespace.clone(),
+            labels: Some(worker_labels(webhook)),
+            annotations: (!gateway.spec.worker_service_account_annotations.is_empty())
+                .then(|| gateway.spec.worker_service_account_annotations.clone()),
+            owner_references: Some(owner_reference(webhook)),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn preset_flag(preset: SignaturePreset) -> &'static str {
+    match preset {
+        SignaturePreset::Stripe => "stripe",
+        SignaturePreset::GitHub => "github",
+        SignaturePreset::Shopify => "shopify",
+        SignaturePreset::Slack => "slack",
+        SignaturePreset::StandardWebhooks => "standard-webhooks",
+        SignaturePreset::GenericHmac => "generic-hmac",
+    }
+}
+
+/// The worker Deployment: the team's pod template plus the Hookline worker as a
+/// native sidecar (an init container with `restartPolicy: Always`, so it starts
+/// before and stops after the handler). `replicas` is left out: the scaler owns it.
+pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> Deployment {
+    let spec = &webhook.spec;
+    let mut template = spec.worker.template.clone();
+    let labels = worker_labels(webhook);
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(labels.clone());
+
+    let mut vars = vec![
+        env("HOOKLINE_QUEUE_URL", pair.queue.url.clone()),
+        env(
+            "HOOKLINE_DEAD_LETTER_QUEUE_URL",
+            pair.dead_letter.url.clone(),
+        ),
+        env(
+            "HOOKLINE_HANDLER_URL",
+            format!(
+                "http://127.0.0.1:{}{}",
+                spec.worker.handler.port, spec.worker.handler.path
+            ),
+        ),
+        env(
+            "HOOKLINE_HANDLER_TIMEOUT_SECONDS",
+            spec.worker.handler.timeout_seconds.to_string(),
+        ),
+        env("HOOKLINE_CONCURRENCY", spec.worker.concurrency.to_string()),
+        env(
+            "HOOKLINE_VISIBILITY_TIMEOUT_SECONDS",
+            spec.delivery.visibility_timeout_seconds.to_string(),
+        ),
+        env(
+            "HOOKLINE_MAX_RECEIVE_COUNT",
+            spec.delivery.max_receive_count.to_string(),
+        ),
+        env(
+            "HOOKLINE_BACKOFF_INITIAL_SECONDS",
+            spec.delivery.retry_backoff.initial_seconds.to_string(),
+        ),
+        env(
+            "HOOKLINE_BACKOFF_MAX_SECONDS",
+            spec.delivery.retry_backoff.max_seconds.to_string(),
+        ),
+        env(
+            "HOOKLINE_METRICS_ADDR",
+            format!("0.0.0.0:{WORKER_METRICS_PORT}"),
+        ),
+        env("AWS_REGION", settings.region.clone()),
+    ];
+    if let Some(endpoint) = &settings.aws_endpoint_url {
+        vars.push(env("AWS_ENDPOINT_URL", endpoint.clone()));
+    }
+    let mut mounts = Vec::new();
+    let mut volumes = Vec::new();
+    if let Some(signature) = &spec.signature {
+        vars.push(env(
+            "HOOKLINE_SIGNATURE_PRESET",
+            preset_flag(signature.preset),
+        ));
+        vars.push(env(
+            "HOOKLINE_SIGNATURE_TOLERANCE_SECONDS",
+            signature.tolerance_seconds.to_string(),
+        ));
+        let files: Vec<String> = signature
+            .secret_ref
+            .keys
+            .iter()
+            .map(|k| format!("{SECRET_DIR}/{k}"))
+            .collect();
+        vars.push(env("HOOKLINE_SIGNATURE_SECRET_FILES", files.join(",")));
+        if let Some(generic) = &signature.generic_hmac {
+            vars.push(env("HOOKLINE_HMAC_HEADER", generic.header.clone()));
+            let encoding = match generic.encoding {
+                hookline_crds::DigestEncoding::Hex => "hex",
+                hookline_crds::DigestEncoding::Base64 => "base64",
+            };
+            vars.push(env("HOOKLINE_HMAC_ENCODING", encoding));
+            if let Some(prefix) = &generic.prefix {
+                vars.push(env("HOOKLINE_HMAC_PREFIX", prefix.clone()));
+            }
+        }
+        volumes.push(Volume {
+            name: "hookline-signature".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(signature.secret_ref.name.clone()),
+                items: Some(
+                    signature
+                        .secret_ref
+                        .keys
+                        .iter()
+                        .map(|k| KeyToPath {
+                            key: k.clone(),
+                            path: k.clone(),
+                            ..KeyToPath::default()
+                        })
+                        .collect(),
+                ),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "hookline-signature".to_owned(),
+            mount_path: SECRET_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    let sidecar = Container {
+        name: WORKER_CONTAINER.to_owned(),
+        image: Some(settings.worker_image.clone()),
+        args: Some(vec!["run".to_owned()]),
+        env: Some(vars),
+        restart_policy: Some("Always".to_owned()),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            name: Some("worker-metrics".to_owned()),
+            container_port: WORKER_METRICS_PORT,
+            ..Default::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    let pod = template.spec.get_or_insert_with(Default::default);
+    pod.service_account_name = Some(worker_name(webhook));
+    pod.init_containers
+        .get_or_insert_with(Vec::new)
+        .push(sidecar);
+    pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    // Long enough to finish the slowest handler call and flush its delete.
+    let needed = i64::from(spec.worker.handler.timeout_seconds) + 30;
+    pod.termination_grace_period_seconds = Some(
+        pod.termination_grace_period_seconds
+            .unwrap_or(30)
+            .max(needed),
+    );
+    if pod.security_context.is_none() {
+        pod.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        });
+    }
+
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(worker_name(webhook)),
+            namespace: webhook.metadata.namespace.clone(),
+            labels: Some(labels.clone()),
+            owner_references: Some(owner_reference(webhook)),
+            ..ObjectMeta::default()
+        },
+        spec: DeploymentSpec {
+            selector: LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "hookline.dev/webhook".to_owned(),
+                    webhook.metadata.name.clone().unwrap_or_default(),
+                )])),
+                ..LabelSelector::default()
+            },
+            template,
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::QueueRef;
+
+    fn webhook(yaml: &str) -> Webhook {
+        let mut w: Webhook = serde_saphyr::from_str(yaml).unwrap();
+        w.metadata.uid = Some("uid-1".to_owned());
+        w
+    }
+
+    const STRIPE: &str = r#"
+apiVersion: hookline.dev/v1alpha1
+kind: Webhook
+metadata: {name: stripe, namespace: payments}
+spec:
+  path: /payments/stripe
+  ordering: {type: BodyField, bodyField: $.data.object.customer}
+  signature: {preset: Stripe, secretRef: {name: stripe-webhook, keys: [a, b]}}
+  worker:
+    template:
+      spec:
+        containers: [{name: handler, image: handler:1}]
+    handler: {port: 8080, path: /stripe, timeoutSeconds: 60}
+"#;
+
+    fn settings() -> Settings {
+        Settings {
+            name_prefix: "hl".to_owned(),
+            region: "eu-west-1".to_owned(),
+            worker_image: "ghcr.io/hookline/worker:0.1.0".to_owned(),
+            aws_endpoint_url: None,
+        }
+    }
+
+    fn pair() -> QueuePair {
+        QueuePair {
+            queue: QueueRef {
+                url: "https://sqs/q.fifo".into(),
+                arn: "arn:aws:sqs:eu-west-1:1:q.fifo".into(),
+            },
+            dead_letter: QueueRef {
+                url: "https://sqs/q-dlq.fifo".into(),
+                arn: "arn:aws:sqs:eu-west-1:1:q-dlq.fifo".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn route_templates_by_spec() {
+        let cases = [
+            (
+                STRIPE,
+                GroupKey::BodyField("$.data.object.customer".into()),
+                DedupKey::ContentBased,
+                vec!["content-type", "stripe-signature", "user-agent"],
+            ),
+            (
+                r#"
+metadata: {name: gh, namespace: ci}
+spec:
+  path: /github
+  ordering: {type: Header, header: X-GitHub-Repo}
+  deduplication: {type: Header, header: X-GitHub-Delivery}
+  signature: {preset: GitHub, secretRef: {name: gh}}
+  worker: {template: {spec: {containers: [{name: h, image: h}]}}}
+"#,
+                GroupKey::Header("X-GitHub-Repo".into()),
+                DedupKey::Header("X-GitHub-Delivery".into()),
+                vec![
+                    "content-type",
+                    "user-agent",
+                    "x-github-delivery",
+                    "x-github-repo",
+                    "x-hub-signature-256",
+                ],
+            ),
+            (
+                r#"
+metadata: {name: std, namespace: ci}
+spec:
+  path: /std
+  signature: {preset: StandardWebhooks, secretRef: {name: s}}
+  worker: {template: {spec: {containers: [{name: h, image: h}]}}}
+"#,
+                GroupKey::Constant("default".into()),
+                DedupKey::ContentBased,
+                vec![
+                    "content-type",
+                    "user-agent",
+                    "webhook-id",
+                    "webhook-signature",
+                    "webhook-timestamp",
+                ],
+            ),
+        ];
+        for (yaml, group, dedup, headers) in cases {
+            let t = route_template(&webhook(yaml));
+            assert_eq!((t.group, t.dedup), (group, dedup));
+            assert_eq!(t.headers, headers);
+        }
+    }
+
+    #[test]
+    fn the_worker_is_a_native_sidecar_with_the_queue_and_secrets() {
+        let w = webhook(STRIPE);
+        let d = worker_deployment(&w, &pair(), &settings());
+        assert_eq!(d.metadata.name.as_deref(), Some("stripe-worker"));
+        assert!(d.spec.replicas.is_none(), "the scaler owns replicas");
+        let pod = d.spec.template.spec.unwrap();
+        assert_eq!(
+            pod.containers[0].name, "handler",
+            "the team's container untouched"
+        );
+        let sidecar = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        let env: BTreeMap<_, _> = sidecar
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap()))
+            .collect();
+        assert_eq!(env["HOOKLINE_QUEUE_URL"], "https://sqs/q.fifo");
+        assert_eq!(env["HOOKLINE_HANDLER_URL"], "http://127.0.0.1:8080/stripe");
+        assert_eq!(env["HOOKLINE_SIGNATURE_PRESET"], "stripe");
+        assert_eq!(
+            env["HOOKLINE_SIGNATURE_SECRET_FILES"],
+            "/var/run/hookline/signature/a,/var/run/hookline/signature/b"
+        );
+        assert_eq!(env["HOOKLINE_MAX_RECEIVE_COUNT"], "5");
+        assert!(!env.contains_key("AWS_ENDPOINT_URL"));
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(90),
+            "handler timeout + 30 s"
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("stripe-worker"));
+        let volume = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("stripe-webhook")
+        );
+        let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("Webhook", Some(true))
+        );
+    }
+
+    #[test]
+    fn queue_pair_follows_the_delivery_settings() {
+        let w = webhook(STRIPE);
+        let g: WebhookGateway = serde_saphyr::from_str(
+            "metadata: {name: public}\nspec: {hostname: hooks.example.com, hostedZone: {name: example.com}, tags: {team: platform}}",
+        )
+        .unwrap();
+        let spec = queue_pair(&w, &g, &settings());
+        assert!(spec.name.starts_with("hl-payments-stripe-"));
+        assert!(spec.content_based_deduplication);
+        assert_eq!(
+            (spec.max_receive_count, spec.visibility_timeout_seconds),
+            (5, 60)
+        );
+        assert_eq!(spec.tags["team"], "platform", "gateway tags apply");
+        assert_eq!(spec.owner.uid, "uid-1");
+    }
+}
