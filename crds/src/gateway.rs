@@ -225,6 +225,14 @@ pub struct WebhookGatewayStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rest_api_id: Option<String>,
 
+    /// Id of the REST API's `/` resource, under which webhook routes are created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_resource_id: Option<String>,
+
+    /// Stage the API is deployed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_name: Option<String>,
+
     /// ARN of the ACM certificate for `hostname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_arn: Option<String>,

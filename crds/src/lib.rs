@@ -91,6 +91,12 @@ pub mod reasons {
     pub const AWS_ERROR: &str = "AwsError";
     /// Deletion waits: the dead-letter queue still holds messages.
     pub const DEAD_LETTER_NOT_EMPTY: &str = "DeadLetterQueueNotEmpty";
+    /// The gateway exists but is not Ready yet; the route waits for it.
+    pub const GATEWAY_NOT_READY: &str = "GatewayNotReady";
+    /// Deletion waits: Webhooks are still attached to the gateway.
+    pub const IN_USE: &str = "InUse";
+    /// Deletion in progress.
+    pub const DELETING: &str = "Deleting";
 }
 
 /// The CRDs as the API server should receive them, in a stable order.

@@ -147,6 +147,16 @@ pub fn route_template(webhook: &Webhook) -> RouteTemplate {
     }
 }
 
+/// Whether the team's pod template uses the worker's container name.
+pub fn worker_has_reserved_container(webhook: &Webhook) -> bool {
+    webhook.spec.worker.template.spec.iter().any(|pod| {
+        pod.containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+            .any(|c| c.name == WORKER_CONTAINER)
+    })
+}
+
 /// Whether the webhook's route needs an API key.
 pub fn needs_api_key(webhook: &Webhook) -> bool {
     webhook.spec.auth.mode == AuthMode::ApiKey

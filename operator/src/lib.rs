@@ -7,10 +7,12 @@
 //! - [`names`]: AWS names from Kubernetes names (pure).
 //! - [`desired`]: what AWS and the cluster should hold for a Webhook (pure).
 //! - [`conditions`]: merging status conditions (pure).
+//! - [`controller`]: the reconcilers.
 
 #![forbid(unsafe_code)]
 
 pub mod aws;
 pub mod conditions;
+pub mod controller;
 pub mod desired;
 pub mod names;

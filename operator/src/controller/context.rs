@@ -1,0 +1,121 @@
+//! What every reconcile shares.
+
+use kube::runtime::events::{Recorder, Reporter};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::deployer::Deployer;
+use crate::aws::{
+    AcmCertificates, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups, IamRoles, Route53Dns,
+    SqsQueues,
+};
+use crate::desired::Settings;
+
+/// The AWS services, each behind its domain trait's SDK implementation.
+#[derive(Debug, Clone)]
+pub struct AwsServices {
+    /// SQS.
+    pub queues: SqsQueues,
+    /// API Gateway.
+    pub apis: ApiGatewayRestApis,
+    /// ACM.
+    pub certificates: AcmCertificates,
+    /// Route 53.
+    pub dns: Route53Dns,
+    /// IAM.
+    pub roles: IamRoles,
+    /// CloudWatch Logs.
+    pub logs: CloudWatchLogGroups,
+}
+
+impl AwsServices {
+    /// All services from one set of clients (and so one set of rate limits).
+    pub fn new(clients: &AwsClients) -> Self {
+        let caller = clients.caller.clone();
+        Self {
+            queues: SqsQueues::new(clients.sqs.clone(), caller.clone()),
+            apis: ApiGatewayRestApis::new(clients.apigateway.clone(), caller.clone()),
+            certificates: AcmCertificates::new(clients.acm.clone(), caller.clone()),
+            dns: Route53Dns::new(clients.route53.clone(), caller.clone()),
+            roles: IamRoles::new(clients.iam.clone(), caller.clone()),
+            logs: CloudWatchLogGroups::new(clients.logs.clone(), caller),
+        }
+    }
+}
+
+/// Timing of reconciles.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Re-read AWS and repair drift this often when all is well.
+    pub resync: Duration,
+    /// Check again this soon while something is in progress (a certificate, a gateway).
+    pub pending: Duration,
+    /// Retry this soon after an error.
+    pub error: Duration,
+    /// Collect route changes this long before one deployment.
+    pub deploy_window: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            pending: Duration::from_secs(15),
+            error: Duration::from_secs(30),
+            deploy_window: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: kube::Client,
+    /// AWS services.
+    pub aws: AwsServices,
+    /// Naming, region, worker image.
+    pub settings: Settings,
+    /// Reconcile timing.
+    pub timing: Timing,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Coalesces stage deployments.
+    pub deployer: Arc<Deployer>,
+    /// Identifies this cluster in hostname ownership records.
+    pub cluster: String,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context; `cluster` names this cluster in hostname ownership records.
+    pub fn new(
+        client: kube::Client,
+        clients: &AwsClients,
+        settings: Settings,
+        timing: Timing,
+        cluster: String,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: super::MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            aws: AwsServices::new(clients),
+            deployer: Arc::new(Deployer::new(timing.deploy_window)),
+            client,
+            settings,
+            timing,
+            cluster,
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! The reconcilers: `WebhookGateway` and `Webhook` into AWS and the cluster.
+//!
+//! Each reconcile is observe → validate → desired (pure, see [`crate::desired`]) →
+//! ensure each part (idempotent, through [`crate::aws`]) → status. A finalizer guards
+//! AWS cleanup; in-cluster children carry owner references.
+//!
+//! # Layout
+//! - [`context`]: what every reconcile shares (clients, AWS services, settings).
+//! - [`gateway`], [`webhook`]: the two reconcilers.
+//! - [`deployer`]: coalesces stage deployments per gateway.
+//! - [`selector`]: label selector matching for `allowedNamespaces`.
+//! - [`status`]: status writes and condition Events.
+
+pub mod context;
+pub mod deployer;
+pub mod gateway;
+pub mod selector;
+pub mod status;
+pub mod webhook;
+
+use crate::aws::AwsError;
+
+/// Finalizer guarding AWS cleanup of both kinds.
+pub const FINALIZER: &str = "hookline.dev/aws-cleanup";
+/// Field manager of everything the operator applies.
+pub const MANAGER: &str = "hookline-operator";
+/// Annotation allowing a Webhook's deletion to drop a non-empty dead-letter queue.
+pub const ALLOW_DLQ_LOSS: &str = "hookline.dev/allow-dlq-loss";
+
+/// What can fail in a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// AWS failed (already retried under the rate limits).
+    #[error("AWS: {0}")]
+    Aws(#[from] AwsError),
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// Cleanup must wait (attached webhooks, a non-empty dead-letter queue); the
+    /// finalizer stays and the reconcile is retried.
+    #[error("waiting: {0}")]
+    Blocked(String),
+    /// The object lacks something the API server always sets (name, uid).
+    #[error("object without {0}")]
+    Malformed(&'static str),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Aws(e) => e.kind(),
+            Self::Finalizer(_) => "finalizer",
+            Self::Blocked(_) => "blocked",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Result of a reconcile step.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,663 @@
+//! The `Webhook` reconciler: validate (gateway, namespace, secrets, path) → queue
+//! pair → route (auth, template) → coalesced deployment → worker ServiceAccount and
+//! Deployment → status (URL, queues, backlog).
+
+use hookline_crds::conditions::{QUEUE_READY, READY, ROUTE_READY, WORKER_READY};
+use hookline_crds::reasons::{
+    AWS_ERROR, DEAD_LETTER_NOT_EMPTY, GATEWAY_NOT_FOUND, GATEWAY_NOT_READY, INVALID_SPEC,
+    NAMESPACE_NOT_ALLOWED, NOT_OWNED, PATH_CONFLICT, PROGRESSING, RECONCILED, SECRET_NOT_FOUND,
+};
+use hookline_crds::{
+    AuthMode, Backlog as BacklogStatus, DeletionPolicy, LambdaAuthorizerType, NamespacesFrom,
+    QueueRef as QueueStatus, Replicas, RouteRef, Webhook, WebhookGateway, WebhookStatus,
+};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+
+use super::context::Context;
+use super::{ALLOW_DLQ_LOSS, Error, FINALIZER, MANAGER, Result, selector, status};
+use crate::aws::rest_apis::source_ip_policy;
+use crate::aws::{
+    ApiRef, AuthorizerSpec, AwsError, QueuePair, QueueRef, Queues, RestApis, RouteAuth, RouteSpec,
+    StageSpec,
+};
+use crate::conditions::Report;
+use crate::desired::{self, webhook_owner};
+use crate::names;
+
+/// Reconciles one webhook; the only top-level action is the finalizer.
+#[tracing::instrument(skip(webhook, ctx), fields(webhook = %format!("{}/{}", webhook.namespace().unwrap_or_default(), webhook.name_any())))]
+pub async fn reconcile(webhook: Arc<Webhook>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = webhook.namespace().ok_or(Error::Malformed("namespace"))?;
+    let api: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, webhook, |event| async {
+        match event {
+            Finalizer::Apply(webhook) => apply(&api, &webhook, &ctx).await,
+            Finalizer::Cleanup(webhook) => cleanup(&api, &webhook, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// A reason the spec cannot be honoured, found before any AWS call.
+struct Invalid {
+    part: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+fn invalid(part: &'static str, reason: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        part,
+        reason,
+        message: message.into(),
+    }
+}
+
+/// The gateway a webhook attaches to: the named one, or the single default.
+async fn resolve_gateway(
+    ctx: &Context,
+    webhook: &Webhook,
+) -> Result<Result<WebhookGateway, Invalid>> {
+    let gateways: Api<WebhookGateway> = Api::all(ctx.client.clone());
+    if let Some(reference) = &webhook.spec.gateway_ref {
+        return Ok(match gateways.get_opt(&reference.name).await? {
+            Some(gateway) => Ok(gateway),
+            None => Err(invalid(
+                ROUTE_READY,
+                GATEWAY_NOT_FOUND,
+                format!("WebhookGateway {} does not exist", reference.name),
+            )),
+        });
+    }
+    let mut defaults: Vec<WebhookGateway> = gateways
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|g| g.spec.is_default)
+        .collect();
+    if defaults.len() == 1
+        && let Some(gateway) = defaults.pop()
+    {
+        return Ok(Ok(gateway));
+    }
+    let message = if defaults.is_empty() {
+        "no gatewayRef, and no WebhookGateway is marked default: true".to_owned()
+    } else {
+        let names: Vec<String> = defaults.iter().map(ResourceExt::name_any).collect();
+        format!(
+            "no gatewayRef, and {} WebhookGateways are marked default ({}); name one",
+            names.len(),
+            names.join(", ")
+        )
+    };
+    Ok(Err(invalid(ROUTE_READY, GATEWAY_NOT_FOUND, message)))
+}
+
+/// Checks what the schema cannot: the gateway, the namespace, the secrets, the path.
+async fn validate(
+    ctx: &Context,
+    webhook: &Webhook,
+    namespace: &str,
+) -> Result<Result<WebhookGateway, Invalid>> {
+    let gateway = match resolve_gateway(ctx, webhook).await? {
+        Ok(gateway) => gateway,
+        Err(invalid) => return Ok(Err(invalid)),
+    };
+    let allowed = &gateway.spec.allowed_namespaces;
+    if allowed.from == NamespacesFrom::Selector {
+        let labels = Api::<Namespace>::all(ctx.client.clone())
+            .get(namespace)
+            .await?
+            .metadata
+            .labels
+            .unwrap_or_default();
+        let selector = allowed.selector.clone().unwrap_or_default();
+        if !selector::matches(&selector, &labels) {
+            return Ok(Err(invalid(
+                ROUTE_READY,
+                NAMESPACE_NOT_ALLOWED,
+                format!(
+                    "WebhookGateway {} does not allow namespace {namespace} (allowedNamespaces.selector)",
+                    gateway.name_any()
+                ),
+            )));
+        }
+    }
+    if let Some(signature) = &webhook.spec.signature {
+        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&signature.secret_ref.name)
+            .await?;
+        let Some(secret) = secret else {
+            return Ok(Err(invalid(
+                WORKER_READY,
+                SECRET_NOT_FOUND,
+                format!("Secret {} does not exist", signature.secret_ref.name),
+            )));
+        };
+        let data = secret.data.unwrap_or_default();
+        let missing: Vec<&String> = signature
+            .secret_ref
+            .keys
+            .iter()
+            .filter(|k| !data.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            return Ok(Err(invalid(
+                WORKER_READY,
+                SECRET_NOT_FOUND,
+                format!(
+                    "Secret {} has no key(s) {missing:?}",
+                    signature.secret_ref.name
+                ),
+            )));
+        }
+    }
+    if desired::worker_has_reserved_container(webhook) {
+        return Ok(Err(invalid(
+            WORKER_READY,
+            INVALID_SPEC,
+            format!(
+                "the pod template may not contain a container named {}",
+                desired::WORKER_CONTAINER
+            ),
+        )));
+    }
+    // The older Webhook on the same gateway and path keeps it.
+    let others = Api::<Webhook>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let older = others.iter().find(|other| {
+        other.metadata.uid != webhook.metadata.uid
+            && other.spec.path == webhook.spec.path
+            && other.metadata.deletion_timestamp.is_none()
+            && other.status.as_ref().and_then(|s| s.gateway.as_deref())
+                == Some(gateway.name_any().as_str())
+            && (
+                other.metadata.creation_timestamp.clone(),
+                other.metadata.uid.clone(),
+            ) < (
+                webhook.metadata.creation_timestamp.clone(),
+                webhook.metadata.uid.clone(),
+            )
+    });
+    if let Some(older) = older {
+        return Ok(Err(invalid(
+            ROUTE_READY,
+            PATH_CONFLICT,
+            format!(
+                "Webhook {}/{} already serves {} on gateway {}",
+                older.namespace().unwrap_or_default(),
+                older.name_any(),
+                webhook.spec.path,
+                gateway.name_any()
+            ),
+        )));
+    }
+    Ok(Ok(gateway))
+}
+
+fn aws_failure(part: &'static str, error: &AwsError) -> Report {
+    let reason = if matches!(error, AwsError::Conflict { .. }) {
+        NOT_OWNED
+    } else {
+        AWS_ERROR
+    };
+    Report::failed(part, reason, error.to_string())
+}
+
+async fn apply(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<Action> {
+    let namespace = webhook.namespace().ok_or(Error::Malformed("namespace"))?;
+    let current = webhook.status.clone();
+    let mut status = current.clone().unwrap_or_default();
+    status.observed_generation = webhook.metadata.generation;
+    let mut reports = Vec::new();
+
+    let gateway = match validate(ctx, webhook, &namespace).await? {
+        Ok(gateway) => gateway,
+        Err(Invalid {
+            part,
+            reason,
+            message,
+        }) => {
+            // No AWS call for an invalid spec.
+            reports.push(Report::failed(part, reason, message));
+            status::merge_reports(ctx, webhook, &mut status.conditions, &reports, "").await;
+            status::write(api, webhook, current.as_ref(), &status).await?;
+            return Ok(Action::requeue(ctx.timing.error));
+        }
+    };
+    status.gateway = Some(gateway.name_any());
+    let outcome = converge(
+        webhook,
+        &gateway,
+        ctx,
+        &namespace,
+        &mut status,
+        &mut reports,
+    )
+    .await;
+    status::merge_reports(
+        ctx,
+        webhook,
+        &mut status.conditions,
+        &reports,
+        "requests are queued and delivered",
+    )
+    .await;
+    status::write(api, webhook, current.as_ref(), &status).await?;
+    match outcome {
+        Ok(true) => Ok(Action::requeue(ctx.timing.resync)),
+        Ok(false) => Ok(Action::requeue(ctx.timing.pending)),
+        Err(e) => Err(e),
+    }
+}
+
+async fn converge(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+    ctx: &Context,
+    namespace: &str,
+    status: &mut WebhookStatus,
+    reports: &mut Vec<Report>,
+) -> Result<bool> {
+    let aws = &ctx.aws;
+    let pair = aws
+        .queues
+        .ensure_pair(&desired::queue_pair(webhook, gateway, &ctx.settings))
+        .await
+        .inspect_err(|e| reports.push(aws_failure(QUEUE_READY, e)))?;
+    status.queue = Some(QueueStatus {
+        url: pair.queue.url.clone(),
+        arn: pair.queue.arn.clone(),
+    });
+    status.dead_letter_queue = Some(QueueStatus {
+        url: pair.dead_letter.url.clone(),
+        arn: pair.dead_letter.arn.clone(),
+    });
+    let backlog = aws
+        .queues
+        .backlog(&pair)
+        .await
+        .inspect_err(|e| reports.push(aws_failure(QUEUE_READY, e)))?;
+    status.backlog = Some(BacklogStatus {
+        visible: backlog.visible,
+        in_flight: backlog.in_flight,
+        dead_letter: backlog.dead_letter,
+    });
+    reports.push(Report::ok(
+        QUEUE_READY,
+        RECONCILED,
+        format!("{} and its dead-letter queue", pair.queue.url),
+    ));
+
+    let route_ready = route(webhook, gateway, ctx, namespace, &pair, status, reports).await?;
+    worker(webhook, gateway, ctx, namespace, &pair, status, reports).await?;
+    Ok(route_ready)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+    ctx: &Context,
+    namespace: &str,
+    pair: &QueuePair,
+    status: &mut WebhookStatus,
+    reports: &mut Vec<Report>,
+) -> Result<bool> {
+    let aws = &ctx.aws;
+    let gateway_status = gateway.status.clone().unwrap_or_default();
+    let (Some(api_id), Some(root), Some(role), Some(stage)) = (
+        gateway_status.rest_api_id.clone(),
+        gateway_status.root_resource_id.clone(),
+        gateway_status.role_arn.clone(),
+        gateway_status.stage_name.clone(),
+    ) else {
+        reports.push(Report::failed(
+            ROUTE_READY,
+            GATEWAY_NOT_READY,
+            format!("WebhookGateway {} has no REST API yet", gateway.name_any()),
+        ));
+        return Ok(false);
+    };
+    let rest_api = ApiRef {
+        id: api_id.clone(),
+        root_resource_id: root,
+    };
+    let name = webhook.name_any();
+    let fail = |e: &AwsError| aws_failure(ROUTE_READY, e);
+
+    let auth = match webhook.spec.auth.mode {
+        AuthMode::None => RouteAuth::None,
+        AuthMode::ApiKey => {
+            let value = api_key_value(ctx, webhook, namespace).await?;
+            aws.apis
+                .ensure_api_key(
+                    &names::webhook_api_key(&ctx.settings.name_prefix, namespace, &name),
+                    &value,
+                    &api_id,
+                    &stage,
+                    &webhook_owner(webhook),
+                )
+                .await
+                .inspect_err(|e| reports.push(fail(e)))?;
+            RouteAuth::ApiKey
+        }
+        AuthMode::Cognito => {
+            let Some(cognito) = webhook.spec.auth.cognito.clone() else {
+                reports.push(Report::failed(
+                    ROUTE_READY,
+                    INVALID_SPEC,
+                    "auth.cognito is missing",
+                ));
+                return Ok(false);
+            };
+            let authorizer_id = aws
+                .apis
+                .ensure_authorizer(
+                    &api_id,
+                    &AuthorizerSpec::Cognito {
+                        name: format!("{namespace}-{name}"),
+                        user_pool_arns: cognito.user_pool_arns,
+                    },
+                )
+                .await
+                .inspect_err(|e| reports.push(fail(e)))?;
+            RouteAuth::Cognito {
+                authorizer_id,
+                scopes: cognito.scopes,
+            }
+        }
+        AuthMode::Lambda => {
+            let Some(lambda) = webhook.spec.auth.lambda.clone() else {
+                reports.push(Report::failed(
+                    ROUTE_READY,
+                    INVALID_SPEC,
+                    "auth.lambda is missing",
+                ));
+                return Ok(false);
+            };
+            let authorizer_id = aws
+                .apis
+                .ensure_authorizer(
+                    &api_id,
+                    &AuthorizerSpec::Lambda {
+                        name: format!("{namespace}-{name}"),
+                        function_arn: lambda.function_arn,
+                        request: lambda.kind == LambdaAuthorizerType::Request,
+                        identity_source: lambda.identity_source,
+                        ttl_seconds: lambda.result_ttl_seconds,
+                    },
+                )
+                .await
+                .inspect_err(|e| reports.push(fail(e)))?;
+            RouteAuth::Lambda { authorizer_id }
+        }
+    };
+
+    let (resource_id, mut changed) = aws
+        .apis
+        .ensure_route(
+            &rest_api,
+            &RouteSpec {
+                path: webhook.spec.path.clone(),
+                queue_arn: pair.queue.arn.clone(),
+                role_arn: role,
+                template: desired::route_template(webhook),
+                auth,
+            },
+        )
+        .await
+        .inspect_err(|e| reports.push(fail(e)))?;
+    status.route = Some(RouteRef {
+        rest_api_id: api_id.clone(),
+        resource_id,
+    });
+
+    // Route throttling and source-IP limits live on the gateway's stage and API, shared
+    // by every webhook of the gateway.
+    if let Some(throttling) = &webhook.spec.throttling {
+        aws.apis
+            .ensure_stage(
+                &api_id,
+                &StageSpec {
+                    name: stage.clone(),
+                    rate_limit: gateway.spec.throttling.rate_limit,
+                    burst_limit: gateway.spec.throttling.burst_limit,
+                    route_throttling: vec![(
+                        webhook.spec.path.clone(),
+                        throttling.rate_limit,
+                        throttling.burst_limit,
+                    )],
+                    access_log: None,
+                },
+            )
+            .await
+            .inspect_err(|e| reports.push(fail(e)))?;
+    }
+    let attached = super::gateway::attached(ctx, &gateway.name_any()).await?;
+    let mut lists: Vec<(String, Vec<String>)> = attached
+        .iter()
+        .filter(|w| {
+            w.metadata.uid != webhook.metadata.uid && w.metadata.deletion_timestamp.is_none()
+        })
+        .map(|w| {
+            (
+                w.spec.path.clone(),
+                w.spec.auth.source_ip_allow_list.clone(),
+            )
+        })
+        .collect();
+    lists.push((
+        webhook.spec.path.clone(),
+        webhook.spec.auth.source_ip_allow_list.clone(),
+    ));
+    let policy = source_ip_policy(&lists);
+    changed |= aws
+        .apis
+        .ensure_policy(&api_id, policy.as_ref())
+        .await
+        .inspect_err(|e| reports.push(fail(e)))?;
+
+    if changed {
+        ctx.deployer
+            .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
+            .await
+            .inspect_err(|e| reports.push(fail(e)))?;
+    }
+    let base = gateway_status
+        .url
+        .unwrap_or_else(|| format!("https://{}", gateway.spec.hostname));
+    status.url = Some(format!("{base}{}", webhook.spec.path));
+    reports.push(Report::ok(
+        ROUTE_READY,
+        RECONCILED,
+        format!("POST {} is deployed to stage {stage}", webhook.spec.path),
+    ));
+    Ok(true)
+}
+
+/// The API key: the Secret's value if it exists, else a generated key stored in a new
+/// Secret owned by the Webhook.
+async fn api_key_value(ctx: &Context, webhook: &Webhook, namespace: &str) -> Result<String> {
+    let Some(reference) = webhook
+        .spec
+        .auth
+        .api_key
+        .as_ref()
+        .map(|a| a.secret_ref.clone())
+    else {
+        return Err(Error::Malformed("auth.apiKey"));
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(secret) = secrets.get_opt(&reference.name).await?
+        && let Some(value) = secret.data.unwrap_or_default().get(&reference.key)
+    {
+        return Ok(String::from_utf8_lossy(&value.0).trim().to_owned());
+    }
+    let value: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(40)
+        .collect();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(reference.name.clone()),
+            namespace: Some(namespace.to_owned()),
+            owner_references: webhook.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            [(
+                reference.key.clone(),
+                ByteString(value.clone().into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Secret::default()
+    };
+    secrets.create(&PostParams::default(), &secret).await?;
+    Ok(value)
+}
+
+async fn worker(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+    ctx: &Context,
+    namespace: &str,
+    pair: &QueuePair,
+    status: &mut WebhookStatus,
+    reports: &mut Vec<Report>,
+) -> Result<()> {
+    let params = PatchParams::apply(MANAGER).force();
+    let account = desired::worker_service_account(webhook, gateway);
+    let deployment = desired::worker_deployment(webhook, pair, &ctx.settings);
+    let name = desired::worker_name(webhook);
+    Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
+        .patch(&name, &params, &Patch::Apply(&account))
+        .await?;
+    let applied = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
+        .patch(&name, &params, &Patch::Apply(&deployment))
+        .await?;
+    let observed = applied.status.unwrap_or_default();
+    let desired_replicas = applied.spec.replicas.unwrap_or(1);
+    let ready = observed.ready_replicas.unwrap_or(0);
+    status.replicas = Some(Replicas {
+        desired: desired_replicas,
+        ready,
+    });
+    reports.push(if ready > 0 || desired_replicas == 0 {
+        Report::ok(
+            WORKER_READY,
+            RECONCILED,
+            format!("{ready} of {desired_replicas} worker replicas ready"),
+        )
+    } else {
+        Report::failed(
+            WORKER_READY,
+            PROGRESSING,
+            format!("Deployment {name}: {ready} of {desired_replicas} replicas ready"),
+        )
+    });
+    Ok(())
+}
+
+async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<Action> {
+    let namespace = webhook.namespace().ok_or(Error::Malformed("namespace"))?;
+    if webhook.spec.deletion_policy == DeletionPolicy::Retain {
+        return Ok(Action::await_change());
+    }
+    let aws = &ctx.aws;
+    let status = webhook.status.clone().unwrap_or_default();
+    let owner = webhook_owner(webhook);
+
+    // The route first, so nothing new arrives; then the queues.
+    if let Some(gateway) = match &status.gateway {
+        Some(name) => {
+            Api::<WebhookGateway>::all(ctx.client.clone())
+                .get_opt(name)
+                .await?
+        }
+        None => None,
+    } {
+        let gs = gateway.status.clone().unwrap_or_default();
+        if let (Some(api_id), Some(root), Some(stage)) =
+            (gs.rest_api_id, gs.root_resource_id, gs.stage_name)
+        {
+            let rest_api = ApiRef {
+                id: api_id.clone(),
+                root_resource_id: root,
+            };
+            aws.apis.delete_route(&rest_api, &webhook.spec.path).await?;
+            ctx.deployer
+                .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
+                .await?;
+        }
+        if webhook.spec.auth.mode == AuthMode::ApiKey {
+            aws.apis
+                .delete_api_key(
+                    &names::webhook_api_key(
+                        &ctx.settings.name_prefix,
+                        &namespace,
+                        &webhook.name_any(),
+                    ),
+                    &owner,
+                )
+                .await?;
+        }
+    }
+
+    let name = names::queue_base(&ctx.settings.name_prefix, &namespace, &webhook.name_any());
+    if let (Some(queue), Some(dead_letter)) = (&status.queue, &status.dead_letter_queue) {
+        let pair = QueuePair {
+            queue: QueueRef {
+                url: queue.url.clone(),
+                arn: queue.arn.clone(),
+            },
+            dead_letter: QueueRef {
+                url: dead_letter.url.clone(),
+                arn: dead_letter.arn.clone(),
+            },
+        };
+        let allowed = webhook
+            .annotations()
+            .get(ALLOW_DLQ_LOSS)
+            .is_some_and(|v| v == "true");
+        match aws.queues.backlog(&pair).await {
+            Ok(backlog) if backlog.dead_letter > 0 && !allowed => {
+                let mut next = status.clone();
+                let report = Report::failed(
+                    READY,
+                    DEAD_LETTER_NOT_EMPTY,
+                    format!(
+                        "{} message(s) in the dead-letter queue; redrive or inspect them, or annotate {ALLOW_DLQ_LOSS}=\"true\" to delete anyway",
+                        backlog.dead_letter
+                    ),
+                );
+                status::merge_reports(ctx, webhook, &mut next.conditions, &[report], "").await;
+                status::write(api, webhook, Some(&status), &next).await?;
+                return Err(Error::Blocked(format!(
+                    "dead-letter queue of {namespace}/{} is not empty",
+                    webhook.name_any()
+                )));
+            }
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+    }
+    aws.queues.delete_pair(&name, &owner).await?;
+    tracing::info!(webhook = %webhook.name_any(), "deleted the webhook's AWS objects");
+    Ok(Action::await_change())
+}
