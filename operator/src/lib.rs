@@ -8,6 +8,7 @@
 //! - [`desired`]: what AWS and the cluster should hold for a Webhook (pure).
 //! - [`conditions`]: merging status conditions (pure).
 //! - [`controller`]: the reconcilers.
+//! - [`leader`]: leader election on a Lease.
 
 #![forbid(unsafe_code)]
 
@@ -15,4 +16,5 @@ pub mod aws;
 pub mod conditions;
 pub mod controller;
 pub mod desired;
+pub mod leader;
 pub mod names;

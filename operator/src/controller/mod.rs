@@ -10,10 +10,12 @@
 //! - [`deployer`]: coalesces stage deployments per gateway.
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
 //! - [`status`]: status writes and condition Events.
+//! - [`run`]: runs the controllers.
 
 pub mod context;
 pub mod deployer;
 pub mod gateway;
+pub mod run;
 pub mod selector;
 pub mod status;
 pub mod webhook;

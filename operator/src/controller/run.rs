@@ -1,0 +1,69 @@
+//! Runs both controllers until shutdown.
+
+use futures::StreamExt;
+use hookline_crds::{Webhook, WebhookGateway};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use std::future::Future;
+use std::sync::Arc;
+
+use super::context::Context;
+use super::{Error, gateway, webhook};
+
+fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, kind = error.metric_label(), "reconcile failed; retrying");
+    Action::requeue(ctx.timing.error)
+}
+
+/// Runs the gateway controller and one webhook controller per watched namespace
+/// (all namespaces when `namespaces` is empty) until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: &[String],
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = ctx.client.clone();
+    let gateways = Controller::new(
+        Api::<WebhookGateway>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(gateway::reconcile, error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "gateway controller");
+        }
+    });
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let webhooks = futures::future::join_all(scopes.into_iter().map(|namespace| {
+        let (webhooks, deployments) = match &namespace {
+            Some(ns) => (
+                Api::<Webhook>::namespaced(client.clone(), ns),
+                Api::<Deployment>::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::<Webhook>::all(client.clone()),
+                Api::<Deployment>::all(client.clone()),
+            ),
+        };
+        Controller::new(webhooks, watcher::Config::default())
+            .owns(
+                deployments,
+                watcher::Config::default().labels("app.kubernetes.io/managed-by=hookline"),
+            )
+            .graceful_shutdown_on(shutdown.clone())
+            .run(webhook::reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "webhook controller");
+                }
+            })
+    }));
+    tokio::join!(gateways, webhooks);
+}

@@ -1,0 +1,208 @@
+//! `hookline-operator`: reconciles WebhookGateways and Webhooks into AWS.
+//! Thin on purpose: settings, telemetry, leader election, then the controllers and
+//! the health/metrics server side by side.
+
+use anyhow::{Context as _, Result};
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Parser, ValueEnum};
+use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
+use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::controller::run::run;
+use hookline_operator::desired::Settings;
+use hookline_operator::leader::{self, LeaseConfig};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hookline-operator",
+    version,
+    about = "Reconciles Hookline Webhooks and WebhookGateways into AWS"
+)]
+struct Args {
+    /// AWS region of everything the operator creates.
+    #[arg(long, env = "AWS_REGION")]
+    region: String,
+    /// Endpoint override for every AWS service (an emulator); handed to workers too.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    aws_endpoint_url: Option<String>,
+    /// Namespaces to watch for Webhooks, comma-separated; all when empty.
+    #[arg(long, env = "HOOKLINE_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Seconds between re-reads of AWS to repair drift.
+    #[arg(long, env = "HOOKLINE_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+    /// Prefix of AWS names; distinct per cluster sharing an AWS account.
+    #[arg(long, env = "HOOKLINE_NAME_PREFIX", default_value = "hl")]
+    name_prefix: String,
+    /// Names this cluster in hostname ownership records.
+    #[arg(long, env = "HOOKLINE_CLUSTER_NAME", default_value = "default")]
+    cluster_name: String,
+    /// The worker sidecar image.
+    #[arg(
+        long,
+        env = "HOOKLINE_WORKER_IMAGE",
+        default_value = "ghcr.io/hookline/hookline-worker:0.1.0"
+    )]
+    worker_image: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "HOOKLINE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "HOOKLINE_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Elect a leader through a Lease (needed with more than one replica).
+    #[arg(long, env = "HOOKLINE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (usually the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "hookline-system")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "hookline-operator")]
+    identity: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    // One crypto provider for rustls, chosen before any client exists.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(args.region.clone()));
+    if let Some(endpoint) = &args.aws_endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk = loader.load().await;
+    let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
+    let mut registry = Registry::default();
+    clients.caller.register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let settings = Settings {
+        name_prefix: args.name_prefix,
+        region: args.region,
+        worker_image: args.worker_image,
+        aws_endpoint_url: args.aws_endpoint_url,
+    };
+    let timing = Timing {
+        resync: Duration::from_secs(args.resync_seconds),
+        ..Timing::default()
+    };
+    let ctx = Context::new(
+        client.clone(),
+        &clients,
+        settings,
+        timing,
+        args.cluster_name,
+    );
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let app = {
+        let ready = ready.clone();
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let ready = ready.load(Ordering::Relaxed);
+                    async move {
+                        if ready {
+                            (StatusCode::OK, "ok")
+                        } else {
+                            (StatusCode::SERVICE_UNAVAILABLE, "waiting for leadership")
+                        }
+                    }
+                }),
+            )
+            .route("/metrics", get(move || metrics_text(registry.clone())))
+    };
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let lease = LeaseConfig {
+        namespace: args.lease_namespace,
+        name: "hookline-operator".to_owned(),
+        identity: args.identity,
+        duration: Duration::from_secs(15),
+        renew: Duration::from_secs(5),
+    };
+    if args.leader_election {
+        leader::acquire(&client, &lease)
+            .await
+            .context("acquiring the leader Lease")?;
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let controllers = run(ctx, &args.namespaces, shutdown);
+    if args.leader_election {
+        tokio::select! {
+            () = controllers => {}
+            () = leader::hold(&client, &lease) => {
+                anyhow::bail!("lost leadership; exiting so that only one replica reconciles");
+            }
+        }
+    } else {
+        controllers.await;
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn metrics_text(registry: Arc<Registry>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            format!("encoding metrics: {e}"),
+        ),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
