@@ -1,0 +1,536 @@
+//! The operator running against the bench (real API server + MiniStack): gateway and
+//! webhook become Ready with a URL, a POST to it lands in the queue, spec changes and
+//! out-of-band deletions are repaired, conflicts and disallowed namespaces are
+//! reported, deletion cleans up, and a restart mid-creation leaves no duplicates.
+//!
+//! One test function on purpose: two operators against one API server would both
+//! reconcile every gateway. The bench has no kubelet, so where the operator waits
+//! for worker pods, the test plays the kubelet and reports the Deployment ready.
+
+use anyhow::{Context as _, Result, bail};
+use aws_sdk_route53::types::RrType;
+use hookline_crds::{Webhook, WebhookGateway};
+use hookline_operator::aws::dns::Record;
+use hookline_operator::aws::{AwsClients, Dns, RateLimits, RetryPolicy, Route53Dns};
+use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::desired::Settings;
+use hookline_tests::Bench;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+struct Operator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Operator {
+    fn start(ctx: Arc<Context>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = futures::FutureExt::shared(Box::pin(async move {
+            let _ = stopped.await;
+        }));
+        let task = tokio::spawn(async move {
+            hookline_operator::controller::run::run(ctx, &[], shutdown).await
+        });
+        Self { stop, task }
+    }
+
+    /// Stops it abruptly, as a crash would: in-flight reconciles are dropped.
+    fn kill(self) {
+        self.task.abort();
+        drop(self.stop);
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn webhook_reason(webhook: &Webhook) -> (String, String) {
+    webhook
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Ready"))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+fn gateway_reason(gateway: &WebhookGateway) -> (String, String) {
+    gateway
+        .status
+        .as_ref()
+        .and_then(|s| condition(&s.conditions, "Ready"))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+async fn post(
+    port: u16,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<u16> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")
+}
+
+/// Plays the kubelet: reports the worker Deployment's pods ready.
+async fn report_ready(client: &kube::Client, namespace: &str, name: &str) -> Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
+    deployments
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+fn webhook_yaml(name: &str, namespace: &str, gateway: &str, path: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "hookline.dev/v1alpha1",
+        "kind": "Webhook",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "gatewayRef": {"name": gateway},
+            "path": path,
+            "ordering": {"type": "BodyField", "bodyField": "$.data.object.customer"},
+            "signature": {"preset": "Stripe", "secretRef": {"name": "stripe-webhook"}},
+            "worker": {"template": {"spec": {"containers": [{"name": "handler", "image": "handler:1"}]}}}
+        }
+    })
+}
+
+#[tokio::test]
+async fn the_operator_end_to_end() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let client = bench.kube.client().await?;
+    let clients = AwsClients::new(
+        &bench.aws.sdk_config().await,
+        &RateLimits::unlimited(),
+        RetryPolicy::default(),
+    );
+    let port: u16 = bench
+        .aws
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .context("port")?
+        .parse()?;
+    let id = std::process::id();
+    let settings = Settings {
+        name_prefix: format!("op{id}"),
+        region: hookline_tests::aws::REGION.to_owned(),
+        worker_image: "hookline-worker:test".to_owned(),
+        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+    };
+    let timing = Timing {
+        resync: Duration::from_secs(3),
+        pending: Duration::from_secs(1),
+        error: Duration::from_secs(1),
+        deploy_window: Duration::from_millis(100),
+    };
+    let ctx = Context::new(
+        client.clone(),
+        &clients,
+        settings,
+        timing,
+        "bench".to_owned(),
+    );
+
+    // What the platform team has: a zone; what the app team has: a namespace and a secret.
+    let zone_name = format!("op{id}.example.com");
+    clients
+        .route53
+        .create_hosted_zone()
+        .name(&zone_name)
+        .caller_reference(format!("op{id}"))
+        .send()
+        .await?;
+    let host = format!("hooks.{zone_name}");
+    let ns = bench.kube.namespace(&client, "shop").await?;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"hookline.dev/webhooks": "allowed"}}})),
+        )
+        .await?;
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "stripe-webhook"}, "stringData": {"secret": "whsec_test"}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await?;
+
+    let gateways: Api<WebhookGateway> = Api::all(client.clone());
+    let gw_name = format!("gw-{id}");
+    let gateway: WebhookGateway = serde_json::from_value(json!({
+        "apiVersion": "hookline.dev/v1alpha1",
+        "kind": "WebhookGateway",
+        "metadata": {"name": gw_name},
+        "spec": {
+            "hostname": host,
+            "hostedZone": {"name": zone_name},
+            "allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"hookline.dev/webhooks": "allowed"}}}
+        }
+    }))?;
+    gateways.create(&PostParams::default(), &gateway).await?;
+    let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &ns);
+    webhooks
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(webhook_yaml("stripe", &ns, &gw_name, "/payments/stripe"))?,
+        )
+        .await?;
+
+    // Start the operator, and kill it once the gateway's API exists: the restarted
+    // operator must find everything by id or tag and create nothing twice.
+    let operator = Operator::start(ctx.clone());
+    wait_for(
+        "the gateway's REST API id in status",
+        Duration::from_secs(60),
+        || async {
+            Ok(gateways
+                .get(&gw_name)
+                .await?
+                .status
+                .and_then(|s| s.rest_api_id)
+                .is_some())
+        },
+    )
+    .await?;
+    operator.kill();
+    let operator = Operator::start(ctx.clone());
+
+    wait_for("the gateway Ready", Duration::from_secs(90), || async {
+        Ok(gateway_reason(&gateways.get(&gw_name).await?).0 == "True")
+    })
+    .await?;
+    let gateway = gateways.get(&gw_name).await?;
+    let gw_status = gateway.status.clone().context("gateway status")?;
+    assert_eq!(
+        gw_status.url.as_deref(),
+        Some(format!("https://{host}").as_str())
+    );
+    let uid = gateway.metadata.uid.clone().unwrap_or_default();
+    let apis = clients
+        .apigateway
+        .get_rest_apis()
+        .limit(500)
+        .send()
+        .await?
+        .items
+        .unwrap_or_default();
+    let ours = apis
+        .iter()
+        .filter(|a| a.tags.as_ref().and_then(|t| t.get("hookline.dev/owner")) == Some(&uid))
+        .count();
+    assert_eq!(ours, 1, "one REST API for the gateway, despite the restart");
+    let certs = clients
+        .acm
+        .list_certificates()
+        .send()
+        .await?
+        .certificate_summary_list
+        .unwrap_or_default();
+    let ours = certs
+        .iter()
+        .filter(|c| c.domain_name.as_deref() == Some(host.as_str()))
+        .count();
+    assert_eq!(ours, 1, "one certificate, despite the restart");
+
+    wait_for("the worker Deployment", Duration::from_secs(60), || async {
+        Ok(Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get_opt("stripe-worker")
+            .await?
+            .is_some())
+    })
+    .await?;
+    report_ready(&client, &ns, "stripe-worker").await?;
+    wait_for("the webhook Ready", Duration::from_secs(60), || async {
+        Ok(webhook_reason(&webhooks.get("stripe").await?).0 == "True")
+    })
+    .await?;
+    let status = webhooks
+        .get("stripe")
+        .await?
+        .status
+        .context("webhook status")?;
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("https://{host}/payments/stripe").as_str())
+    );
+    let queue_url = status.queue.clone().context("queue in status")?.url;
+
+    // The URL works: through the custom domain into the queue.
+    let event = r#"{"id":"evt_1","data":{"object":{"customer":"cus_1"}}}"#;
+    let status_code = post(
+        port,
+        &host,
+        "/payments/stripe",
+        &[
+            ("Content-Type", "application/json"),
+            ("Stripe-Signature", "t=1,v1=00"),
+        ],
+        event,
+    )
+    .await?;
+    assert_eq!(status_code, 200);
+    let received = clients
+        .sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .wait_time_seconds(2)
+        .send()
+        .await?
+        .messages
+        .unwrap_or_default();
+    assert_eq!(
+        received.first().and_then(|m| m.body.as_deref()),
+        Some(event)
+    );
+
+    // A spec change reaches AWS.
+    webhooks
+        .patch(
+            "stripe",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"delivery": {"maxReceiveCount": 8}}})),
+        )
+        .await?;
+    wait_for(
+        "maxReceiveCount 8 on the queue",
+        Duration::from_secs(30),
+        || async {
+            let attrs = clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&queue_url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+                .send()
+                .await?
+                .attributes
+                .unwrap_or_default();
+            Ok(attrs.values().any(|p| {
+                p.contains("\"maxReceiveCount\":8") || p.contains("\"maxReceiveCount\":\"8\"")
+            }))
+        },
+    )
+    .await?;
+
+    // Drift: the alias record and the queue deleted by hand come back.
+    let dns = Route53Dns::new(clients.route53.clone(), clients.caller.clone());
+    let zone = gw_status.hosted_zone_id.clone().context("zone in status")?;
+    let alias: Vec<Record> = dns
+        .records(&zone, &host)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == RrType::A)
+        .collect();
+    assert_eq!(alias.len(), 1);
+    dns.delete_records(&zone, &alias).await?;
+    clients
+        .sqs
+        .delete_queue()
+        .queue_url(&queue_url)
+        .send()
+        .await?;
+    wait_for(
+        "the alias record repaired",
+        Duration::from_secs(30),
+        || async {
+            Ok(dns
+                .records(&zone, &host)
+                .await?
+                .iter()
+                .any(|r| r.kind == RrType::A))
+        },
+    )
+    .await?;
+    wait_for("the queue repaired", Duration::from_secs(30), || async {
+        Ok(clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .send()
+            .await
+            .is_ok())
+    })
+    .await?;
+
+    // The newer Webhook on a taken path is refused, and nothing of the older changes.
+    webhooks
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(webhook_yaml(
+                "stripe-copy",
+                &ns,
+                &gw_name,
+                "/payments/stripe",
+            ))?,
+        )
+        .await?;
+    wait_for("PathConflict", Duration::from_secs(30), || async {
+        Ok(webhook_reason(&webhooks.get("stripe-copy").await?)
+            == ("False".to_owned(), "PathConflict".to_owned()))
+    })
+    .await?;
+
+    // A namespace the gateway does not allow.
+    let other = bench.kube.namespace(&client, "other").await?;
+    let others: Api<Webhook> = Api::namespaced(client.clone(), &other);
+    others
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(webhook_yaml("stray", &other, &gw_name, "/stray"))?,
+        )
+        .await?;
+    wait_for("NamespaceNotAllowed", Duration::from_secs(30), || async {
+        Ok(webhook_reason(&others.get("stray").await?)
+            == ("False".to_owned(), "NamespaceNotAllowed".to_owned()))
+    })
+    .await?;
+    let stray = others.get("stray").await?.status.unwrap_or_default();
+    assert!(stray.queue.is_none(), "no AWS call for an invalid spec");
+
+    // A hostname someone else owns.
+    let taken = format!("taken.{zone_name}");
+    dns.ensure_records(
+        &zone,
+        &[Record::txt(
+            &format!("_hookline.{taken}"),
+            "hookline cluster=elsewhere gateway=x uid=y",
+            300,
+        )],
+    )
+    .await?;
+    let rival: WebhookGateway = serde_json::from_value(json!({
+        "apiVersion": "hookline.dev/v1alpha1",
+        "kind": "WebhookGateway",
+        "metadata": {"name": format!("rival-{id}")},
+        "spec": {"hostname": taken, "hostedZone": {"name": zone_name}}
+    }))?;
+    gateways.create(&PostParams::default(), &rival).await?;
+    wait_for("HostnameConflict", Duration::from_secs(30), || async {
+        Ok(gateway_reason(&gateways.get(&format!("rival-{id}")).await?)
+            == ("False".to_owned(), "HostnameConflict".to_owned()))
+    })
+    .await?;
+
+    // Deleting the Webhook removes its route and queues, then the finalizer.
+    others.delete("stray", &DeleteParams::default()).await?;
+    webhooks
+        .delete("stripe-copy", &DeleteParams::default())
+        .await?;
+    webhooks.delete("stripe", &DeleteParams::default()).await?;
+    wait_for("the webhook gone", Duration::from_secs(60), || async {
+        Ok(webhooks.get_opt("stripe").await?.is_none())
+    })
+    .await?;
+    assert!(
+        clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .send()
+            .await
+            .is_err(),
+        "queue deleted"
+    );
+    let api_id = gw_status.rest_api_id.clone().context("api id")?;
+    let resources = clients
+        .apigateway
+        .get_resources()
+        .rest_api_id(&api_id)
+        .send()
+        .await?
+        .items
+        .unwrap_or_default();
+    assert!(
+        !resources
+            .iter()
+            .any(|r| r.path.as_deref() == Some("/payments/stripe")),
+        "route deleted"
+    );
+
+    // And the gateway, once nothing is attached, with all its parts.
+    gateways.delete(&gw_name, &DeleteParams::default()).await?;
+    gateways
+        .delete(&format!("rival-{id}"), &DeleteParams::default())
+        .await?;
+    wait_for("the gateway gone", Duration::from_secs(60), || async {
+        Ok(gateways.get_opt(&gw_name).await?.is_none())
+    })
+    .await?;
+    assert!(
+        clients
+            .apigateway
+            .get_rest_api()
+            .rest_api_id(&api_id)
+            .send()
+            .await
+            .is_err(),
+        "REST API deleted"
+    );
+    assert!(
+        dns.records(&zone, &host).await?.is_empty(),
+        "alias records deleted"
+    );
+    assert_eq!(
+        dns.records(&zone, &format!("_hookline.{taken}"))
+            .await?
+            .len(),
+        1,
+        "the other owner's record is untouched"
+    );
+    operator.stop().await;
+    Ok(())
+}
