@@ -90,7 +90,6 @@ async fn main() -> Result<()> {
     let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
     let mut registry = Registry::default();
     clients.caller.register(&mut registry);
-    let registry = Arc::new(registry);
 
     let client = kube::Client::try_default()
         .await
@@ -112,6 +111,8 @@ async fn main() -> Result<()> {
         timing,
         args.cluster_name,
     );
+    ctx.metrics.register(&mut registry);
+    let registry = Arc::new(registry);
 
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)

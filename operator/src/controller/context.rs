@@ -84,6 +84,8 @@ pub struct Context {
     pub deployer: Arc<Deployer>,
     /// Identifies this cluster in hostname ownership records.
     pub cluster: String,
+    /// Reconcile counts and durations.
+    pub metrics: super::metrics::ReconcileMetrics,
 }
 
 impl std::fmt::Debug for Context {
@@ -116,6 +118,7 @@ impl Context {
             settings,
             timing,
             cluster,
+            metrics: super::metrics::ReconcileMetrics::default(),
         })
     }
 }

@@ -15,6 +15,7 @@
 pub mod context;
 pub mod deployer;
 pub mod gateway;
+pub mod metrics;
 pub mod run;
 pub mod selector;
 pub mod status;

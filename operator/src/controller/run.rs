@@ -12,6 +12,21 @@ use std::sync::Arc;
 use super::context::Context;
 use super::{Error, gateway, webhook};
 
+async fn measured(
+    kind: &'static str,
+    ctx: Arc<Context>,
+    reconcile: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    };
+    ctx.metrics.observe(kind, outcome, started.elapsed());
+    result
+}
+
 fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, kind = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(ctx.timing.error)
@@ -58,7 +73,13 @@ pub async fn run(
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=hookline"),
             )
             .graceful_shutdown_on(shutdown.clone())
-            .run(webhook::reconcile, error_policy, ctx.clone())
+            .run(
+                |obj, ctx: Arc<Context>| async move {
+                    measured("webhook", ctx.clone(), webhook::reconcile(obj, ctx)).await
+                },
+                error_policy,
+                ctx.clone(),
+            )
             .for_each(|result| async move {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "webhook controller");
