@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: help demo test generate fmt lint bench-setup bench-worker ci
+.PHONY: help demo test generate fmt lint bench-setup bench-worker bench-operator ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ bench-setup: ## Build kube-apiserver/etcd and the emulator venv into ~/.cache/ho
 bench-worker: ## Benchmark the release worker against a boto3 loop on MiniStack (prints figures)
 	$(CARGO) build --release -p hookline-worker
 	$(CARGO) run -q -p hookline-worker --example throughput -- $(or $(MESSAGES),10000)
+
+bench-operator: ## Benchmark the release operator with N=200 then M=1000 Webhooks on the bench (prints figures)
+	$(CARGO) build --release -p hookline-operator
+	$(CARGO) run -q -p hookline-operator --example scale -- $(or $(N),200) $(or $(M),1000)
 
 ci: ## What CI runs
 	bash .ci/run

@@ -1,0 +1,317 @@
+//! Benchmark (prints figures, asserts nothing): N Webhooks on one gateway, with the
+//! `hookline-operator` binary (default AWS rate limits) against the bench.
+//!
+//! Prints the time until every Webhook serves (QueueReady and RouteReady: the
+//! bench has no kubelet, so worker pods never become ready), the AWS calls per
+//! webhook on create and per steady-state reconcile, and the operator's peak RSS;
+//! then grows to M Webhooks and prints the peak RSS again.
+//!
+//! `make bench-operator` (N=200, M=1000). Figures go to docs/benchmarks.md.
+
+#![allow(clippy::print_stdout)]
+
+use anyhow::{Context, Result, bail};
+use hookline_crds::{Webhook, WebhookGateway};
+use hookline_tests::Bench;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args.next().map_or(Ok(200), |a| a.parse()).context("N")?;
+    let m: usize = args.next().map_or(Ok(1000), |a| a.parse()).context("M")?;
+    let resync = 60;
+    let binary = std::env::var("HOOKLINE_OPERATOR_BIN").map_or_else(
+        |_| hookline_tests::repo_root().join("target/release/hookline-operator"),
+        std::path::PathBuf::from,
+    );
+    if !binary.is_file() {
+        bail!(
+            "{} not found; run `cargo build --release -p hookline-operator` (or `make bench-operator`)",
+            binary.display()
+        );
+    }
+
+    let bench = Bench::start().await?;
+    let client = bench.kube.client().await?;
+    let sdk = bench.aws.sdk_config().await;
+    let zone = "bench.example.com";
+    aws_sdk_route53::Client::new(&sdk)
+        .create_hosted_zone()
+        .name(zone)
+        .caller_reference("bench")
+        .send()
+        .await?;
+    let namespace = bench.kube.namespace(&client, "scale").await?;
+    let gateways: Api<WebhookGateway> = Api::all(client.clone());
+    gateways
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "hookline.dev/v1alpha1", "kind": "WebhookGateway",
+                "metadata": {"name": "bench"},
+                "spec": {"hostname": format!("hooks.{zone}"), "hostedZone": {"name": zone}, "throttling": {"rateLimit": 1000, "burstLimit": 2000}}
+            }))?,
+        )
+        .await?;
+
+    let metrics_port = hookline_tests::process::free_port()?;
+    let mut operator = start_operator(&bench, &binary, metrics_port, resync)?;
+    let pid = operator.id();
+    println!(
+        "operator pid {pid}, bench ready in {:.1}s",
+        bench.started_in().as_secs_f64()
+    );
+
+    wait(
+        &mut operator,
+        "the gateway Ready",
+        Duration::from_secs(300),
+        || async {
+            let gateway = gateways.get("bench").await?;
+            Ok(gateway.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        },
+    )
+    .await?;
+
+    let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
+    let before = scrape(metrics_port).await?;
+    let started = Instant::now();
+    create(&webhooks, &namespace, 0..n).await?;
+    println!(
+        "created {n} Webhooks in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let limit = Duration::from_secs(3600);
+    wait(
+        &mut operator,
+        &format!("{n} Webhooks serving"),
+        limit,
+        || async { Ok(serving(&webhooks).await? >= n) },
+    )
+    .await?;
+    let ready_after = started.elapsed();
+    let after_create = scrape(metrics_port).await?;
+    let create_calls = delta(&after_create, &before, "hookline_aws_calls_total");
+    let deployments = delta_matching(&after_create, &before, "CreateDeployment");
+    println!(
+        "{n} Webhooks serving after {:.1}s",
+        ready_after.as_secs_f64()
+    );
+    println!(
+        "AWS calls per webhook on create: {:.1} ({} in all, {deployments:.0} CreateDeployment)",
+        create_calls / n as f64,
+        create_calls
+    );
+    println!("peak RSS with {n}: {} MiB", peak_rss_mib(pid)?);
+
+    // Steady state: at least one full resync of every webhook.
+    let before = scrape(metrics_port).await?;
+    tokio::time::sleep(Duration::from_secs(resync * 2 + 10)).await;
+    let after = scrape(metrics_port).await?;
+    let reconciles = delta_labelled(
+        &after,
+        &before,
+        "hookline_reconciliations_total",
+        "kind=\"webhook\"",
+    );
+    let calls = delta(&after, &before, "hookline_aws_calls_total");
+    let writes = delta_writes(&after, &before);
+    println!(
+        "steady state: {reconciles:.0} webhook reconciles, {:.1} AWS calls per reconcile ({writes:.0} writes in all)",
+        calls / reconciles.max(1.0)
+    );
+
+    let started = Instant::now();
+    create(&webhooks, &namespace, n..m).await?;
+    println!(
+        "created {} more Webhooks ({m} in all) in {:.1}s",
+        m - n,
+        started.elapsed().as_secs_f64()
+    );
+    let observe = Duration::from_secs(180);
+    let _ = wait(&mut operator, &format!("{m} serving"), observe, || async {
+        Ok(serving(&webhooks).await? >= m)
+    })
+    .await;
+    println!(
+        "after {:.0}s: {} of {m} serving; peak RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        serving(&webhooks).await?,
+        peak_rss_mib(pid)?
+    );
+    let _ = operator.kill();
+    let _ = operator.wait();
+    Ok(())
+}
+
+fn start_operator(
+    bench: &Bench,
+    binary: &std::path::Path,
+    port: u16,
+    resync: u64,
+) -> Result<Child> {
+    let log = std::fs::File::create(bench.workdir().join("operator.log"))?;
+    Command::new(binary)
+        .env("KUBECONFIG", bench.kube.kubeconfig_path())
+        .env("AWS_ENDPOINT_URL", bench.aws.endpoint())
+        .env("AWS_REGION", hookline_tests::aws::REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("HOOKLINE_LEADER_ELECTION", "false")
+        .env("HOOKLINE_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("HOOKLINE_RESYNC_SECONDS", resync.to_string())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting hookline-operator")
+}
+
+async fn create(
+    webhooks: &Api<Webhook>,
+    namespace: &str,
+    range: std::ops::Range<usize>,
+) -> Result<()> {
+    for i in range {
+        let webhook: Webhook = serde_json::from_value(json!({
+            "apiVersion": "hookline.dev/v1alpha1", "kind": "Webhook",
+            "metadata": {"name": format!("wh-{i}"), "namespace": namespace},
+            "spec": {
+                "gatewayRef": {"name": "bench"},
+                "path": format!("/bench/wh-{i}"),
+                "worker": {"template": {"spec": {"containers": [{"name": "handler", "image": "handler:1"}]}}}
+            }
+        }))?;
+        webhooks.create(&PostParams::default(), &webhook).await?;
+    }
+    Ok(())
+}
+
+async fn serving(webhooks: &Api<Webhook>) -> Result<usize> {
+    let all = webhooks.list(&ListParams::default()).await?;
+    Ok(all
+        .items
+        .iter()
+        .filter(|w| {
+            let ok = |t: &str| {
+                w.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == t && c.status == "True")
+                })
+            };
+            ok("QueueReady") && ok("RouteReady")
+        })
+        .count())
+}
+
+async fn wait<F, Fut>(
+    operator: &mut Child,
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if let Some(status) = operator.try_wait()? {
+            bail!("the operator exited ({status}) while waiting for {what}");
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The operator's peak resident set (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM")?;
+    Ok(kib / 1024)
+}
+
+/// Metric lines `name{labels} value` of /metrics.
+async fn scrape(port: u16) -> Result<BTreeMap<String, f64>> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(k, v)| v.parse().ok().map(|v| (k.to_owned(), v)))
+        })
+        .collect())
+}
+
+fn delta_where(
+    after: &BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+    keep: impl Fn(&str) -> bool,
+) -> f64 {
+    after
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| v - before.get(k).copied().unwrap_or(0.0))
+        .sum()
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, name: &str) -> f64 {
+    delta_where(after, before, |k| k.starts_with(name))
+}
+
+fn delta_matching(
+    after: &BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+    operation: &str,
+) -> f64 {
+    delta_where(after, before, |k| {
+        k.starts_with("hookline_aws_calls_total")
+            && k.contains(&format!("operation=\"{operation}\""))
+    })
+}
+
+fn delta_labelled(
+    after: &BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+    name: &str,
+    label: &str,
+) -> f64 {
+    delta_where(after, before, |k| k.starts_with(name) && k.contains(label))
+}
+
+fn delta_writes(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> f64 {
+    delta_where(after, before, |k| {
+        k.starts_with("hookline_aws_calls_total")
+            && !["\"Get", "\"List", "\"Describe"]
+                .iter()
+                .any(|p| k.contains(&format!("operation={p}")))
+    })
+}
