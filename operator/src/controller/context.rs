@@ -1,7 +1,10 @@
 //! What every reconcile shares.
 
+use hookline_crds::Webhook;
+use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
-use std::sync::Arc;
+use kube::runtime::reflector::Store;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::deployer::Deployer;
@@ -86,6 +89,9 @@ pub struct Context {
     pub cluster: String,
     /// Reconcile counts and durations.
     pub metrics: super::metrics::ReconcileMetrics,
+    /// The webhook controllers' caches, set when they start; reconciles read other
+    /// Webhooks (path conflicts, a gateway's attachments) from here, not the API.
+    pub webhook_stores: OnceLock<Vec<Store<Webhook>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -119,6 +125,32 @@ impl Context {
             timing,
             cluster,
             metrics: super::metrics::ReconcileMetrics::default(),
+            webhook_stores: OnceLock::new(),
         })
+    }
+}
+
+impl Context {
+    /// Every Webhook the operator watches: from the controllers' caches once they are
+    /// synced (so a decision never misses an older Webhook), from the API otherwise.
+    pub async fn webhooks(&self) -> super::Result<Vec<Arc<Webhook>>> {
+        match self.webhook_stores.get() {
+            Some(stores) => {
+                for store in stores {
+                    store
+                        .wait_until_ready()
+                        .await
+                        .map_err(|e| super::Error::Finalizer(format!("webhook cache: {e}")))?;
+                }
+                Ok(stores.iter().flat_map(Store::state).collect())
+            }
+            None => Ok(Api::<Webhook>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect()),
+        }
     }
 }

@@ -56,22 +56,31 @@ pub async fn run(
     } else {
         namespaces.iter().cloned().map(Some).collect()
     };
-    let webhooks = futures::future::join_all(scopes.into_iter().map(|namespace| {
-        let (webhooks, deployments) = match &namespace {
-            Some(ns) => (
-                Api::<Webhook>::namespaced(client.clone(), ns),
-                Api::<Deployment>::namespaced(client.clone(), ns),
-            ),
-            None => (
-                Api::<Webhook>::all(client.clone()),
-                Api::<Deployment>::all(client.clone()),
-            ),
-        };
-        Controller::new(webhooks, watcher::Config::default())
-            .owns(
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|namespace| {
+            let (webhooks, deployments) = match &namespace {
+                Some(ns) => (
+                    Api::<Webhook>::namespaced(client.clone(), ns),
+                    Api::<Deployment>::namespaced(client.clone(), ns),
+                ),
+                None => (
+                    Api::<Webhook>::all(client.clone()),
+                    Api::<Deployment>::all(client.clone()),
+                ),
+            };
+            Controller::new(webhooks, watcher::Config::default()).owns(
                 deployments,
                 watcher::Config::default().labels("app.kubernetes.io/managed-by=hookline"),
             )
+        })
+        .collect();
+    // Reconciles read other Webhooks from these caches.
+    let _ = ctx
+        .webhook_stores
+        .set(controllers.iter().map(Controller::store).collect());
+    let webhooks = futures::future::join_all(controllers.into_iter().map(|controller| {
+        controller
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 |obj, ctx: Arc<Context>| async move {
