@@ -1,0 +1,443 @@
+//! The README's first command: Hookline end to end on this machine, with nothing
+//! faked but the cloud. Starts the bench (a real kube-apiserver + etcd, MiniStack),
+//! runs the operator against them, applies the sample WebhookGateway and Webhook,
+//! runs the worker and a sample handler, and sends Stripe-signed webhooks through the
+//! gateway's custom domain; the handler prints them, in order per customer.
+//! `--keep` leaves everything running.
+
+// Printing to the terminal is this program's job.
+#![allow(clippy::print_stdout)]
+
+use anyhow::{Context as _, Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use clap::Parser;
+use hookline_crds::{Webhook, WebhookGateway};
+use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
+use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::desired::Settings;
+use hookline_tests::Bench;
+use hookline_worker::signature::Preset;
+use hookline_worker::{Backoff, Consumer, ConsumerConfig, HttpHandler, Verifier};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const MANAGER: &str = "hookline-demo";
+/// The sample's signing secret (crds/samples/webhook.yaml names the Secret).
+const SIGNING_SECRET: &str = "whsec_hookline_demo";
+
+#[derive(Parser, Debug)]
+#[command(about = "Run Hookline end to end on this machine")]
+struct Args {
+    /// Keep everything running until Ctrl-C, and print how to reach it.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn step(title: &str) {
+    println!("\n==> {title}");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+
+    step("Starting the bench: etcd + kube-apiserver and MiniStack on 127.0.0.1");
+    println!("  (the first run builds kube-apiserver from the Go modules and installs the");
+    println!("   emulators into a venv under ~/.cache/hookline: a few minutes, once)");
+    let bench = Bench::start().await.context("starting the bench")?;
+    println!(
+        "  API server {} ({}), MiniStack {}, ready in {:.1}s",
+        bench.kube.server_url(),
+        bench.kube.version(),
+        bench.aws.endpoint(),
+        bench.started_in().as_secs_f64()
+    );
+    let client = bench.kube.client().await?;
+    let sdk = bench.aws.sdk_config().await;
+    let port: u16 = bench
+        .aws
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .context("emulator port")?
+        .parse()?;
+
+    step("Starting the operator against them");
+    let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
+    let settings = Settings {
+        name_prefix: "hl".to_owned(),
+        region: hookline_tests::aws::REGION.to_owned(),
+        worker_image: "ghcr.io/hookline/hookline-worker:0.1.0".to_owned(),
+        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+    };
+    let timing = Timing {
+        pending: Duration::from_secs(1),
+        error: Duration::from_secs(2),
+        ..Timing::default()
+    };
+    let ctx = Context::new(
+        client.clone(),
+        &clients,
+        settings,
+        timing,
+        "demo".to_owned(),
+    );
+    let stop = CancellationToken::new();
+    let operator = {
+        let stop = stop.clone();
+        let shutdown =
+            futures::FutureExt::shared(Box::pin(async move { stop.cancelled_owned().await }));
+        tokio::spawn(
+            async move { hookline_operator::controller::run::run(ctx, &[], shutdown).await },
+        )
+    };
+
+    step("The platform team's part: the example.com zone, and crds/samples/webhookgateway.yaml");
+    aws_sdk_route53::Client::new(&sdk)
+        .create_hosted_zone()
+        .name("example.com")
+        .caller_reference("hookline-demo")
+        .send()
+        .await?;
+    let gateway: serde_json::Value = sample("webhookgateway.yaml")?;
+    Api::<WebhookGateway>::all(client.clone())
+        .patch(
+            "public",
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&gateway),
+        )
+        .await?;
+
+    step("The payments team's part: namespace, Stripe signing Secret, crds/samples/webhook.yaml");
+    let namespace: Namespace = serde_json::from_value(
+        json!({"metadata": {"name": "payments", "labels": {"hookline.dev/webhooks": "allowed"}}}),
+    )?;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            "payments",
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&namespace),
+        )
+        .await?;
+    let secret: Secret = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stripe-webhook", "namespace": "payments"}, "stringData": {"signing-secret": SIGNING_SECRET}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), "payments")
+        .patch(
+            "stripe-webhook",
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    let webhook: serde_json::Value = sample("webhook.yaml")?;
+    let webhooks: Api<Webhook> = Api::namespaced(client.clone(), "payments");
+    webhooks
+        .patch(
+            "stripe",
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&webhook),
+        )
+        .await?;
+
+    step("Waiting for the gateway: certificate, REST API, custom domain, DNS");
+    let gateways: Api<WebhookGateway> = Api::all(client.clone());
+    let t = Instant::now();
+    wait(
+        "the gateway to be Ready",
+        Duration::from_secs(120),
+        || async {
+            Ok(ready(
+                gateways.get("public").await?.status.map(|s| s.conditions),
+            ))
+        },
+    )
+    .await?;
+    println!("  Ready after {:.1}s", t.elapsed().as_secs_f64());
+
+    step("Waiting for the webhook: FIFO queue pair, route, worker Deployment");
+    wait(
+        "the worker Deployment",
+        Duration::from_secs(120),
+        || async {
+            Ok(Api::<Deployment>::namespaced(client.clone(), "payments")
+                .get_opt("stripe-worker")
+                .await?
+                .is_some())
+        },
+    )
+    .await?;
+    // No kubelet here: the worker runs below as a local process of this program, so
+    // the demo reports its Deployment ready the way a kubelet would.
+    let ready_status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
+    Api::<Deployment>::namespaced(client.clone(), "payments")
+        .patch_status(
+            "stripe-worker",
+            &PatchParams::default(),
+            &Patch::Merge(&ready_status),
+        )
+        .await?;
+    wait(
+        "the webhook to be Ready",
+        Duration::from_secs(120),
+        || async {
+            Ok(ready(
+                webhooks.get("stripe").await?.status.map(|s| s.conditions),
+            ))
+        },
+    )
+    .await?;
+    let status = webhooks
+        .get("stripe")
+        .await?
+        .status
+        .context("webhook status")?;
+    let queue = status.queue.clone().context("queue in status")?;
+    let dead_letter = status.dead_letter_queue.clone().context("DLQ in status")?;
+    println!("  Ready: {}", status.url.as_deref().unwrap_or_default());
+
+    step("kubectl get webhookgateways,webhooks -A");
+    kubectl(&bench, &["get", "webhookgateways,webhooks", "-A"]);
+
+    step("Starting a sample handler and the Hookline worker (Stripe signatures verified)");
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let handler_url = sample_handler(received.clone()).await?;
+    let mut config = ConsumerConfig::new(&queue.url);
+    config.dead_letter_queue_url = Some(dead_letter.url.clone());
+    config.wait_time = Duration::from_secs(1);
+    config.max_receive_count = Some(5);
+    config.backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    };
+    let verifier = Verifier::new(
+        Preset::Stripe,
+        &[SIGNING_SECRET.as_bytes().to_vec()],
+        Duration::from_secs(300),
+    )?;
+    let worker_stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Consumer::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            config,
+            HttpHandler::new(handler_url.parse()?, Duration::from_secs(10)),
+        )
+        .with_verifier(verifier)
+        .run(worker_stop.clone()),
+    );
+
+    step("Sending Stripe-signed events to https://hooks.example.com/payments/stripe");
+    println!(
+        "  (MiniStack serves the custom domain by Host header on {})",
+        bench.aws.endpoint()
+    );
+    let events = [
+        ("cus_A", 1),
+        ("cus_B", 1),
+        ("cus_A", 2),
+        ("cus_B", 2),
+        ("cus_A", 3),
+        ("cus_B", 3),
+    ];
+    for (customer, n) in events {
+        let body = format!(
+            r#"{{"id":"evt_{customer}_{n}","type":"invoice.paid","data":{{"object":{{"customer":"{customer}","seq":{n}}}}}}}"#
+        );
+        let status = send(port, &body, Some(SIGNING_SECRET)).await?;
+        println!("  POST {customer} #{n} -> {status}");
+    }
+    let forged =
+        r#"{"id":"evt_forged","type":"payout.paid","data":{"object":{"customer":"cus_A"}}}"#;
+    println!(
+        "  POST a forged event (wrong secret) -> {}",
+        send(port, forged, Some("whsec_wrong")).await?
+    );
+
+    wait(
+        "the six events at the handler",
+        Duration::from_secs(60),
+        || async { Ok(received.lock().map(|r| r.len()).unwrap_or(0) >= events.len()) },
+    )
+    .await?;
+    step("Delivered to the handler (in order per customer)");
+    for line in received.lock().map(|r| r.clone()).unwrap_or_default() {
+        println!("  {line}");
+    }
+    wait(
+        "the forged event in the dead-letter queue",
+        Duration::from_secs(30),
+        || async {
+            let attrs = aws_sdk_sqs::Client::new(&sdk)
+                .get_queue_attributes()
+                .queue_url(&dead_letter.url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .send()
+                .await?
+                .attributes
+                .unwrap_or_default();
+            Ok(attrs.values().any(|v| v == "1"))
+        },
+    )
+    .await?;
+    println!("  the forged event was not delivered: it is in the dead-letter queue");
+
+    println!("\nDone in {:.1}s.", started.elapsed().as_secs_f64());
+    if args.keep {
+        step("Keeping everything running; Ctrl-C stops it");
+        println!(
+            "  export KUBECONFIG={}",
+            bench.kube.kubeconfig_path().display()
+        );
+        println!("  export AWS_ENDPOINT_URL={}", bench.aws.endpoint());
+        println!(
+            "  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION={}",
+            hookline_tests::aws::REGION
+        );
+        println!(
+            "  curl -H 'Host: hooks.example.com' -d '{{}}' {}/payments/stripe",
+            bench.aws.endpoint()
+        );
+        println!("  logs: {}", bench.workdir().display());
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
+    worker_stop.cancel();
+    let _ = worker.await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    Ok(())
+}
+
+fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
+    let path = hookline_tests::repo_root().join("crds/samples").join(file);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn ready(
+    conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+) -> bool {
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+async fn wait<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A handler that prints what it receives; the team's code would go here.
+async fn sample_handler(received: Arc<Mutex<Vec<String>>>) -> Result<String> {
+    let app = Router::new().route(
+        "/stripe",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let received = received.clone();
+            async move {
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let line = format!(
+                    "group {:<8} {} (message {}, delivery #{})",
+                    headers
+                        .get("hookline-group-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default(),
+                    event["id"].as_str().unwrap_or_default(),
+                    headers
+                        .get("hookline-message-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default(),
+                    headers
+                        .get("hookline-receive-count")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default(),
+                );
+                if let Ok(mut received) = received.lock() {
+                    received.push(line);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/stripe", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+/// POSTs a Stripe-style signed event through the custom domain; returns the status.
+async fn send(port: u16, body: &str, secret: Option<&str>) -> Result<u16> {
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let mut headers = String::from(
+        "Content-Type: application/json
+User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)
+",
+    );
+    if let Some(secret) = secret {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = aws_lc_rs::hmac::sign(&key, format!("{timestamp}.{body}").as_bytes());
+        headers.push_str(&format!(
+            "Stripe-Signature: t={timestamp},v1={}\r\n",
+            hex::encode(tag.as_ref())
+        ));
+    }
+    let request = format!(
+        "POST /payments/stripe HTTP/1.1\r\nHost: hooks.example.com\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    String::from_utf8_lossy(&response)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")
+}
+
+/// Shows kubectl's view when kubectl is installed; the demo does not depend on it.
+fn kubectl(bench: &Bench, args: &[&str]) {
+    let output = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(bench.kube.kubeconfig_path())
+        .args(args)
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                println!("  {line}");
+            }
+        }
+        Ok(out) => println!(
+            "  kubectl failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => println!("  (kubectl not available: {e})"),
+    }
+}
