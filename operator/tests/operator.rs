@@ -465,12 +465,73 @@ async fn the_operator_end_to_end() -> Result<()> {
     })
     .await?;
 
+    // A signature Secret that does not exist.
+    let mut unsigned = webhook_yaml("unsigned", &ns, &gw_name, "/unsigned");
+    unsigned["spec"]["signature"]["secretRef"]["name"] = json!("missing-secret");
+    webhooks
+        .create(&PostParams::default(), &serde_json::from_value(unsigned)?)
+        .await?;
+    wait_for("SecretNotFound", Duration::from_secs(30), || async {
+        Ok(webhook_reason(&webhooks.get("unsigned").await?)
+            == ("False".to_owned(), "SecretNotFound".to_owned()))
+    })
+    .await?;
+
+    // A Webhook whose dead-letter queue holds a message is not deleted without consent.
+    let dlq_url = webhooks
+        .get("stripe")
+        .await?
+        .status
+        .and_then(|s| s.dead_letter_queue)
+        .context("DLQ in status")?
+        .url;
+    clients
+        .sqs
+        .send_message()
+        .queue_url(&dlq_url)
+        .message_group_id("g")
+        .message_deduplication_id("poison-1")
+        .message_body("poison")
+        .send()
+        .await?;
+    webhooks.delete("stripe", &DeleteParams::default()).await?;
+    wait_for(
+        "DeadLetterQueueNotEmpty",
+        Duration::from_secs(30),
+        || async {
+            Ok(webhook_reason(&webhooks.get("stripe").await?)
+                == ("False".to_owned(), "DeadLetterQueueNotEmpty".to_owned()))
+        },
+    )
+    .await?;
+    assert!(
+        clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .send()
+            .await
+            .is_ok(),
+        "DLQ kept"
+    );
+    webhooks
+        .patch(
+            "stripe",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"hookline.dev/allow-dlq-loss": "true"}}}),
+            ),
+        )
+        .await?;
+
     // Deleting the Webhook removes its route and queues, then the finalizer.
     others.delete("stray", &DeleteParams::default()).await?;
     webhooks
         .delete("stripe-copy", &DeleteParams::default())
         .await?;
-    webhooks.delete("stripe", &DeleteParams::default()).await?;
+    webhooks
+        .delete("unsigned", &DeleteParams::default())
+        .await?;
     wait_for("the webhook gone", Duration::from_secs(60), || async {
         Ok(webhooks.get_opt("stripe").await?.is_none())
     })
