@@ -9,6 +9,7 @@
 //! - [`conditions`]: merging status conditions (pure).
 //! - [`controller`]: the reconcilers.
 //! - [`leader`]: leader election on a Lease.
+//! - [`scaler`]: backlog autoscaling of worker Deployments.
 
 #![forbid(unsafe_code)]
 
@@ -18,3 +19,4 @@ pub mod controller;
 pub mod desired;
 pub mod leader;
 pub mod names;
+pub mod scaler;

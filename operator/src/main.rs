@@ -51,6 +51,9 @@ struct Args {
         default_value = "ghcr.io/hookline/hookline-worker:0.1.0"
     )]
     worker_image: String,
+    /// Seconds between two backlog reads of each Webhook by the scaler.
+    #[arg(long, env = "HOOKLINE_SCALER_INTERVAL_SECONDS", default_value_t = 10)]
+    scaler_interval_seconds: u64,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "HOOKLINE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
@@ -158,7 +161,14 @@ async fn main() -> Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let controllers = run(ctx, &args.namespaces, shutdown);
+    let scaler = Arc::new(hookline_operator::scaler::Scaler::default()).run(
+        ctx.clone(),
+        Duration::from_secs(args.scaler_interval_seconds),
+        shutdown.clone(),
+    );
+    let controllers = async move {
+        tokio::join!(run(ctx, &args.namespaces, shutdown), scaler);
+    };
     if args.leader_election {
         tokio::select! {
             () = controllers => {}

@@ -406,6 +406,103 @@ async fn the_operator_end_to_end() -> Result<()> {
     })
     .await?;
 
+    // Backlog autoscaling: up at once (never past max), down to zero only after the delay.
+    let mut scaled = webhook_yaml("scaled", &ns, &gw_name, "/scaled");
+    scaled["spec"]["worker"]["scaling"] = json!({"minReplicas": 0, "maxReplicas": 3, "targetBacklogPerReplica": 5, "scaleDownDelaySeconds": 2});
+    webhooks
+        .create(&PostParams::default(), &serde_json::from_value(scaled)?)
+        .await?;
+    wait_for(
+        "the scaled webhook's queue and Deployment",
+        Duration::from_secs(30),
+        || async {
+            // The operator's own cache, which the scaler reads.
+            let queued = ctx.webhooks().await?.iter().any(|w| {
+                w.metadata.name.as_deref() == Some("scaled")
+                    && w.status.as_ref().is_some_and(|s| s.queue.is_some())
+            });
+            Ok(queued
+                && Api::<Deployment>::namespaced(client.clone(), &ns)
+                    .get_opt("scaled-worker")
+                    .await?
+                    .is_some())
+        },
+    )
+    .await?;
+    let scaled_queue = webhooks
+        .get("scaled")
+        .await?
+        .status
+        .and_then(|s| s.queue)
+        .context("queue")?
+        .url;
+    let replicas = || async {
+        Ok::<_, anyhow::Error>(
+            Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get("scaled-worker")
+                .await?
+                .spec
+                .replicas,
+        )
+    };
+    let scaler = hookline_operator::scaler::Scaler::default();
+    scaler.tick(&ctx).await?;
+    assert_eq!(replicas().await?, Some(1), "idle: the delay has not passed");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    scaler.tick(&ctx).await?;
+    assert_eq!(
+        replicas().await?,
+        Some(0),
+        "idle past the delay, min 0: zero"
+    );
+    for i in 0..12 {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&scaled_queue)
+            .message_group_id(format!("g{i}"))
+            .message_body(format!("m{i}"))
+            .send()
+            .await?;
+    }
+    scaler.tick(&ctx).await?;
+    assert_eq!(
+        replicas().await?,
+        Some(3),
+        "12 messages at 5 per replica: 3 at once"
+    );
+    for i in 12..40 {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&scaled_queue)
+            .message_group_id(format!("g{i}"))
+            .message_body(format!("m{i}"))
+            .send()
+            .await?;
+    }
+    scaler.tick(&ctx).await?;
+    assert_eq!(replicas().await?, Some(3), "never past max");
+    let scaled_status = webhooks.get("scaled").await?.status.context("status")?;
+    assert!(scaled_status.last_scale_time.is_some());
+    assert_eq!(scaled_status.replicas.map(|r| r.desired), Some(3));
+    clients
+        .sqs
+        .purge_queue()
+        .queue_url(&scaled_queue)
+        .send()
+        .await?;
+    scaler.tick(&ctx).await?;
+    assert_eq!(
+        replicas().await?,
+        Some(3),
+        "drained, but the delay has not passed"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    scaler.tick(&ctx).await?;
+    assert_eq!(replicas().await?, Some(0), "drained past the delay");
+    webhooks.delete("scaled", &DeleteParams::default()).await?;
+
     // The newer Webhook on a taken path is refused, and nothing of the older changes.
     webhooks
         .create(

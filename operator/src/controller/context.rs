@@ -4,7 +4,7 @@ use hookline_crds::Webhook;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::deployer::Deployer;
@@ -89,9 +89,9 @@ pub struct Context {
     pub cluster: String,
     /// Reconcile counts and durations.
     pub metrics: super::metrics::ReconcileMetrics,
-    /// The webhook controllers' caches, set when they start; reconciles read other
-    /// Webhooks (path conflicts, a gateway's attachments) from here, not the API.
-    pub webhook_stores: OnceLock<Vec<Store<Webhook>>>,
+    /// The webhook controllers' caches, replaced each time they start; reconciles read
+    /// other Webhooks (path conflicts, a gateway's attachments) from here, not the API.
+    pub webhook_stores: Arc<RwLock<Option<Vec<Store<Webhook>>>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -125,7 +125,7 @@ impl Context {
             timing,
             cluster,
             metrics: super::metrics::ReconcileMetrics::default(),
-            webhook_stores: OnceLock::new(),
+            webhook_stores: Arc::new(RwLock::new(None)),
         })
     }
 }
@@ -134,9 +134,14 @@ impl Context {
     /// Every Webhook the operator watches: from the controllers' caches once they are
     /// synced (so a decision never misses an older Webhook), from the API otherwise.
     pub async fn webhooks(&self) -> super::Result<Vec<Arc<Webhook>>> {
-        match self.webhook_stores.get() {
+        let stores = self
+            .webhook_stores
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match stores {
             Some(stores) => {
-                for store in stores {
+                for store in &stores {
                     store
                         .wait_until_ready()
                         .await

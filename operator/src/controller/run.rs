@@ -76,9 +76,10 @@ pub async fn run(
         })
         .collect();
     // Reconciles read other Webhooks from these caches.
-    let _ = ctx
-        .webhook_stores
-        .set(controllers.iter().map(Controller::store).collect());
+    let stores: Vec<_> = controllers.iter().map(Controller::store).collect();
+    *ctx.webhook_stores
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stores);
     let webhooks = futures::future::join_all(controllers.into_iter().map(|controller| {
         controller
             .graceful_shutdown_on(shutdown.clone())
