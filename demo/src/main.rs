@@ -8,7 +8,7 @@
 // Printing to the terminal is this program's job.
 #![allow(clippy::print_stdout)]
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
@@ -19,6 +19,7 @@ use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
 use hookline_operator::controller::context::{Context, Timing};
 use hookline_operator::desired::Settings;
 use hookline_tests::Bench;
+use hookline_tests::util::wait_for as wait;
 use hookline_worker::signature::Preset;
 use hookline_worker::{Backoff, Consumer, ConsumerConfig, HttpHandler, Verifier};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -334,23 +335,6 @@ fn ready(
         .unwrap_or_default()
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-async fn wait<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// A handler that prints what it receives; the team's code would go here.

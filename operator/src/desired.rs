@@ -57,6 +57,21 @@ pub fn gateway_owner(gateway: &WebhookGateway) -> Owner {
     }
 }
 
+/// The queue pair recorded in a webhook's status, once both queues exist.
+pub fn queue_pair_in(status: &hookline_crds::WebhookStatus) -> Option<QueuePair> {
+    let (queue, dead_letter) = (status.queue.as_ref()?, status.dead_letter_queue.as_ref()?);
+    Some(QueuePair {
+        queue: crate::aws::QueueRef {
+            url: queue.url.clone(),
+            arn: queue.arn.clone(),
+        },
+        dead_letter: crate::aws::QueueRef {
+            url: dead_letter.url.clone(),
+            arn: dead_letter.arn.clone(),
+        },
+    })
+}
+
 /// The queue pair of a webhook.
 pub fn queue_pair(
     webhook: &Webhook,

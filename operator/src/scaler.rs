@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::aws::{QueuePair, QueueRef, Queues};
+use crate::aws::Queues;
 use crate::controller::context::Context;
 
 /// A Webhook's scaling bounds.
@@ -203,7 +203,7 @@ impl Scaler {
         let Some(status) = &webhook.status else {
             return Ok(memory);
         };
-        let (Some(queue), Some(dead_letter)) = (&status.queue, &status.dead_letter_queue) else {
+        let Some(pair) = crate::desired::queue_pair_in(status) else {
             return Ok(memory);
         };
         let namespace = webhook.namespace().unwrap_or_default();
@@ -213,16 +213,6 @@ impl Scaler {
             return Ok(memory);
         };
         let current = deployment.spec.replicas.unwrap_or(1);
-        let pair = QueuePair {
-            queue: QueueRef {
-                url: queue.url.clone(),
-                arn: queue.arn.clone(),
-            },
-            dead_letter: QueueRef {
-                url: dead_letter.url.clone(),
-                arn: dead_letter.arn.clone(),
-            },
-        };
         let backlog = ctx.aws.queues.backlog(&pair).await?;
         let (decision, next) = decide(
             &Policy::of(webhook),

@@ -7,7 +7,7 @@
 //! reconcile every gateway. The bench has no kubelet, so where the operator waits
 //! for worker pods, the test plays the kubelet and reports the Deployment ready.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use aws_sdk_route53::types::RrType;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::dns::Record;
@@ -15,14 +15,13 @@ use hookline_operator::aws::{AwsClients, Dns, RateLimits, RetryPolicy, Route53Dn
 use hookline_operator::controller::context::{Context, Timing};
 use hookline_operator::desired::Settings;
 use hookline_tests::Bench;
+use hookline_tests::util::{post, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
 struct Operator {
@@ -54,23 +53,6 @@ impl Operator {
     }
 }
 
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn condition<'a>(
     conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     type_: &str,
@@ -94,33 +76,6 @@ fn gateway_reason(gateway: &WebhookGateway) -> (String, String) {
         .and_then(|s| condition(&s.conditions, "Ready"))
         .map(|c| (c.status.clone(), c.reason.clone()))
         .unwrap_or_default()
-}
-
-async fn post(
-    port: u16,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<u16> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    String::from_utf8_lossy(&response)
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")
 }
 
 /// Plays the kubelet: reports the worker Deployment's pods ready.
@@ -323,7 +278,7 @@ async fn the_operator_end_to_end() -> Result<()> {
         event,
     )
     .await?;
-    assert_eq!(status_code, 200);
+    assert_eq!(status_code.0, 200);
     let received = clients
         .sqs
         .receive_message()

@@ -17,10 +17,10 @@ use hookline_operator::aws::{
     RetryPolicy, RoleSpec, Roles, RouteAuth, RouteSpec, SqsQueues, StageSpec,
 };
 use hookline_operator::aws::{AuthorizerSpec, CloudWatchLogGroups, LogGroups};
+use hookline_tests::util::post;
 use hookline_tests::{Bench, Emulator, EmulatorKind};
 use hookline_worker::Delivery;
 use std::collections::BTreeMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn owner(uid: &str, resource: &str) -> Owner {
     Owner {
@@ -44,40 +44,6 @@ async fn queue_pair(queues: &SqsQueues, name: &str, content_based: bool) -> Resu
             owner: owner(&format!("{name}-uid"), "Webhook test/route"),
         })
         .await?)
-}
-
-/// One HTTP/1.1 request to 127.0.0.1:port; returns status and body.
-async fn post(
-    port: u16,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Result<(u16, String)> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status in {response}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
 
 async fn received(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<Delivery>> {

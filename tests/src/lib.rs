@@ -7,6 +7,7 @@
 //! - [`process`]: child processes tied to this process's life, with log files.
 //! - [`kube`]: certificates, etcd, kube-apiserver, kubeconfig, CRD installation.
 //! - [`aws`]: the emulators and SDK configs pointed at them.
+//! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
 //! - [`Bench`]: both together; [`Bench::shared`] is the one instance a test binary's
 //!   tests share (each test still gets its own namespace and its own clients).
 //!
@@ -19,6 +20,7 @@
 pub mod aws;
 pub mod kube;
 pub mod process;
+pub mod util;
 
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};

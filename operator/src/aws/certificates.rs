@@ -4,6 +4,7 @@
 use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
 use std::future::Future;
 
+use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
 
 const ACM: Service = Service::Acm;
@@ -227,15 +228,12 @@ impl Certificates for AcmCertificates {
                 current.as_deref(),
             ));
         }
-        match self
-            .caller
-            .call(ACM, "DeleteCertificate", || {
-                self.acm.delete_certificate().certificate_arn(arn).send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(ACM, "DeleteCertificate", || {
+                    self.acm.delete_certificate().certificate_arn(arn).send()
+                })
+                .await,
+        )
     }
 }

@@ -212,6 +212,15 @@ impl AwsError {
     }
 }
 
+/// `Ok(())` when the call failed only because the object is already gone: for a
+/// delete, that is success.
+pub fn gone_is_fine<T>(result: Result<T, AwsError>) -> Result<(), AwsError> {
+    match result {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Kind {
     NotFound,

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
 
 const LOGS: Service = Service::Logs;
@@ -130,16 +131,13 @@ impl LogGroups for CloudWatchLogGroups {
         };
         let arn = bare_arn(group.arn.as_deref().unwrap_or_default());
         self.check_owner(&arn, name, owner).await?;
-        match self
-            .caller
-            .call(LOGS, "DeleteLogGroup", || {
-                self.logs.delete_log_group().log_group_name(name).send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(LOGS, "DeleteLogGroup", || {
+                    self.logs.delete_log_group().log_group_name(name).send()
+                })
+                .await,
+        )
     }
 }
 

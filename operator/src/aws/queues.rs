@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
+use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
 
 const SQS: Service = Service::Sqs;
@@ -251,16 +252,13 @@ impl SqsQueues {
             return Ok(());
         };
         self.check_owner(&url, name, owner).await?;
-        match self
-            .caller
-            .call(SQS, "DeleteQueue", || {
-                self.sqs.delete_queue().queue_url(&url).send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(SQS, "DeleteQueue", || {
+                    self.sqs.delete_queue().queue_url(&url).send()
+                })
+                .await,
+        )
     }
 }
 

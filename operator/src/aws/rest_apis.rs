@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
+use super::error::gone_is_fine;
 use super::templates::{
     CONTENT_TYPES, RouteTemplate, TemplateError, request_template, sqs_integration_uri,
 };
@@ -1295,20 +1296,17 @@ impl RestApis for ApiGatewayRestApis {
         let Some(resource_id) = resources.get(path) else {
             return Ok(());
         };
-        match self
-            .caller
-            .call(APIGW, "DeleteResource", || {
-                self.apigateway
-                    .delete_resource()
-                    .rest_api_id(&api.id)
-                    .resource_id(resource_id)
-                    .send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(APIGW, "DeleteResource", || {
+                    self.apigateway
+                        .delete_resource()
+                        .rest_api_id(&api.id)
+                        .resource_id(resource_id)
+                        .send()
+                })
+                .await,
+        )
     }
 
     async fn delete_domain(&self, domain: &str, owner: &Owner) -> Result<(), AwsError> {
@@ -1330,19 +1328,16 @@ impl RestApis for ApiGatewayRestApis {
             "custom domain",
             domain,
         )?;
-        match self
-            .caller
-            .call(APIGW, "DeleteDomainName", || {
-                self.apigateway
-                    .delete_domain_name()
-                    .domain_name(domain)
-                    .send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(APIGW, "DeleteDomainName", || {
+                    self.apigateway
+                        .delete_domain_name()
+                        .domain_name(domain)
+                        .send()
+                })
+                .await,
+        )
     }
 
     async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError> {
@@ -1356,16 +1351,13 @@ impl RestApis for ApiGatewayRestApis {
             "REST API",
             api_id,
         )?;
-        match self
-            .caller
-            .call(APIGW, "DeleteRestApi", || {
-                self.apigateway.delete_rest_api().rest_api_id(api_id).send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(APIGW, "DeleteRestApi", || {
+                    self.apigateway.delete_rest_api().rest_api_id(api_id).send()
+                })
+                .await,
+        )
     }
 }
 

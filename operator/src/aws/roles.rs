@@ -5,6 +5,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 use std::future::Future;
 
+use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
 
 const IAM: Service = Service::Iam;
@@ -214,16 +215,13 @@ impl Roles for IamRoles {
             Err(e) if !e.is_not_found() => return Err(e),
             _ => {}
         }
-        match self
-            .caller
-            .call(IAM, "DeleteRole", || {
-                self.iam.delete_role().role_name(name).send()
-            })
-            .await
-        {
-            Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
-        }
+        gone_is_fine(
+            self.caller
+                .call(IAM, "DeleteRole", || {
+                    self.iam.delete_role().role_name(name).send()
+                })
+                .await,
+        )
     }
 }
 

@@ -112,7 +112,7 @@ async fn apply(
     let mut status = current.clone().unwrap_or_default();
     status.observed_generation = gateway.metadata.generation;
     let mut reports = Vec::new();
-    let outcome = converge(gateway, ctx, &mut status, &mut reports).await;
+    let outcome = converge(api, gateway, ctx, &mut status, &mut reports).await;
     status::merge_reports(
         ctx,
         gateway,
@@ -131,6 +131,7 @@ async fn apply(
 
 /// Runs the steps, recording a report per part; true when everything is in place.
 async fn converge(
+    api: &Api<WebhookGateway>,
     gateway: &WebhookGateway,
     ctx: &Context,
     status: &mut WebhookGatewayStatus,
@@ -233,6 +234,9 @@ async fn converge(
     status.rest_api_id = Some(rest_api.id.clone());
     status.root_resource_id = Some(rest_api.root_resource_id.clone());
     status.stage_name = Some(spec.stage_name.clone());
+    // External ids go into status the moment they exist: a crash from here on
+    // finds the API by id rather than by listing.
+    status::write(api, gateway, gateway.status.as_ref(), status).await?;
 
     let stage = StageSpec {
         name: spec.stage_name.clone(),
@@ -270,7 +274,10 @@ async fn converge(
             .await
             .inspect_err(|e| reports.push(aws_failure(CERTIFICATE_READY, e)))?,
     };
-    status.certificate_arn = Some(certificate.arn.clone());
+    if status.certificate_arn.as_deref() != Some(certificate.arn.as_str()) {
+        status.certificate_arn = Some(certificate.arn.clone());
+        status::write(api, gateway, None, status).await?;
+    }
 
     let mut records = vec![ours];
     records.extend(validation_records(&certificate));

@@ -24,8 +24,7 @@ use super::context::Context;
 use super::{ALLOW_DLQ_LOSS, Error, FINALIZER, MANAGER, Result, selector, status};
 use crate::aws::rest_apis::source_ip_policy;
 use crate::aws::{
-    ApiRef, AuthorizerSpec, AwsError, QueuePair, QueueRef, Queues, RestApis, RouteAuth, RouteSpec,
-    StageSpec,
+    ApiRef, AuthorizerSpec, AwsError, QueuePair, Queues, RestApis, RouteAuth, RouteSpec, StageSpec,
 };
 use crate::conditions::Report;
 use crate::desired::{self, webhook_owner};
@@ -242,6 +241,7 @@ async fn apply(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<A
     };
     status.gateway = Some(gateway.name_any());
     let outcome = converge(
+        api,
         webhook,
         &gateway,
         ctx,
@@ -267,6 +267,7 @@ async fn apply(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<A
 }
 
 async fn converge(
+    api: &Api<Webhook>,
     webhook: &Webhook,
     gateway: &WebhookGateway,
     ctx: &Context,
@@ -288,6 +289,10 @@ async fn converge(
         url: pair.dead_letter.url.clone(),
         arn: pair.dead_letter.arn.clone(),
     });
+    // External ids go into status the moment they exist.
+    if webhook.status.as_ref().and_then(|s| s.queue.as_ref()) != status.queue.as_ref() {
+        status::write(api, webhook, None, status).await?;
+    }
     let backlog = aws
         .queues
         .backlog(&pair)
@@ -620,17 +625,7 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
     }
 
     let name = names::queue_base(&ctx.settings.name_prefix, &namespace, &webhook.name_any());
-    if let (Some(queue), Some(dead_letter)) = (&status.queue, &status.dead_letter_queue) {
-        let pair = QueuePair {
-            queue: QueueRef {
-                url: queue.url.clone(),
-                arn: queue.arn.clone(),
-            },
-            dead_letter: QueueRef {
-                url: dead_letter.url.clone(),
-                arn: dead_letter.arn.clone(),
-            },
-        };
+    if let Some(pair) = desired::queue_pair_in(&status) {
         let allowed = webhook
             .annotations()
             .get(ALLOW_DLQ_LOSS)

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use axum::Router;
 use axum::body::Bytes;
@@ -11,10 +11,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hookline_tests::Bench;
+pub use hookline_tests::util::wait_for;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static QUEUE_SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -282,24 +283,6 @@ async fn record(
         out.insert("retry-after", seconds.into());
     }
     (status, out)
-}
-
-/// Polls `check` every 200 ms until it holds or `timeout` passes.
-pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Asserts each group's accepted bodies are `prefix-0, prefix-1, …` in order, counting
