@@ -97,6 +97,8 @@ pub mod reasons {
     pub const IN_USE: &str = "InUse";
     /// Deletion in progress.
     pub const DELETING: &str = "Deleting";
+    /// `scaling.engine: Keda`, but KEDA's ScaledObject CRD is not installed.
+    pub const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
 }
 
 /// The CRDs as the API server should receive them, in a stable order.

@@ -162,6 +162,50 @@ pub fn route_template(webhook: &Webhook) -> RouteTemplate {
     }
 }
 
+/// API group/version and kind of KEDA's ScaledObject.
+pub const KEDA_API_VERSION: &str = "keda.sh/v1alpha1";
+/// Name of KEDA's ScaledObject CRD, whose presence decides whether KEDA can be used.
+pub const KEDA_CRD: &str = "scaledobjects.keda.sh";
+
+/// The KEDA ScaledObject that scales the worker instead of the built-in scaler, with
+/// the same rules where KEDA has them: an `aws-sqs-queue` trigger counting messages
+/// in flight, `queueLength` per replica, the cooldown as the scale-down delay.
+pub fn keda_scaled_object(
+    webhook: &Webhook,
+    pair: &QueuePair,
+    settings: &Settings,
+) -> serde_json::Value {
+    let scaling = &webhook.spec.worker.scaling;
+    let mut trigger = serde_json::json!({
+        "queueURL": pair.queue.url,
+        "queueLength": scaling.target_backlog_per_replica.to_string(),
+        "awsRegion": settings.region,
+        "scaleOnInFlight": "true",
+        "identityOwner": "operator",
+    });
+    if let Some(endpoint) = &settings.aws_endpoint_url {
+        trigger["awsEndpoint"] = serde_json::json!(endpoint);
+    }
+    serde_json::json!({
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "ScaledObject",
+        "metadata": {
+            "name": worker_name(webhook),
+            "namespace": webhook.metadata.namespace,
+            "labels": worker_labels(webhook),
+            "ownerReferences": owner_reference(webhook),
+        },
+        "spec": {
+            "scaleTargetRef": {"name": worker_name(webhook)},
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "cooldownPeriod": scaling.scale_down_delay_seconds,
+            "pollingInterval": 10,
+            "triggers": [{"type": "aws-sqs-queue", "metadata": trigger}],
+        },
+    })
+}
+
 /// Whether the team's pod template uses the worker's container name.
 pub fn worker_has_reserved_container(webhook: &Webhook) -> bool {
     webhook.spec.worker.template.spec.iter().any(|pod| {
@@ -581,6 +625,22 @@ spec:
             (owner.kind.as_str(), owner.controller),
             ("Webhook", Some(true))
         );
+    }
+
+    #[test]
+    fn keda_scales_the_worker_on_the_queue() {
+        let mut w = webhook(STRIPE);
+        w.spec.worker.scaling.target_backlog_per_replica = 50;
+        w.spec.worker.scaling.max_replicas = 7;
+        let so = keda_scaled_object(&w, &pair(), &settings());
+        assert_eq!(so["spec"]["scaleTargetRef"]["name"], "stripe-worker");
+        assert_eq!(so["spec"]["maxReplicaCount"], 7);
+        let trigger = &so["spec"]["triggers"][0];
+        assert_eq!(trigger["type"], "aws-sqs-queue");
+        assert_eq!(trigger["metadata"]["queueURL"], "https://sqs/q.fifo");
+        assert_eq!(trigger["metadata"]["queueLength"], "50");
+        assert_eq!(trigger["metadata"]["scaleOnInFlight"], "true");
+        assert_eq!(so["metadata"]["ownerReferences"][0]["kind"], "Webhook");
     }
 
     #[test]

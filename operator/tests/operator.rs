@@ -18,7 +18,10 @@ use hookline_tests::Bench;
 use hookline_tests::util::{post, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -457,6 +460,59 @@ async fn the_operator_end_to_end() -> Result<()> {
     scaler.tick(&ctx).await?;
     assert_eq!(replicas().await?, Some(0), "drained past the delay");
     webhooks.delete("scaled", &DeleteParams::default()).await?;
+
+    // KEDA as the engine: explained while its CRD is missing, a ScaledObject (that the
+    // API server validates against KEDA's own schema) once it is installed.
+    let mut keda = webhook_yaml("keda", &ns, &gw_name, "/keda");
+    keda["spec"]["worker"]["scaling"] = json!({"engine": "Keda", "minReplicas": 0, "maxReplicas": 4, "targetBacklogPerReplica": 25});
+    webhooks
+        .create(&PostParams::default(), &serde_json::from_value(keda)?)
+        .await?;
+    wait_for("KedaNotInstalled", Duration::from_secs(30), || async {
+        let status = webhooks.get("keda").await?.status.unwrap_or_default();
+        Ok(status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "WorkerReady" && c.reason == "KedaNotInstalled"))
+    })
+    .await?;
+    let crd = hookline_tests::keda_scaled_object_crd()?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "scaledobjects.keda.sh",
+        &PatchParams::apply("hookline-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            crds.clone(),
+            "scaledobjects.keda.sh",
+            kube::runtime::wait::conditions::is_crd_established(),
+        ),
+    )
+    .await??;
+    let scaled_objects: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "keda.sh",
+            "v1alpha1",
+            "ScaledObject",
+        )),
+    );
+    wait_for("the ScaledObject", Duration::from_secs(60), || async {
+        Ok(scaled_objects.get_opt("keda-worker").await?.is_some())
+    })
+    .await?;
+    let scaled_object = scaled_objects.get("keda-worker").await?;
+    assert_eq!(scaled_object.data["spec"]["maxReplicaCount"], 4);
+    assert_eq!(
+        scaled_object.data["spec"]["triggers"][0]["metadata"]["queueLength"],
+        "25"
+    );
+    webhooks.delete("keda", &DeleteParams::default()).await?;
 
     // The newer Webhook on a taken path is refused, and nothing of the older changes.
     webhooks

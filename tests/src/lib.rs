@@ -193,3 +193,35 @@ fn remove_stale_workdirs(tmp: &Path) {
         }
     }
 }
+
+/// KEDA release whose ScaledObject CRD the tests install (taken from its Go module at
+/// test time, never committed).
+pub const KEDA_VERSION: &str = "v2.21.0";
+
+/// KEDA's ScaledObject CRD, from `github.com/kedacore/keda/v2`'s `config/crd/bases/`
+/// through the Go module proxy (cached in the Go module cache after the first time).
+pub fn keda_scaled_object_crd() -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+> {
+    let module = format!("github.com/kedacore/keda/v2@{KEDA_VERSION}");
+    let output = std::process::Command::new("go")
+        .args(["mod", "download", "-json", &module])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .context("running go mod download (is Go installed?)")?;
+    if !output.status.success() {
+        return Err(anyhow!(
+            "go mod download {module} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("reading go mod download's answer")?;
+    let dir = info["Dir"]
+        .as_str()
+        .ok_or_else(|| anyhow!("go mod download gave no directory for {module}"))?;
+    let path = Path::new(dir).join("config/crd/bases/keda.sh_scaledobjects.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

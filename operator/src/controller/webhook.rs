@@ -5,16 +5,22 @@
 use hookline_crds::conditions::{QUEUE_READY, READY, ROUTE_READY, WORKER_READY};
 use hookline_crds::reasons::{
     AWS_ERROR, DEAD_LETTER_NOT_EMPTY, GATEWAY_NOT_FOUND, GATEWAY_NOT_READY, INVALID_SPEC,
-    NAMESPACE_NOT_ALLOWED, NOT_OWNED, PATH_CONFLICT, PROGRESSING, RECONCILED, SECRET_NOT_FOUND,
+    KEDA_NOT_INSTALLED, NAMESPACE_NOT_ALLOWED, NOT_OWNED, PATH_CONFLICT, PROGRESSING, RECONCILED,
+    SECRET_NOT_FOUND,
 };
 use hookline_crds::{
     AuthMode, Backlog as BacklogStatus, DeletionPolicy, LambdaAuthorizerType, NamespacesFrom,
-    QueueRef as QueueStatus, Replicas, RouteRef, Webhook, WebhookGateway, WebhookStatus,
+    QueueRef as QueueStatus, Replicas, RouteRef, ScalingEngine, Webhook, WebhookGateway,
+    WebhookStatus,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
+    PostParams,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
@@ -556,6 +562,10 @@ async fn worker(
     let applied = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
         .patch(&name, &params, &Patch::Apply(&deployment))
         .await?;
+    if let Some(report) = keda(webhook, ctx, namespace, pair).await? {
+        reports.push(report);
+        return Ok(());
+    }
     let observed = applied.status.unwrap_or_default();
     let desired_replicas = applied.spec.replicas.unwrap_or(1);
     let ready = observed.ready_replicas.unwrap_or(0);
@@ -577,6 +587,58 @@ async fn worker(
         )
     });
     Ok(())
+}
+
+/// The KEDA ScaledObject when `scaling.engine` is `Keda` (and none otherwise). A
+/// report when KEDA cannot be used.
+async fn keda(
+    webhook: &Webhook,
+    ctx: &Context,
+    namespace: &str,
+    pair: &QueuePair,
+) -> Result<Option<Report>> {
+    let installed = Api::<CustomResourceDefinition>::all(ctx.client.clone())
+        .get_opt(desired::KEDA_CRD)
+        .await?
+        .is_some();
+    let wanted = webhook.spec.worker.scaling.engine == ScalingEngine::Keda;
+    if wanted && !installed {
+        return Ok(Some(Report::failed(
+            WORKER_READY,
+            KEDA_NOT_INSTALLED,
+            format!(
+                "scaling.engine is Keda, but the {} CRD is not installed; install KEDA or use Builtin",
+                desired::KEDA_CRD
+            ),
+        )));
+    }
+    if !installed {
+        return Ok(None);
+    }
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "keda.sh",
+        "v1alpha1",
+        "ScaledObject",
+    ));
+    let objects: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    let name = desired::worker_name(webhook);
+    if wanted {
+        let object = desired::keda_scaled_object(webhook, pair, &ctx.settings);
+        objects
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await?;
+    } else if let Err(e) = objects.delete(&name, &Default::default()).await {
+        // Switched back to the built-in engine: KEDA must let go of the Deployment.
+        if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
+            return Err(e.into());
+        }
+    }
+    Ok(None)
 }
 
 async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<Action> {
