@@ -6,10 +6,11 @@ use hookline_crds::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, KeyToPath, PodSecurityContext, SeccompProfile,
-    SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, EnvVar, HTTPGetAction, KeyToPath, PodSecurityContext, Probe,
+    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 use crate::aws::templates::{DedupKey, GroupKey, RouteTemplate};
@@ -276,6 +277,20 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// The worker's `/healthz`, checked every `period` seconds.
+fn health_probe(period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".to_owned()),
+            port: IntOrString::Int(WORKER_METRICS_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
 fn preset_flag(preset: SignaturePreset) -> &'static str {
     match preset {
         SignaturePreset::Stripe => "stripe",
@@ -413,6 +428,8 @@ pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Setting
             container_port: WORKER_METRICS_PORT,
             ..Default::default()
         }]),
+        readiness_probe: Some(health_probe(5)),
+        liveness_probe: Some(health_probe(10)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -593,6 +610,15 @@ spec:
         );
         let sidecar = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        let probe = sidecar
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap();
+        assert_eq!(
+            (probe.path.as_deref(), &probe.port),
+            (Some("/healthz"), &IntOrString::Int(WORKER_METRICS_PORT))
+        );
         let env: BTreeMap<_, _> = sidecar
             .env
             .as_ref()

@@ -213,21 +213,24 @@ impl Scaler {
             return Ok(memory);
         };
         let current = deployment.spec.replicas.unwrap_or(1);
-        let backlog = ctx.aws.queues.backlog(&pair).await?;
+        let (visible, in_flight) = ctx.aws.queues.depth(&pair.queue).await?;
+        // One call per tick: the dead-letter count is the reconciler's to refresh.
+        let dead_letter = status.backlog.as_ref().map_or(0, |b| b.dead_letter);
+        let backlog = BacklogStatus {
+            visible,
+            in_flight,
+            dead_letter,
+        };
         let (decision, next) = decide(
             &Policy::of(webhook),
             current,
-            backlog.visible,
-            backlog.in_flight,
+            visible,
+            in_flight,
             memory,
             Instant::now(),
         );
         let webhooks: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
-        let mut patch = json!({"status": {"backlog": BacklogStatus {
-            visible: backlog.visible,
-            in_flight: backlog.in_flight,
-            dead_letter: backlog.dead_letter,
-        }}});
+        let mut patch = json!({"status": {"backlog": &backlog}});
         if let Decision::Scale(replicas, reason) = &decision {
             deployments
                 .patch_scale(
@@ -253,12 +256,7 @@ impl Scaler {
                 tracing::warn!(error = %e, "could not publish an Event");
             }
         }
-        if webhook.status.as_ref().and_then(|s| s.backlog.as_ref())
-            != Some(&BacklogStatus {
-                visible: backlog.visible,
-                in_flight: backlog.in_flight,
-                dead_letter: backlog.dead_letter,
-            })
+        if webhook.status.as_ref().and_then(|s| s.backlog.as_ref()) != Some(&backlog)
             || matches!(decision, Decision::Scale(..))
         {
             webhooks

@@ -87,7 +87,9 @@ impl Default for RateLimits {
                 (Service::Acm, (8.0, 10)),
                 (Service::Iam, (8.0, 10)),
                 (Service::Logs, (4.0, 5)),
-                (Service::Sqs, (50.0, 50)),
+                // SQS's API is not a low-quota control plane; this only keeps a
+                // runaway loop from flooding it.
+                (Service::Sqs, (500.0, 500)),
             ]),
             operations: HashMap::from([
                 ("CreateDeployment", Duration::from_secs(5)),

@@ -80,6 +80,8 @@ pub trait Queues: Send + Sync {
     ) -> impl Future<Output = Result<QueuePair, AwsError>> + Send;
     /// Current depths.
     fn backlog(&self, pair: &QueuePair) -> impl Future<Output = Result<Backlog, AwsError>> + Send;
+    /// Visible and in-flight messages of one queue, in one call (what the scaler needs).
+    fn depth(&self, queue: &QueueRef) -> impl Future<Output = Result<(i64, i64), AwsError>> + Send;
     /// Deletes both queues if they are ours; queues already gone are fine.
     fn delete_pair(
         &self,
@@ -416,6 +418,27 @@ impl Queues for SqsQueues {
             delayed: count(&queue, &Attr::ApproximateNumberOfMessagesDelayed),
             dead_letter: count(&dead_letter, &Attr::ApproximateNumberOfMessages),
         })
+    }
+
+    async fn depth(&self, queue: &QueueRef) -> Result<(i64, i64), AwsError> {
+        let attrs = self
+            .caller
+            .call(SQS, "GetQueueAttributes", || {
+                self.sqs
+                    .get_queue_attributes()
+                    .queue_url(&queue.url)
+                    .attribute_names(Attr::ApproximateNumberOfMessages)
+                    .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
+                    .send()
+            })
+            .await?
+            .attributes
+            .unwrap_or_default();
+        let count = |attr: &Attr| attrs.get(attr).and_then(|n| n.parse().ok()).unwrap_or(0);
+        Ok((
+            count(&Attr::ApproximateNumberOfMessages),
+            count(&Attr::ApproximateNumberOfMessagesNotVisible),
+        ))
     }
 
     async fn delete_pair(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {

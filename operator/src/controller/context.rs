@@ -14,6 +14,10 @@ use crate::aws::{
 };
 use crate::desired::Settings;
 
+/// Per REST API: the resource policy it has, and when that was seen.
+pub type KnownPolicies =
+    std::collections::HashMap<String, (Option<serde_json::Value>, std::time::Instant)>;
+
 /// The AWS services, each behind its domain trait's SDK implementation.
 #[derive(Debug, Clone)]
 pub struct AwsServices {
@@ -89,6 +93,10 @@ pub struct Context {
     pub cluster: String,
     /// Reconcile counts and durations.
     pub metrics: super::metrics::ReconcileMetrics,
+    /// The resource policy last written or read per REST API, and when: each
+    /// webhook reconcile computes the gateway-wide policy, and re-reading the API
+    /// for every one would spend API Gateway's small quota on the same answer.
+    pub policies: Arc<std::sync::Mutex<KnownPolicies>>,
     /// The webhook controllers' caches, replaced each time they start; reconciles read
     /// other Webhooks (path conflicts, a gateway's attachments) from here, not the API.
     pub webhook_stores: Arc<RwLock<Option<Vec<Store<Webhook>>>>>,
@@ -126,6 +134,7 @@ impl Context {
             cluster,
             metrics: super::metrics::ReconcileMetrics::default(),
             webhook_stores: Arc::new(RwLock::new(None)),
+            policies: Arc::default(),
         })
     }
 }
@@ -157,5 +166,24 @@ impl Context {
                 .map(Arc::new)
                 .collect()),
         }
+    }
+}
+
+impl Context {
+    /// Whether `policy` is what the API had when last read or written, within one
+    /// resync period (after that, it is read again to catch drift).
+    pub fn policy_is_known(&self, api_id: &str, policy: Option<&serde_json::Value>) -> bool {
+        let known = self.policies.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(api_id).is_some_and(|(value, at)| {
+            value.as_ref() == policy && at.elapsed() < self.timing.resync
+        })
+    }
+
+    /// Records the policy the API now has.
+    pub fn remember_policy(&self, api_id: &str, policy: Option<serde_json::Value>) {
+        self.policies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(api_id.to_owned(), (policy, std::time::Instant::now()));
     }
 }

@@ -27,6 +27,9 @@ async fn measured(
     result
 }
 
+/// Reconciles of one kind running at once.
+pub const CONCURRENCY: u16 = 16;
+
 fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, kind = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(ctx.timing.error)

@@ -478,11 +478,14 @@ async fn route(
         webhook.spec.auth.source_ip_allow_list.clone(),
     ));
     let policy = source_ip_policy(&lists);
-    changed |= aws
-        .apis
-        .ensure_policy(&api_id, policy.as_ref())
-        .await
-        .inspect_err(|e| reports.push(fail(e)))?;
+    if !ctx.policy_is_known(&api_id, policy.as_ref()) {
+        changed |= aws
+            .apis
+            .ensure_policy(&api_id, policy.as_ref())
+            .await
+            .inspect_err(|e| reports.push(fail(e)))?;
+        ctx.remember_policy(&api_id, policy);
+    }
 
     if changed {
         ctx.deployer
