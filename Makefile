@@ -13,7 +13,7 @@ demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worke
 test: ## Run every test: unit tests and the tests against the real API server and emulators
 	$(CARGO) test --workspace
 
-generate: ## Regenerate crds/*.yaml from the Rust types
+generate: ## Regenerate crds/*.yaml and docs/crd-reference.md from the Rust types
 	$(CARGO) run -q -p hookline-crds --bin crdgen
 
 fmt: ## Format the code

@@ -18,6 +18,7 @@
 
 mod common;
 mod gateway;
+pub mod reference;
 mod webhook;
 
 pub use common::*;
@@ -104,6 +105,11 @@ pub mod reasons {
 /// The CRDs as the API server should receive them, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![WebhookGateway::crd(), Webhook::crd()]
+}
+
+/// The CRD reference, as committed in `docs/crd-reference.md`.
+pub fn render_reference() -> String {
+    reference::render(&crds())
 }
 
 /// Each CRD's file name (`<plural>.<group>.yaml`) and YAML text, as committed under `crds/`.

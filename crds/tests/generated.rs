@@ -15,3 +15,14 @@ fn committed_crd_yaml_is_current() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn committed_crd_reference_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/crd-reference.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == hookline_crds::render_reference(),
+        "{} is stale or missing; run `make generate` and commit the result",
+        path.display()
+    );
+}

@@ -1,5 +1,6 @@
 //! Writes the CRD YAML files into `crds/` (or the directory given as the first
-//! argument). `cargo test` fails while the committed files differ from this output.
+//! argument) and the reference into `docs/crd-reference.md` next to it. `cargo test`
+//! fails while the committed files differ from this output.
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -13,5 +14,9 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    let reference = dir.join("../docs/crd-reference.md");
+    std::fs::write(&reference, hookline_crds::render_reference())
+        .with_context(|| format!("writing {}", reference.display()))?;
+    eprintln!("wrote {}", reference.display());
     Ok(())
 }
