@@ -582,3 +582,31 @@ async fn kubectl_get_shows_the_printer_columns() -> Result<()> {
     assert!(table.contains("hooks.example.com"), "{table}");
     Ok(())
 }
+
+#[tokio::test]
+async fn every_example_is_accepted() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let client = bench.kube.client().await?;
+    let examples = hookline_tests::repo_root().join("examples");
+    let mut applied = 0;
+    for entry in std::fs::read_dir(&examples)? {
+        let path = entry?.path().join("webhook.yaml");
+        if !path.is_file() {
+            continue;
+        }
+        let mut webhook: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let namespace = bench.kube.namespace(&client, "example").await?;
+        webhook["metadata"]["namespace"] = json!(namespace);
+        create(&webhooks(&client, &namespace), &webhook)
+            .await
+            .with_context(|| format!("{} was refused", path.display()))?;
+        applied += 1;
+    }
+    assert!(
+        applied >= 4,
+        "only {applied} examples found in {}",
+        examples.display()
+    );
+    Ok(())
+}
