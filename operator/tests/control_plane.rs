@@ -98,7 +98,7 @@ async fn certificates(emulator: &Emulator) -> Result<()> {
         .await?;
     assert_ne!(theirs.arn, certificate.arn);
     match acm.delete(&theirs.arn, &spec.owner).await {
-        Err(AwsError::Conflict { message, .. }) => {
+        Err(AwsError::NotOwned { message, .. }) => {
             assert!(message.contains("belongs to gw-uid-2"), "{message}")
         }
         other => bail!("expected a conflict, got {other:?}"),
@@ -235,7 +235,7 @@ async fn roles(emulator: &Emulator) -> Result<()> {
         })
         .await
     {
-        Err(AwsError::Conflict { message, .. }) => {
+        Err(AwsError::NotOwned { message, .. }) => {
             assert!(message.contains("belongs to gw-uid-1"), "{message}")
         }
         other => bail!("expected a conflict, got {other:?}"),
@@ -268,7 +268,7 @@ async fn roles(emulator: &Emulator) -> Result<()> {
         })
         .await
     {
-        Err(AwsError::Conflict { message, .. }) => assert!(
+        Err(AwsError::NotOwned { message, .. }) => assert!(
             message.contains("without Hookline's owner tag"),
             "{message}"
         ),

@@ -186,7 +186,7 @@ async fn lifecycle(emulator: &Emulator) -> Result<()> {
     // Another owner is refused, before any change.
     let before = clients.caller.snapshot();
     match queues.ensure_pair(&pair_spec(&name, "uid-2")).await {
-        Err(AwsError::Conflict { message, .. }) => {
+        Err(AwsError::NotOwned { message, .. }) => {
             assert!(message.contains("belongs to uid-1"), "{message}")
         }
         other => bail!("expected a conflict, got {other:?}"),
@@ -195,7 +195,7 @@ async fn lifecycle(emulator: &Emulator) -> Result<()> {
         .delete_pair(&name, &pair_spec(&name, "uid-2").owner)
         .await
     {
-        Err(AwsError::Conflict { .. }) => {}
+        Err(AwsError::NotOwned { .. }) => {}
         other => bail!("another owner must not delete, got {other:?}"),
     }
     assert_eq!(writes(&clients, &before), Vec::<String>::new());
@@ -226,7 +226,7 @@ async fn untagged_queue_is_not_adopted(emulator: &Emulator) -> Result<()> {
         .send()
         .await?;
     match queues.ensure_pair(&pair_spec(&name, "uid-1")).await {
-        Err(AwsError::Conflict { message, .. }) => {
+        Err(AwsError::NotOwned { message, .. }) => {
             assert!(
                 message.contains(&format!(
                     "{name}-dlq.fifo exists without Hookline's owner tag"

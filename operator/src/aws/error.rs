@@ -65,7 +65,19 @@ pub enum AwsError {
         /// AWS's message.
         message: String,
     },
-    /// The object exists but is not ours, or the change conflicts with its state.
+    /// An object with our name exists without our owner tag (or with another
+    /// owner's): it is never changed, adopted or deleted.
+    #[error("{service} {operation}: not ours: {message}")]
+    NotOwned {
+        /// Service called.
+        service: Service,
+        /// Operation called.
+        operation: &'static str,
+        /// Which object, and whose it is.
+        message: String,
+    },
+    /// The change conflicts with the object's current state (it already exists with
+    /// other settings, or is being changed concurrently).
     #[error("{service} {operation}: conflict: {message}")]
     Conflict {
         /// Service called.
@@ -107,6 +119,7 @@ impl AwsError {
         match self {
             Self::NotFound { .. } => "not_found",
             Self::Throttled { .. } => "throttled",
+            Self::NotOwned { .. } => "not_owned",
             Self::Conflict { .. } => "conflict",
             Self::Invalid { .. } => "invalid",
             Self::Other { .. } => "error",
@@ -143,7 +156,7 @@ impl AwsError {
                 format!("{what} {name} exists without Hookline's owner tag; it is left untouched")
             }
         };
-        Self::Conflict {
+        Self::NotOwned {
             service,
             operation,
             message,

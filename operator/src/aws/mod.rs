@@ -14,7 +14,7 @@
 //!
 //! Ownership: every object Hookline creates carries [`OWNER_TAG`] with the uid of the
 //! Kubernetes resource it belongs to. An object with our name but without that tag
-//! (or with another uid) is reported as [`AwsError::Conflict`] and never changed or
+//! (or with another uid) is reported as [`AwsError::NotOwned`] and never changed or
 //! deleted.
 
 pub mod certificates;

@@ -393,8 +393,18 @@ impl ApiGatewayRestApis {
                         .path_part(segment)
                         .send()
                 })
-                .await?;
-            let id = created.id.ok_or_else(|| {
+                .await;
+            let id = match created {
+                Ok(created) => created.id,
+                // Another webhook's reconcile created this shared segment (e.g.
+                // `/payments` of `/payments/a` and `/payments/b`) since we listed.
+                Err(AwsError::Conflict { .. }) => {
+                    *existing = self.resources(&api.id).await?;
+                    existing.get(&current).cloned()
+                }
+                Err(e) => return Err(e),
+            };
+            let id = id.ok_or_else(|| {
                 AwsError::unexpected(APIGW, "CreateResource", format!("no id for {current}"))
             })?;
             existing.insert(current.clone(), id.clone());

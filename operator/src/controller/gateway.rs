@@ -95,7 +95,7 @@ fn validation_records(certificate: &crate::aws::Certificate) -> Vec<Record> {
 
 /// A step's failure: the part's condition goes False with AWS's words.
 fn aws_failure(part: &'static str, error: &AwsError) -> Report {
-    let reason = if matches!(error, AwsError::Conflict { .. }) {
+    let reason = if matches!(error, AwsError::NotOwned { .. }) {
         hookline_crds::reasons::NOT_OWNED
     } else {
         AWS_ERROR

@@ -216,7 +216,7 @@ async fn validate(
 }
 
 fn aws_failure(part: &'static str, error: &AwsError) -> Report {
-    let reason = if matches!(error, AwsError::Conflict { .. }) {
+    let reason = if matches!(error, AwsError::NotOwned { .. }) {
         NOT_OWNED
     } else {
         AWS_ERROR
