@@ -151,10 +151,7 @@ impl Context {
         match stores {
             Some(stores) => {
                 for store in &stores {
-                    store
-                        .wait_until_ready()
-                        .await
-                        .map_err(|e| super::Error::Finalizer(format!("webhook cache: {e}")))?;
+                    wait_ready(store).await?;
                 }
                 Ok(stores.iter().flat_map(Store::state).collect())
             }
@@ -186,4 +183,21 @@ impl Context {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(api_id.to_owned(), (policy, std::time::Instant::now()));
     }
+}
+
+/// Waits until a controller's cache has its first full listing. `Store::wait_until_ready`
+/// wakes only the task that polled it last (a oneshot receiver keeps one waker), so
+/// with many reconciles and the scaler waiting at once, the others would wait forever;
+/// polling it again every 250 ms makes every waiter see the listing.
+async fn wait_ready(store: &Store<Webhook>) -> super::Result<()> {
+    for _ in 0..(20 * 60 * 4) {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => return Err(super::Error::Finalizer(format!("webhook cache: {e}"))),
+            Err(_) => {}
+        }
+    }
+    Err(super::Error::Finalizer(
+        "the webhook cache did not sync within 20 minutes".to_owned(),
+    ))
 }
