@@ -403,16 +403,26 @@ async fn the_operator_end_to_end() -> Result<()> {
                 .replicas,
         )
     };
-    let scaler = hookline_operator::scaler::Scaler::default();
-    scaler.tick(&ctx).await?;
-    assert_eq!(replicas().await?, Some(1), "idle: the delay has not passed");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    scaler.tick(&ctx).await?;
-    assert_eq!(
-        replicas().await?,
-        Some(0),
-        "idle past the delay, min 0: zero"
+    // The scaler's own loop (as the binary runs it) takes the idle worker to zero
+    // once the delay has passed; then single ticks check each rule in turn.
+    let stop_loop = tokio_util::sync::CancellationToken::new();
+    let looping = tokio::spawn(
+        std::sync::Arc::new(hookline_operator::scaler::Scaler::default()).run(
+            ctx.clone(),
+            Duration::from_millis(250),
+            stop_loop.clone().cancelled_owned(),
+        ),
     );
+    assert_eq!(replicas().await?, Some(1), "idle: the delay has not passed");
+    wait_for(
+        "the scaler loop to reach zero",
+        Duration::from_secs(20),
+        || async { Ok(replicas().await? == Some(0)) },
+    )
+    .await?;
+    stop_loop.cancel();
+    looping.await?;
+    let scaler = hookline_operator::scaler::Scaler::default();
     for i in 0..12 {
         clients
             .sqs

@@ -201,3 +201,32 @@ async fn wait_ready(store: &Store<Webhook>) -> super::Result<()> {
         "the webhook cache did not sync within 20 minutes".to_owned(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::{reflector, watcher};
+
+    /// Several tasks waiting for the same cache, as reconciles and the scaler do at
+    /// start-up: every one of them must see it become ready, not only the last.
+    #[tokio::test]
+    async fn every_waiter_sees_the_cache_become_ready() {
+        let (store, mut writer) = reflector::store::<Webhook>();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { wait_ready(&store).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        for waiter in waiters {
+            let done = tokio::time::timeout(Duration::from_secs(2), waiter).await;
+            assert!(
+                matches!(done, Ok(Ok(Ok(())))),
+                "a waiter never saw the cache ready: {done:?}"
+            );
+        }
+    }
+}
