@@ -11,7 +11,7 @@
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
 use hookline_crds::{Webhook, WebhookGateway};
@@ -26,6 +26,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -211,7 +212,8 @@ async fn main() -> Result<()> {
 
     step("Starting a sample handler and the Hookline worker (Stripe signatures verified)");
     let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let handler_url = sample_handler(received.clone()).await?;
+    let broken = Arc::new(AtomicBool::new(true));
+    let handler_url = sample_handler(received.clone(), broken.clone()).await?;
     let mut config = ConsumerConfig::new(&queue.url);
     config.dead_letter_queue_url = Some(dead_letter.url.clone());
     config.wait_time = Duration::from_secs(1);
@@ -293,6 +295,55 @@ async fn main() -> Result<()> {
     .await?;
     println!("  the forged event was not delivered: it is in the dead-letter queue");
 
+    step("A poison event: the handler fails for cus_POISON (maxReceiveCount 5)");
+    let poison = r#"{"id":"evt_cus_POISON_1","type":"invoice.paid","data":{"object":{"customer":"cus_POISON"}}}"#;
+    println!(
+        "  POST cus_POISON #1 -> {}",
+        send(port, poison, Some(SIGNING_SECRET)).await?
+    );
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    wait(
+        "the poison event in the dead-letter queue",
+        Duration::from_secs(60),
+        || async { Ok(dead_letters(&sqs, &dead_letter.url).await? >= 2) },
+    )
+    .await?;
+    println!("  after 5 failed deliveries it is in the dead-letter queue (next to the forged one)");
+
+    step("Fixing the handler, then redriving the dead-letter queue");
+    broken.store(false, Ordering::Relaxed);
+    let report = hookline_worker::redrive(&sqs, &dead_letter.url, &queue.url).await?;
+    println!(
+        "  redriven: {} message(s) moved back, in order per group",
+        report.moved
+    );
+    wait(
+        "the poison event handled",
+        Duration::from_secs(60),
+        || async {
+            Ok(received
+                .lock()
+                .map(|r| r.iter().any(|l| l.contains("evt_cus_POISON_1")))
+                .unwrap_or(false))
+        },
+    )
+    .await?;
+    println!(
+        "  delivered after the fix: {}",
+        received
+            .lock()
+            .ok()
+            .and_then(|r| r.last().cloned())
+            .unwrap_or_default()
+    );
+    wait(
+        "the forged event back in the dead-letter queue",
+        Duration::from_secs(30),
+        || async { Ok(dead_letters(&sqs, &dead_letter.url).await? == 1) },
+    )
+    .await?;
+    println!("  the forged event failed verification again and is back in the dead-letter queue");
+
     println!("\nDone in {:.1}s.", started.elapsed().as_secs_f64());
     if args.keep {
         step("Keeping everything running; Ctrl-C stops it");
@@ -337,14 +388,40 @@ fn ready(
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
+async fn dead_letters(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?
+        .attributes
+        .unwrap_or_default();
+    Ok(attrs
+        .values()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
 /// A handler that prints what it receives; the team's code would go here.
-async fn sample_handler(received: Arc<Mutex<Vec<String>>>) -> Result<String> {
+async fn sample_handler(
+    received: Arc<Mutex<Vec<String>>>,
+    broken: Arc<AtomicBool>,
+) -> Result<String> {
     let app = Router::new().route(
         "/stripe",
         post(move |headers: HeaderMap, body: Bytes| {
             let received = received.clone();
+            let broken = broken.clone();
             async move {
                 let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                // A bug in the team's code, for one customer, until it is fixed.
+                if broken.load(Ordering::Relaxed)
+                    && event["data"]["object"]["customer"] == "cus_POISON"
+                {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "bug");
+                }
                 let line = format!(
                     "group {:<8} {} (message {}, delivery #{})",
                     headers
@@ -364,7 +441,7 @@ async fn sample_handler(received: Arc<Mutex<Vec<String>>>) -> Result<String> {
                 if let Ok(mut received) = received.lock() {
                     received.push(line);
                 }
-                "ok"
+                (StatusCode::OK, "ok")
             }
         }),
     );

@@ -14,6 +14,9 @@ use crate::consumer::DEAD_LETTER_REASON_ATTRIBUTE;
 pub struct RedriveReport {
     /// Messages moved back to the source queue.
     pub moved: u64,
+    /// Messages that entered the dead-letter queue after the redrive began (they
+    /// failed again meanwhile) and were left there.
+    pub left: u64,
 }
 
 /// A redrive stopped early; messages not yet moved are still in the dead-letter queue.
@@ -63,6 +66,12 @@ pub async fn redrive(
 
     // Every round moves at least one message or ends the loop; the margin covers
     // messages that arrive while the redrive runs and an approximate depth.
+    // Only what was dead when the redrive began moves: a message that fails again
+    // while the redrive runs (workers keep consuming) comes back with a later
+    // SentTimestamp and is left for the next redrive, instead of going round and round.
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(u128::MAX, |d| d.as_millis());
     for _ in 0..depth + 10 {
         let messages = sqs
             .receive_message()
@@ -88,7 +97,28 @@ pub async fn redrive(
         if messages.is_empty() {
             break;
         }
-        for message in messages {
+        let (old, new): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| {
+            m.attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|t| t.parse::<u128>().ok())
+                .is_none_or(|sent| sent <= started_ms)
+        });
+        for message in &new {
+            // Visible again at once, for a later redrive.
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(dead_letter_url)
+                .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
+                .visibility_timeout(0)
+                .send()
+                .await;
+            report.left += 1;
+        }
+        if old.is_empty() {
+            break;
+        }
+        for message in old {
             let id = message.message_id.clone().unwrap_or_default();
             let group = message
                 .attributes
