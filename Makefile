@@ -8,6 +8,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worker, signed webhooks (ARGS=--keep keeps it up)
+	$(CARGO) build -q --workspace --bins
 	$(CARGO) run -q -p hookline-demo -- $(ARGS)
 
 test: ## Run every test: unit tests and the tests against the real API server and emulators

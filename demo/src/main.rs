@@ -1,27 +1,24 @@
 //! The README's first command: Hookline end to end on this machine, with nothing
 //! faked but the cloud. Starts the bench (a real kube-apiserver + etcd, MiniStack),
-//! runs the operator against them, applies the sample WebhookGateway and Webhook,
-//! runs the worker and a sample handler, and sends Stripe-signed webhooks through the
-//! gateway's custom domain; the handler prints them, in order per customer.
+//! runs the operator binary against them, applies the sample WebhookGateway and
+//! Webhook, runs the worker binary and a sample handler, and sends Stripe-signed
+//! webhooks through the gateway's custom domain; the handler prints them, in order per
+//! customer. A poison event goes to the dead-letter queue and is redriven.
 //! `--keep` leaves everything running.
 
 // Printing to the terminal is this program's job.
 #![allow(clippy::print_stdout)]
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
 use hookline_crds::{Webhook, WebhookGateway};
-use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
-use hookline_operator::controller::context::{Context, Timing};
-use hookline_operator::desired::Settings;
 use hookline_tests::Bench;
+use hookline_tests::process::Supervised;
 use hookline_tests::util::wait_for as wait;
-use hookline_worker::signature::Preset;
-use hookline_worker::{Backoff, Consumer, ConsumerConfig, HttpHandler, Verifier};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
@@ -30,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 const MANAGER: &str = "hookline-demo";
 /// The sample's signing secret (crds/samples/webhook.yaml names the Secret).
@@ -74,35 +70,37 @@ async fn main() -> Result<()> {
         .context("emulator port")?
         .parse()?;
 
-    step("Starting the operator against them");
-    let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
-    let settings = Settings {
-        name_prefix: "hl".to_owned(),
-        region: hookline_tests::aws::REGION.to_owned(),
-        worker_image: "ghcr.io/hookline/hookline-worker:0.1.0".to_owned(),
-        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
-    };
-    let timing = Timing {
-        pending: Duration::from_secs(1),
-        error: Duration::from_secs(2),
-        ..Timing::default()
-    };
-    let ctx = Context::new(
-        client.clone(),
-        &clients,
-        settings,
-        timing,
-        "demo".to_owned(),
+    step("Starting the operator (target/debug/hookline-operator) against them");
+    let metrics_port = hookline_tests::process::free_port()?;
+    let operator = Supervised::spawn(
+        "hookline-operator",
+        &binary("hookline-operator")?,
+        std::iter::empty::<&str>(),
+        &[
+            (
+                "KUBECONFIG",
+                &bench.kube.kubeconfig_path().display().to_string(),
+            ),
+            ("AWS_ENDPOINT_URL", bench.aws.endpoint()),
+            ("AWS_REGION", hookline_tests::aws::REGION),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("HOOKLINE_LEADER_ELECTION", "false"),
+            (
+                "HOOKLINE_METRICS_ADDR",
+                &format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("HOOKLINE_CLUSTER_NAME", "demo"),
+            ("HOOKLINE_LOG_FORMAT", "text"),
+            ("RUST_LOG", "info"),
+        ],
+        bench.workdir().join("operator.log"),
+    )?;
+    println!(
+        "  pid {}, log {}",
+        operator.pid(),
+        operator.log_path().display()
     );
-    let stop = CancellationToken::new();
-    let operator = {
-        let stop = stop.clone();
-        let shutdown =
-            futures::FutureExt::shared(Box::pin(async move { stop.cancelled_owned().await }));
-        tokio::spawn(
-            async move { hookline_operator::controller::run::run(ctx, &[], shutdown).await },
-        )
-    };
 
     step("The platform team's part: the example.com zone, and crds/samples/webhookgateway.yaml");
     aws_sdk_route53::Client::new(&sdk)
@@ -214,28 +212,36 @@ async fn main() -> Result<()> {
     let received: Arc<Mutex<Vec<String>>> = Arc::default();
     let broken = Arc::new(AtomicBool::new(true));
     let handler_url = sample_handler(received.clone(), broken.clone()).await?;
-    let mut config = ConsumerConfig::new(&queue.url);
-    config.dead_letter_queue_url = Some(dead_letter.url.clone());
-    config.wait_time = Duration::from_secs(1);
-    config.max_receive_count = Some(5);
-    config.backoff = Backoff {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(10),
-    };
-    let verifier = Verifier::new(
-        Preset::Stripe,
-        &[SIGNING_SECRET.as_bytes().to_vec()],
-        Duration::from_secs(300),
+    let secret_file = bench.workdir().join("stripe-signing-secret");
+    std::fs::write(&secret_file, SIGNING_SECRET)?;
+    let worker = Supervised::spawn(
+        "hookline-worker",
+        &binary("hookline-worker")?,
+        ["run"],
+        &[
+            ("AWS_ENDPOINT_URL", bench.aws.endpoint()),
+            ("AWS_REGION", hookline_tests::aws::REGION),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("HOOKLINE_QUEUE_URL", &queue.url),
+            ("HOOKLINE_DEAD_LETTER_QUEUE_URL", &dead_letter.url),
+            ("HOOKLINE_HANDLER_URL", &handler_url),
+            ("HOOKLINE_SIGNATURE_PRESET", "stripe"),
+            (
+                "HOOKLINE_SIGNATURE_SECRET_FILES",
+                &secret_file.display().to_string(),
+            ),
+            ("HOOKLINE_MAX_RECEIVE_COUNT", "5"),
+            ("HOOKLINE_BACKOFF_INITIAL_SECONDS", "1"),
+            ("HOOKLINE_BACKOFF_MAX_SECONDS", "2"),
+            ("HOOKLINE_METRICS_ADDR", "127.0.0.1:0"),
+            ("HOOKLINE_LOG_FORMAT", "text"),
+        ],
+        bench.workdir().join("worker.log"),
     )?;
-    let worker_stop = CancellationToken::new();
-    let worker = tokio::spawn(
-        Consumer::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            config,
-            HttpHandler::new(handler_url.parse()?, Duration::from_secs(10)),
-        )
-        .with_verifier(verifier)
-        .run(worker_stop.clone()),
+    println!(
+        "  worker pid {} (target/debug/hookline-worker), handler {handler_url}",
+        worker.pid()
     );
 
     step("Sending Stripe-signed events to https://hooks.example.com/payments/stripe");
@@ -365,11 +371,35 @@ async fn main() -> Result<()> {
             .await
             .context("waiting for Ctrl-C")?;
     }
-    worker_stop.cancel();
-    let _ = worker.await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    step("Stopping: SIGTERM to the worker (it finishes what is in flight) and the operator");
+    terminate(worker, Duration::from_secs(30)).await;
+    terminate(operator, Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// A binary of this workspace, built by `make demo` (and by `cargo test --workspace`).
+fn binary(name: &str) -> Result<std::path::PathBuf> {
+    let path = hookline_tests::repo_root().join("target/debug").join(name);
+    if !path.is_file() {
+        bail!(
+            "{} is not built; run `make demo`, or `cargo build --workspace --bins` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Asks a process to stop with SIGTERM and waits for it (the kill on drop follows).
+async fn terminate(process: Supervised, within: Duration) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(process.pid().to_string())
+        .status();
+    let deadline = Instant::now() + within;
+    let mut process = process;
+    while Instant::now() < deadline && process.check_running().is_ok() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
