@@ -4,8 +4,7 @@
 
 use anyhow::{Context as _, Result};
 use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
@@ -80,7 +79,7 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    hookline_worker::telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
     // One crypto provider for rustls, chosen before any client exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
@@ -139,7 +138,10 @@ async fn main() -> Result<()> {
                     }
                 }),
             )
-            .route("/metrics", get(move || metrics_text(registry.clone())))
+            .route(
+                "/metrics",
+                get(move || hookline_worker::telemetry::metrics_text(registry.clone())),
+            )
     };
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -181,39 +183,4 @@ async fn main() -> Result<()> {
     }
     server.abort();
     Ok(())
-}
-
-async fn metrics_text(registry: Arc<Registry>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("encoding metrics: {e}"),
-        ),
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
 }

@@ -29,6 +29,7 @@
 //! - [`consumer`]: polling, per-group ordering, retries, visibility, shutdown.
 //! - [`redrive`]: moving a FIFO dead-letter queue back, in order.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`telemetry`]: logging and `/metrics` for the binaries.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ pub mod handler;
 pub mod metrics;
 pub mod redrive;
 pub mod signature;
+pub mod telemetry;
 pub mod wire;
 
 pub use consumer::{Backoff, Consumer, ConsumerConfig, ConsumerError};

@@ -3,8 +3,6 @@
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::{Parser, Subcommand, ValueEnum};
 use hookline_worker::signature::{DigestEncoding, GenericHmac, Preset};
@@ -152,7 +150,7 @@ enum EncodingArg {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    hookline_worker::telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     match cli.command {
@@ -202,7 +200,10 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
     info!(addr = %listener.local_addr()?, "serving /healthz and /metrics");
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(move || metrics_text(registry.clone())));
+        .route(
+            "/metrics",
+            get(move || hookline_worker::telemetry::metrics_text(registry.clone())),
+        );
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -225,25 +226,6 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
         Ok(Ok(())) => {}
     }
     result.context("running the consumer")
-}
-
-async fn metrics_text(registry: Arc<Registry>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            format!("encoding metrics: {e}"),
-        ),
-    }
 }
 
 fn verifier(args: &RunArgs) -> Result<Option<Verifier>> {
@@ -308,21 +290,5 @@ async fn wait_for_signal() {
     tokio::select! {
         () = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
-        LogFormat::Text => builder.init(),
     }
 }

@@ -437,6 +437,25 @@ impl ApiGatewayRestApis {
         }
     }
 
+    /// The usage plans an API key belongs to.
+    async fn usage_plans_of(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<aws_sdk_apigateway::types::UsagePlan>, AwsError> {
+        Ok(self
+            .caller
+            .call(APIGW, "GetUsagePlans", || {
+                self.apigateway
+                    .get_usage_plans()
+                    .key_id(key_id)
+                    .limit(500)
+                    .send()
+            })
+            .await?
+            .items
+            .unwrap_or_default())
+    }
+
     async fn ensure_health_route(&self, api: &ApiRef) -> Result<(), AwsError> {
         if self
             .get_method(&api.id, &api.root_resource_id, "GET")
@@ -1035,18 +1054,7 @@ impl RestApis for ApiGatewayRestApis {
             }
         };
 
-        let plans = self
-            .caller
-            .call(APIGW, "GetUsagePlans", || {
-                self.apigateway
-                    .get_usage_plans()
-                    .key_id(&key_id)
-                    .limit(500)
-                    .send()
-            })
-            .await?
-            .items
-            .unwrap_or_default();
+        let plans = self.usage_plans_of(&key_id).await?;
         let in_plan = plans.iter().any(|p| {
             p.api_stages.as_ref().is_some_and(|stages| {
                 stages.iter().any(|s| {
@@ -1223,18 +1231,7 @@ impl RestApis for ApiGatewayRestApis {
             let (true, Some(key_id)) = (ours, key.id) else {
                 continue;
             };
-            let plans = self
-                .caller
-                .call(APIGW, "GetUsagePlans", || {
-                    self.apigateway
-                        .get_usage_plans()
-                        .key_id(&key_id)
-                        .limit(500)
-                        .send()
-                })
-                .await?
-                .items
-                .unwrap_or_default();
+            let plans = self.usage_plans_of(&key_id).await?;
             for plan in plans {
                 let ours = plan.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
                 let (true, Some(plan_id)) = (ours, plan.id) else {
