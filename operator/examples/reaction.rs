@@ -52,6 +52,7 @@ async fn main() -> Result<()> {
         settings,
         timing,
         "bench".to_owned(),
+        Vec::new(),
     );
     let stop = CancellationToken::new();
     let shutdown = {
@@ -60,7 +61,6 @@ async fn main() -> Result<()> {
     };
     let controllers = tokio::spawn(hookline_operator::controller::run::run(
         ctx.clone(),
-        &[],
         shutdown.clone(),
     ));
     let scaler = tokio::spawn(Arc::new(Scaler::default()).run(ctx.clone(), INTERVAL, shutdown));

@@ -74,6 +74,40 @@ pub async fn hold(client: &kube::Client, config: &LeaseConfig) {
     }
 }
 
+/// Gives the lease up if this replica holds it, so that a standby takes over at its
+/// next try instead of waiting out the lease duration (a rollout hands over in
+/// seconds). Best effort: a failure only means the standby waits for expiry.
+pub async fn release(client: &kube::Client, config: &LeaseConfig) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let lease = match leases.get_opt(&config.name).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the lease to release it");
+            return;
+        }
+    };
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref());
+    if holder != Some(config.identity.as_str()) {
+        return;
+    }
+    // Compare-and-swap, as when taking it: never clear a lease another replica took.
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": lease.metadata.resource_version},
+        "spec": {"holderIdentity": null, "renewTime": null, "acquireTime": null},
+    });
+    match leases
+        .patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(identity = %config.identity, "released the lease"),
+        Err(e) => tracing::warn!(error = %e, "releasing the lease"),
+    }
+}
+
 async fn try_take(leases: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let existing = leases.get_opt(&config.name).await?;

@@ -4,7 +4,6 @@
 
 use anyhow::{Context as _, Result};
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
@@ -25,9 +24,10 @@ use std::time::Duration;
     about = "Reconciles Hookline Webhooks and WebhookGateways into AWS"
 )]
 struct Args {
-    /// AWS region of everything the operator creates.
+    /// AWS region of everything the operator creates; when unset, the SDK's own
+    /// lookup (AWS_DEFAULT_REGION, the profile, the instance metadata).
     #[arg(long, env = "AWS_REGION")]
-    region: String,
+    region: Option<String>,
     /// Endpoint override for every AWS service (an emulator); handed to workers too.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     aws_endpoint_url: Option<String>,
@@ -65,6 +65,9 @@ struct Args {
     /// Namespace of the leader Lease (usually the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "hookline-system")]
     lease_namespace: String,
+    /// Name of the leader Lease; distinct per installation sharing a namespace.
+    #[arg(long, env = "HOOKLINE_LEASE_NAME", default_value = "hookline-operator")]
+    lease_name: String,
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "hookline-operator")]
     identity: String,
@@ -83,12 +86,18 @@ async fn main() -> Result<()> {
     // One crypto provider for rustls, chosen before any client exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(args.region.clone()));
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
     if let Some(endpoint) = &args.aws_endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
     let sdk = loader.load().await;
+    let region = sdk
+        .region()
+        .map(ToString::to_string)
+        .context("no AWS region: set --region or AWS_REGION (the chart's aws.region)")?;
     let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
     let mut registry = Registry::default();
     clients.caller.register(&mut registry);
@@ -98,7 +107,7 @@ async fn main() -> Result<()> {
         .context("connecting to the Kubernetes API")?;
     let settings = Settings {
         name_prefix: args.name_prefix,
-        region: args.region,
+        region,
         worker_image: args.worker_image,
         aws_endpoint_url: args.aws_endpoint_url,
     };
@@ -112,28 +121,39 @@ async fn main() -> Result<()> {
         settings,
         timing,
         args.cluster_name,
+        args.namespaces,
     );
     ctx.metrics.register(&mut registry);
+
+    let leading = Arc::new(AtomicBool::new(!args.leader_election));
+    let leader_gauge = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    registry.register(
+        "hookline_operator_leader",
+        "1 while this replica holds the leader Lease and reconciles",
+        leader_gauge.clone(),
+    );
     let registry = Arc::new(registry);
 
-    let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("listening on {}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
     let app = {
-        let ready = ready.clone();
+        let leading = leading.clone();
+        // A standby is ready too: were readiness to wait for leadership, a rolling
+        // update would wait forever for a new pod that cannot lead while the old one
+        // runs, and a PodDisruptionBudget would count the standby as down.
         Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/readyz",
                 get(move || {
-                    let ready = ready.load(Ordering::Relaxed);
+                    let leading = leading.load(Ordering::Relaxed);
                     async move {
-                        if ready {
-                            (StatusCode::OK, "ok")
+                        if leading {
+                            "ok: leading"
                         } else {
-                            (StatusCode::SERVICE_UNAVAILABLE, "waiting for leadership")
+                            "ok: standing by"
                         }
                     }
                 }),
@@ -147,33 +167,42 @@ async fn main() -> Result<()> {
 
     let lease = LeaseConfig {
         namespace: args.lease_namespace,
-        name: "hookline-operator".to_owned(),
+        name: args.lease_name,
         identity: args.identity,
         duration: Duration::from_secs(15),
         renew: Duration::from_secs(5),
     };
+    let shutdown =
+        futures::FutureExt::shared(Box::pin(hookline_worker::telemetry::shutdown_signal()));
     if args.leader_election {
-        leader::acquire(&client, &lease)
-            .await
-            .context("acquiring the leader Lease")?;
+        tokio::select! {
+            acquired = leader::acquire(&client, &lease) => {
+                acquired.context("acquiring the leader Lease")?;
+            }
+            () = shutdown.clone() => {
+                tracing::info!("stopping while standing by");
+                server.abort();
+                return Ok(());
+            }
+        }
+        leading.store(true, Ordering::Relaxed);
     }
-    ready.store(true, Ordering::Relaxed);
+    leader_gauge.set(1);
 
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let scaler = Arc::new(hookline_operator::scaler::Scaler::default()).run(
         ctx.clone(),
         Duration::from_secs(args.scaler_interval_seconds),
         shutdown.clone(),
     );
     let controllers = async move {
-        tokio::join!(run(ctx, &args.namespaces, shutdown), scaler);
+        tokio::join!(run(ctx, shutdown), scaler);
     };
     if args.leader_election {
         tokio::select! {
-            () = controllers => {}
+            () = controllers => {
+                // Stopped by a signal: hand over now rather than after the lease expires.
+                leader::release(&client, &lease).await;
+            }
             () = leader::hold(&client, &lease) => {
                 anyhow::bail!("lost leadership; exiting so that only one replica reconciles");
             }
@@ -181,6 +210,7 @@ async fn main() -> Result<()> {
     } else {
         controllers.await;
     }
+    tracing::info!("stopped");
     server.abort();
     Ok(())
 }

@@ -173,6 +173,7 @@ impl Scaler {
     /// One pass over every Webhook with the built-in engine.
     pub async fn tick(&self, ctx: &Context) -> crate::controller::Result<()> {
         let webhooks = ctx.webhooks().await?;
+        ctx.metrics.record_backlog(&webhooks);
         let mut memory = self.memory.lock().await;
         for webhook in webhooks {
             if webhook.spec.worker.scaling.engine != ScalingEngine::Builtin

@@ -49,3 +49,33 @@ async fn one_leader_at_a_time_and_takeover_after_expiry() -> Result<()> {
     assert!(lost.is_ok(), "A kept leading after B took the lease");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once_and_only_the_holder_releases() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let client = bench.kube.client().await?;
+    let namespace = bench.kube.namespace(&client, "release").await?;
+    // A long lease: without the release, B would wait a minute.
+    let long = |identity: &str| LeaseConfig {
+        duration: Duration::from_secs(60),
+        ..config(&namespace, identity)
+    };
+
+    leader::acquire(&client, &long("replica-a")).await?;
+    // B is not the holder: its release must leave A's lease alone.
+    leader::release(&client, &long("replica-b")).await;
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(2),
+        leader::acquire(&client, &long("replica-b")),
+    )
+    .await;
+    assert!(waiting.is_err(), "a non-holder's release freed the lease");
+
+    leader::release(&client, &long("replica-a")).await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        leader::acquire(&client, &long("replica-b")),
+    )
+    .await??;
+    Ok(())
+}

@@ -38,9 +38,10 @@ impl Operator {
         let shutdown = futures::FutureExt::shared(Box::pin(async move {
             let _ = stopped.await;
         }));
-        let task = tokio::spawn(async move {
-            hookline_operator::controller::run::run(ctx, &[], shutdown).await
-        });
+        let task =
+            tokio::spawn(
+                async move { hookline_operator::controller::run::run(ctx, shutdown).await },
+            );
         Self { stop, task }
     }
 
@@ -141,6 +142,7 @@ async fn the_operator_end_to_end() -> Result<()> {
         settings,
         timing,
         "bench".to_owned(),
+        Vec::new(),
     );
 
     // What the platform team has: a zone; what the app team has: a namespace and a secret.
@@ -711,5 +713,56 @@ async fn the_operator_end_to_end() -> Result<()> {
         "the other owner's record is untouched"
     );
     operator.stop().await;
+    every_call_is_in_the_chart_iam_policy(&clients.caller.snapshot())?;
+    Ok(())
+}
+
+/// The chart's IAM policy allows every AWS operation this run made (it is written by
+/// hand from the calls; this keeps it from falling behind them). API Gateway's IAM
+/// actions are HTTP verbs.
+fn every_call_is_in_the_chart_iam_policy(calls: &hookline_operator::aws::CallCounts) -> Result<()> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/hookline/files/operator-iam-policy.json"
+    );
+    let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let mut allowed = std::collections::BTreeSet::new();
+    for statement in policy["Statement"].as_array().context("no Statement")? {
+        assert_eq!(statement["Effect"], "Allow", "only Allow statements");
+        match &statement["Action"] {
+            serde_json::Value::String(action) => {
+                allowed.insert(action.clone());
+            }
+            serde_json::Value::Array(actions) => {
+                allowed.extend(actions.iter().filter_map(|a| a.as_str().map(str::to_owned)));
+            }
+            other => anyhow::bail!("unexpected Action {other}"),
+        }
+    }
+    let mut missing = std::collections::BTreeSet::new();
+    for (service, operation, _) in calls.keys() {
+        let action = if service.as_str() == "apigateway" {
+            let verb = [
+                ("Get", "GET"),
+                ("Create", "POST"),
+                ("Put", "PUT"),
+                ("Tag", "PUT"),
+                ("Update", "PATCH"),
+                ("Delete", "DELETE"),
+                ("Untag", "DELETE"),
+            ]
+            .iter()
+            .find(|(prefix, _)| operation.starts_with(prefix))
+            .map(|(_, verb)| *verb)
+            .with_context(|| format!("no HTTP verb known for apigateway {operation}"))?;
+            format!("apigateway:{verb}")
+        } else {
+            format!("{}:{operation}", service.as_str())
+        };
+        if !allowed.contains(&action) {
+            missing.insert(action);
+        }
+    }
+    assert!(missing.is_empty(), "{path} does not allow {missing:?}");
     Ok(())
 }

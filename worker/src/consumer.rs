@@ -293,6 +293,11 @@ async fn poll_loop<H: Handler>(shared: Arc<Shared<H>>) {
                 }
             }
         }
+        let now = std::time::SystemTime::now();
+        if let Some(oldest) = batch.iter().filter_map(|d| d.sent_at).min() {
+            let age = now.duration_since(oldest).unwrap_or_default();
+            shared.metrics.queue_age.set(age.as_secs_f64());
+        }
         {
             let mut in_flight = shared.in_flight.lock().await;
             for d in &batch {

@@ -213,7 +213,7 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
 
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        hookline_worker::telemetry::shutdown_signal().await;
         info!("shutting down: finishing messages in flight");
         signals.cancel();
     });
@@ -273,22 +273,4 @@ fn verifier(args: &RunArgs) -> Result<Option<Verifier>> {
     )
     .context("configuring signature verification")?;
     Ok(Some(verifier))
-}
-
-async fn wait_for_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

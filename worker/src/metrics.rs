@@ -27,6 +27,9 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Handler call duration.
     pub handler_duration: Histogram,
+    /// Seconds the oldest message of the last received batch had waited in the
+    /// queue: how far behind the worker is (SQS serves each group oldest first).
+    pub queue_age: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -45,6 +48,7 @@ impl Metrics {
             handler_duration: Histogram::new([
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
             ]),
+            queue_age: Gauge::default(),
         }
     }
 
@@ -96,6 +100,11 @@ impl Metrics {
             "handler_duration_seconds",
             "Handler call duration",
             metrics.handler_duration.clone(),
+        );
+        r.register(
+            "queue_age_seconds",
+            "Seconds the oldest message of the last received batch waited in the queue",
+            metrics.queue_age.clone(),
         );
         metrics
     }

@@ -1,6 +1,6 @@
-//! Logging and `/metrics` for Hookline's binaries (the worker and the operator
-//! share them): JSON or text lines on stderr, filtered by `RUST_LOG`, and the
-//! OpenMetrics text of a Prometheus registry.
+//! Process plumbing that Hookline's binaries (the worker and the operator) share:
+//! JSON or text log lines on stderr filtered by `RUST_LOG`, the OpenMetrics text of
+//! a Prometheus registry, and the stop signal.
 
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -43,5 +43,24 @@ pub async fn metrics_text(registry: Arc<Registry>) -> impl IntoResponse {
             [(header::CONTENT_TYPE, "text/plain")],
             format!("encoding metrics: {e}"),
         ),
+    }
+}
+
+/// Completes on SIGTERM (how the kubelet stops a container) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

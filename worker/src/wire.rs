@@ -48,6 +48,8 @@ pub struct Delivery {
     pub group_id: String,
     /// SQS's ApproximateReceiveCount: 1 on the first delivery.
     pub receive_count: u32,
+    /// When the gateway put the request on the queue (SQS's SentTimestamp).
+    pub sent_at: Option<std::time::SystemTime>,
     /// The raw request body.
     pub body: Bytes,
     /// The forwarded request headers.
@@ -90,12 +92,17 @@ impl Delivery {
             .get(&MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
+        let sent_at = system
+            .get(&MessageSystemAttributeName::SentTimestamp)
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
         let attributes = message.message_attributes.unwrap_or_default();
         let headers = read_headers(&message_id, &attributes);
         Ok(Self {
             message_id: message_id.clone(),
             group_id,
             receive_count,
+            sent_at,
             body: Bytes::from(message.body.unwrap_or_default()),
             headers,
             receipt_handle,
@@ -163,6 +170,7 @@ mod tests {
             .body("{\"a\":1}")
             .attributes(MessageSystemAttributeName::MessageGroupId, "g-1")
             .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000123")
             .set_message_attributes(Some(header_attributes(headers)))
             .build()
     }
@@ -177,6 +185,10 @@ mod tests {
         assert_eq!(
             (d.message_id.as_str(), d.group_id.as_str(), d.receive_count),
             ("m-1", "g-1", 3)
+        );
+        assert_eq!(
+            d.sent_at,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123))
         );
         assert_eq!(&d.body[..], b"{\"a\":1}");
         assert_eq!(d.headers.get("stripe-signature").unwrap(), "t=1,v1=00");

@@ -126,6 +126,13 @@ async fn sigterm_mid_batch_finishes_in_flight_and_gives_back_the_rest() -> Resul
         metrics.contains("hookline_worker_handler_duration_seconds_bucket"),
         "{metrics}"
     );
+    // Messages were sent moments ago: an age was measured, and it is small.
+    let age: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hookline_worker_queue_age_seconds "))
+        .context("no queue age gauge in /metrics")?
+        .parse()?;
+    assert!(age > 0.0 && age < 120.0, "queue age {age}: {metrics}");
 
     signal(&worker, "TERM")?;
     let status = wait_exit(&mut worker, EXIT_BOUND).await?;

@@ -30,7 +30,7 @@ pub mod templates;
 pub use certificates::{AcmCertificates, Certificate, CertificateSpec, Certificates};
 pub use dns::{Dns, Record, Route53Dns};
 pub use error::{AwsError, Service};
-pub use limits::{Caller, RateLimits, RetryPolicy};
+pub use limits::{CallCounts, Caller, RateLimits, RetryPolicy};
 pub use logs::{CloudWatchLogGroups, LogGroups};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
 pub use rest_apis::{

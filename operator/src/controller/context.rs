@@ -100,6 +100,10 @@ pub struct Context {
     /// The webhook controllers' caches, replaced each time they start; reconciles read
     /// other Webhooks (path conflicts, a gateway's attachments) from here, not the API.
     pub webhook_stores: Arc<RwLock<Option<Vec<Store<Webhook>>>>>,
+    /// The namespaces whose Webhooks this operator manages; all when empty. Every
+    /// read of Webhooks stays inside them, so a namespaced install needs no
+    /// cluster-wide access to Webhooks.
+    pub namespaces: Vec<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -119,6 +123,7 @@ impl Context {
         settings: Settings,
         timing: Timing,
         cluster: String,
+        namespaces: Vec<String>,
     ) -> Arc<Self> {
         let reporter = Reporter {
             controller: super::MANAGER.to_owned(),
@@ -135,6 +140,7 @@ impl Context {
             metrics: super::metrics::ReconcileMetrics::default(),
             webhook_stores: Arc::new(RwLock::new(None)),
             policies: Arc::default(),
+            namespaces,
         })
     }
 }
@@ -155,14 +161,35 @@ impl Context {
                 }
                 Ok(stores.iter().flat_map(Store::state).collect())
             }
-            None => Ok(Api::<Webhook>::all(self.client.clone())
-                .list(&ListParams::default())
+            None => Ok(self
+                .list_webhooks()
                 .await?
-                .items
                 .into_iter()
                 .map(Arc::new)
                 .collect()),
         }
+    }
+
+    /// Every Webhook in the watched namespaces, read from the API now: for decisions
+    /// that must not act on a cache that lags (which Webhook owns a path, whether a
+    /// gateway is still in use).
+    pub async fn list_webhooks(&self) -> super::Result<Vec<Webhook>> {
+        if self.namespaces.is_empty() {
+            return Ok(Api::<Webhook>::all(self.client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items);
+        }
+        let mut all = Vec::new();
+        for namespace in &self.namespaces {
+            all.extend(
+                Api::<Webhook>::namespaced(self.client.clone(), namespace)
+                    .list(&ListParams::default())
+                    .await?
+                    .items,
+            );
+        }
+        Ok(all)
     }
 }
 

@@ -9,7 +9,7 @@ use hookline_crds::reasons::{
 };
 use hookline_crds::{DeletionPolicy, Webhook, WebhookGateway, WebhookGatewayStatus};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use std::sync::Arc;
@@ -375,11 +375,9 @@ async fn ensure_stage(ctx: &Context, api: &ApiRef, stage: &StageSpec) -> Result<
 
 /// Webhooks whose status says they are attached to the gateway.
 pub async fn attached(ctx: &Context, gateway: &str) -> Result<Vec<Webhook>> {
-    let all = Api::<Webhook>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?;
-    Ok(all
-        .items
+    Ok(ctx
+        .list_webhooks()
+        .await?
         .into_iter()
         .filter(|w| w.status.as_ref().and_then(|s| s.gateway.as_deref()) == Some(gateway))
         .collect())

@@ -1,8 +1,10 @@
-//! Reconcile metrics: how many, how they ended, how long they took.
+//! Reconcile metrics (how many, how they ended, how long they took) and each
+//! Webhook's backlog as its status last recorded it.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -14,16 +16,25 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Queue {
+    namespace: String,
+    webhook: String,
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: &'static str,
 }
 
-/// `hookline_reconciliations_total{kind,outcome}` and
-/// `hookline_reconcile_duration_seconds{kind}`.
+/// `hookline_reconciliations_total{kind,outcome}`,
+/// `hookline_reconcile_duration_seconds{kind}` and
+/// `hookline_webhook_messages{namespace,webhook,queue}`.
 #[derive(Debug, Clone)]
 pub struct ReconcileMetrics {
     runs: Family<Outcome, Counter>,
     duration: Family<Kind, Histogram>,
+    messages: Family<Queue, Gauge>,
 }
 
 impl Default for ReconcileMetrics {
@@ -33,6 +44,7 @@ impl Default for ReconcileMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
             }),
+            messages: Family::default(),
         }
     }
 }
@@ -50,6 +62,36 @@ impl ReconcileMetrics {
             "Reconcile duration by kind",
             self.duration.clone(),
         );
+        registry.register(
+            "hookline_webhook_messages",
+            "Messages waiting per Webhook (queue=main: visible and in flight; \
+             queue=dead_letter), from its status.backlog",
+            self.messages.clone(),
+        );
+    }
+
+    /// Replaces the backlog series with those of `webhooks` (so deleted Webhooks
+    /// disappear). Costs no AWS call: the scaler and the reconciler keep
+    /// `status.backlog` current.
+    pub fn record_backlog(&self, webhooks: &[std::sync::Arc<hookline_crds::Webhook>]) {
+        use kube::ResourceExt as _;
+        self.messages.clear();
+        for webhook in webhooks {
+            let Some(backlog) = webhook.status.as_ref().and_then(|s| s.backlog.as_ref()) else {
+                continue;
+            };
+            let labels = |queue| Queue {
+                namespace: webhook.namespace().unwrap_or_default(),
+                webhook: webhook.name_any(),
+                queue,
+            };
+            self.messages
+                .get_or_create(&labels("main"))
+                .set(backlog.visible.saturating_add(backlog.in_flight));
+            self.messages
+                .get_or_create(&labels("dead_letter"))
+                .set(backlog.dead_letter);
+        }
     }
 
     /// Records one reconcile.
@@ -58,5 +100,60 @@ impl ReconcileMetrics {
         self.duration
             .get_or_create(&Kind { kind })
             .observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookline_crds::Webhook;
+    use std::sync::Arc;
+
+    fn webhook(name: &str, visible: i64, dead_letter: i64) -> Arc<Webhook> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "hookline.dev/v1alpha1",
+                "kind": "Webhook",
+                "metadata": {"name": name, "namespace": "payments"},
+                "spec": {"path": "/x", "worker": {"template": {"spec": {"containers": []}}}},
+                "status": {"backlog": {"visible": visible, "inFlight": 1, "deadLetter": dead_letter}},
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn exported(metrics: &ReconcileMetrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn backlog_series_follow_the_webhooks() {
+        let metrics = ReconcileMetrics::default();
+        metrics.record_backlog(&[webhook("stripe", 4, 2), webhook("github", 0, 0)]);
+        let text = exported(&metrics);
+        assert!(
+            text.contains(
+                r#"hookline_webhook_messages{namespace="payments",webhook="stripe",queue="main"} 5"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"hookline_webhook_messages{namespace="payments",webhook="stripe",queue="dead_letter"} 2"#
+            ),
+            "{text}"
+        );
+
+        metrics.record_backlog(&[webhook("github", 0, 0)]);
+        let text = exported(&metrics);
+        assert!(
+            !text.contains("stripe"),
+            "a deleted Webhook's series stay: {text}"
+        );
+        assert!(text.contains(r#"webhook="github""#), "{text}");
     }
 }

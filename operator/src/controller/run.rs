@@ -36,10 +36,9 @@ fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
 }
 
 /// Runs the gateway controller and one webhook controller per watched namespace
-/// (all namespaces when `namespaces` is empty) until `shutdown` completes.
+/// (`ctx.namespaces`; all namespaces when empty) until `shutdown` completes.
 pub async fn run(
     ctx: Arc<Context>,
-    namespaces: &[String],
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let client = ctx.client.clone();
@@ -54,10 +53,10 @@ pub async fn run(
             tracing::debug!(error = %e, "gateway controller");
         }
     });
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+    let scopes: Vec<Option<String>> = if ctx.namespaces.is_empty() {
         vec![None]
     } else {
-        namespaces.iter().cloned().map(Some).collect()
+        ctx.namespaces.iter().cloned().map(Some).collect()
     };
     let controllers: Vec<_> = scopes
         .into_iter()

@@ -6,7 +6,7 @@ use hookline_crds::conditions::{QUEUE_READY, READY, ROUTE_READY, WORKER_READY};
 use hookline_crds::reasons::{
     AWS_ERROR, DEAD_LETTER_NOT_EMPTY, GATEWAY_NOT_FOUND, GATEWAY_NOT_READY, INVALID_SPEC,
     KEDA_NOT_INSTALLED, NAMESPACE_NOT_ALLOWED, NOT_OWNED, PATH_CONFLICT, PROGRESSING, RECONCILED,
-    SECRET_NOT_FOUND,
+    SECRET_FORBIDDEN, SECRET_NOT_FOUND,
 };
 use hookline_crds::{
     AuthMode, Backlog as BacklogStatus, DeletionPolicy, LambdaAuthorizerType, NamespacesFrom,
@@ -111,6 +111,31 @@ async fn resolve_gateway(
     Ok(Err(invalid(ROUTE_READY, GATEWAY_NOT_FOUND, message)))
 }
 
+/// Reads a Secret the Webhook names, or explains that RBAC does not let the operator:
+/// a cluster-wide install reads Secrets only where a namespace granted it access.
+async fn read_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Result<Option<Secret>, Invalid>> {
+    match Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(name)
+        .await
+    {
+        Ok(secret) => Ok(Ok(secret)),
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(Err(invalid(
+            WORKER_READY,
+            SECRET_FORBIDDEN,
+            format!(
+                "the operator may not read Secret {name} in namespace {namespace}; grant it \
+                 access to this namespace's Secrets (RoleBinding to the ClusterRole \
+                 hookline-secrets, see the chart's rbac.secretNamespaces)"
+            ),
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Checks what the schema cannot: the gateway, the namespace, the secrets, the path.
 async fn validate(
     ctx: &Context,
@@ -141,10 +166,17 @@ async fn validate(
             )));
         }
     }
+    if let Some(api_key) = &webhook.spec.auth.api_key {
+        // Only readability here: a missing API key Secret is created later.
+        if let Err(forbidden) = read_secret(ctx, namespace, &api_key.secret_ref.name).await? {
+            return Ok(Err(forbidden));
+        }
+    }
     if let Some(signature) = &webhook.spec.signature {
-        let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(&signature.secret_ref.name)
-            .await?;
+        let secret = match read_secret(ctx, namespace, &signature.secret_ref.name).await? {
+            Ok(secret) => secret,
+            Err(forbidden) => return Ok(Err(forbidden)),
+        };
         let Some(secret) = secret else {
             return Ok(Err(invalid(
                 WORKER_READY,
@@ -181,10 +213,7 @@ async fn validate(
         )));
     }
     // The older Webhook on the same gateway and path keeps it.
-    let others = Api::<Webhook>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items;
+    let others = ctx.list_webhooks().await?;
     let older = others.iter().find(|other| {
         other.metadata.uid != webhook.metadata.uid
             && other.spec.path == webhook.spec.path
