@@ -40,6 +40,14 @@ impl KubeCluster {
     /// Starts etcd and kube-apiserver from `bin_dir`, keeping all state in `dir`,
     /// and installs Hookline's CRDs.
     pub async fn start(bin_dir: &Path, dir: &Path) -> Result<Self> {
+        let cluster = Self::start_bare(bin_dir, dir).await?;
+        cluster.install_crds(&cluster.client().await?).await?;
+        Ok(cluster)
+    }
+
+    /// Starts etcd and kube-apiserver without Hookline's CRDs (as a new cluster
+    /// is before `helm install`).
+    pub async fn start_bare(bin_dir: &Path, dir: &Path) -> Result<Self> {
         let pki = Pki::write(&dir.join("pki"))?;
 
         let etcd_client_port = free_port()?;
@@ -128,15 +136,13 @@ impl KubeCluster {
             .context("reading the API server's /version")?
             .git_version;
 
-        let cluster = Self {
+        Ok(Self {
             apiserver,
             etcd,
             server_url,
             kubeconfig_path,
             version,
-        };
-        cluster.install_crds(&client).await?;
-        Ok(cluster)
+        })
     }
 
     /// `https://127.0.0.1:<port>` of the API server.

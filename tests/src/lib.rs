@@ -132,6 +132,30 @@ pub fn kube_binaries() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The `helm` binary, built from its pinned Go module on first use.
+pub fn helm_binary() -> Result<PathBuf> {
+    process::run_setup_script(&repo_root().join("tests/helm/build.sh"))
+        .context("building helm (needs Go and the Go module proxy)")
+}
+
+/// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, generated from
+/// its pinned API module on first use (tests/monitoring-crds/gen.sh).
+pub fn monitoring_crds() -> Result<
+    Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+>{
+    let dir = process::run_setup_script(&repo_root().join("tests/monitoring-crds/gen.sh"))
+        .context("generating the Prometheus Operator CRDs (needs Go and the Go module proxy)")?;
+    ["servicemonitors", "prometheusrules"]
+        .iter()
+        .map(|plural| {
+            let path = dir.join(format!("monitoring.coreos.com_{plural}.yaml"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        })
+        .collect()
+}
+
 /// The emulator venv's `bin` directory, creating the venv on first use.
 pub fn emulator_venv() -> Result<PathBuf> {
     process::run_setup_script(&repo_root().join("tests/emulators/setup.sh"))
@@ -142,10 +166,11 @@ pub fn emulator_venv() -> Result<PathBuf> {
 /// on drop. Directories left by processes that no longer run (a shared bench is never
 /// dropped) are removed when the next one is created.
 #[derive(Debug)]
-struct Workdir(PathBuf);
+pub struct Workdir(PathBuf);
 
 impl Workdir {
-    fn create() -> Result<Self> {
+    /// A new, empty scratch directory.
+    pub fn create() -> Result<Self> {
         let tmp = std::env::temp_dir();
         remove_stale_workdirs(&tmp);
         let pid = std::process::id();
@@ -163,7 +188,8 @@ impl Workdir {
         ))
     }
 
-    fn path(&self) -> &Path {
+    /// The directory.
+    pub fn path(&self) -> &Path {
         &self.0
     }
 }

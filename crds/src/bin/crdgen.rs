@@ -1,6 +1,7 @@
 //! Writes the CRD YAML files into `crds/` (or the directory given as the first
-//! argument) and the reference into `docs/crd-reference.md` next to it. `cargo test`
-//! fails while the committed files differ from this output.
+//! argument), the reference into `docs/crd-reference.md` and the chart's CRD
+//! templates into `charts/hookline/templates/crds/` next to it. `cargo test` fails
+//! while the committed files differ from this output.
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -18,5 +19,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&reference, hookline_crds::render_reference())
         .with_context(|| format!("writing {}", reference.display()))?;
     eprintln!("wrote {}", reference.display());
+    for (file, template) in hookline_crds::render_chart_crds()? {
+        let path = dir.join("..").join(&file);
+        std::fs::write(&path, template).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }

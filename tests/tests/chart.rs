@@ -1,0 +1,770 @@
+//! The Helm chart (`charts/hookline`), checked with a `helm` built from its Go
+//! module: lint and render with the default and the full example values, the
+//! schema's refusals, a real `helm install` on a new API server (CRDs and gateways
+//! in one release), the full rendering applied with server-side dry-run, and the
+//! operator's RBAC verified with SubjectAccessReviews in both modes.
+
+use anyhow::{Context, Result, bail};
+use hookline_tests::{KubeCluster, Workdir, helm_binary, kube_binaries, repo_root};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KUBE_VERSION: &str = "1.37.2";
+
+fn chart() -> PathBuf {
+    repo_root().join("charts/hookline")
+}
+
+fn full_values() -> PathBuf {
+    chart().join("ci/full-values.yaml")
+}
+
+/// Runs helm; its stdout on success, its stderr in the error otherwise.
+fn helm(args: &[&str]) -> Result<String> {
+    let output = Command::new(helm_binary()?)
+        .args(args)
+        .output()
+        .context("running helm")?;
+    if !output.status.success() {
+        bail!(
+            "helm {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Runs helm expecting a refusal; its stderr.
+fn helm_refuses(args: &[&str]) -> Result<String> {
+    let output = Command::new(helm_binary()?)
+        .args(args)
+        .output()
+        .context("running helm")?;
+    if output.status.success() {
+        bail!("helm {} succeeded; a refusal was expected", args.join(" "));
+    }
+    Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// `helm template` of the chart, parsed into its objects.
+fn render(extra: &[&str]) -> Result<Vec<Value>> {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "hookline",
+        chart.to_str().context("chart path")?,
+        "--namespace",
+        "hookline-system",
+        "--kube-version",
+        KUBE_VERSION,
+    ];
+    args.extend_from_slice(extra);
+    let text = helm(&args)?;
+    let mut objects = Vec::new();
+    for document in text.split("\n---") {
+        let value: Value =
+            serde_saphyr::from_str(document).with_context(|| format!("parsing:\n{document}"))?;
+        if !value.is_null() {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind} {name} rendered"))
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// Every (apiGroup, resource, verb) a role's rules grant, `name` marking rules
+/// limited to resource names.
+fn grants(role: &Value) -> Vec<(String, String, String, bool)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let named = rule.get("resourceNames").is_some();
+        for group in rule["apiGroups"].as_array().into_iter().flatten() {
+            for resource in rule["resources"].as_array().into_iter().flatten() {
+                for verb in rule["verbs"].as_array().into_iter().flatten() {
+                    out.push((
+                        group.as_str().unwrap_or_default().to_owned(),
+                        resource.as_str().unwrap_or_default().to_owned(),
+                        verb.as_str().unwrap_or_default().to_owned(),
+                        named,
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    let full = full_values();
+    let full = full.to_str().context("values path")?;
+    helm(&["lint", "--strict", chart])?;
+    helm(&["lint", "--strict", chart, "-f", full])?;
+
+    // Defaults: cluster-wide, two replicas, CRDs installed and kept.
+    let objects = render(&[])?;
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "ServiceAccount"
+        ]
+    );
+    for crd in ["webhooks.hookline.dev", "webhookgateways.hookline.dev"] {
+        let crd = find(&objects, "CustomResourceDefinition", crd)?;
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+    }
+    let deployment = find(&objects, "Deployment", "hookline")?;
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
+    assert_eq!(
+        container["securityContext"]["capabilities"]["drop"],
+        serde_json::json!(["ALL"])
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let env: Vec<&str> = container["env"]
+        .as_array()
+        .context("env")?
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    for name in [
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "HOOKLINE_WORKER_IMAGE",
+        "HOOKLINE_LEASE_NAME",
+    ] {
+        assert!(env.contains(&name), "{name} missing from {env:?}");
+    }
+    assert!(
+        !env.contains(&"HOOKLINE_NAMESPACES"),
+        "cluster-wide: no namespace list"
+    );
+    assert_eq!(
+        pod["topologySpreadConstraints"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // Cluster-wide, the operator's own ClusterRole grants nothing on Secrets; the
+    // Secrets ClusterRole is bound per namespace only.
+    let operator = grants(find(&objects, "ClusterRole", "hookline")?);
+    assert!(
+        operator
+            .iter()
+            .all(|(_, resource, _, _)| resource != "secrets"),
+        "{operator:?}"
+    );
+    assert!(
+        operator
+            .iter()
+            .all(|(group, _, verb, _)| verb != "*" && (verb != "delete" || group == "keda.sh")),
+        "no wildcard, and deletes only of KEDA ScaledObjects: {operator:?}"
+    );
+    assert!(
+        grants(find(&objects, "ClusterRole", "hookline-secrets")?)
+            .iter()
+            .all(|(_, resource, verb, _)| resource == "secrets"
+                && (verb == "get" || verb == "create"))
+    );
+    assert!(
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRoleBinding")
+            .all(|b| b["roleRef"]["name"] != "hookline-secrets"),
+        "the Secrets ClusterRole is never bound cluster-wide"
+    );
+
+    // Options off: no CRDs, nothing kept.
+    let objects = render(&["--set", "crds.install=false"])?;
+    assert!(!kinds(&objects).contains(&"CustomResourceDefinition".to_owned()));
+    let objects = render(&["--set", "crds.keep=false"])?;
+    let crd = find(
+        &objects,
+        "CustomResourceDefinition",
+        "webhooks.hookline.dev",
+    )?;
+    assert!(crd["metadata"]["annotations"].is_null(), "{crd}");
+
+    // Everything on, namespaced.
+    let objects = render(&["-f", full])?;
+    for kind in [
+        "NetworkPolicy",
+        "PrometheusRule",
+        "Service",
+        "ServiceMonitor",
+        "WebhookGateway",
+    ] {
+        assert!(kinds(&objects).contains(&kind.to_owned()), "no {kind}");
+    }
+    let account = find(&objects, "ServiceAccount", "hookline-operator")?;
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/hookline-operator"
+    );
+    let cluster_role = grants(find(&objects, "ClusterRole", "hookline")?);
+    for namespaced in ["webhooks", "deployments", "secrets", "serviceaccounts"] {
+        assert!(
+            cluster_role.iter().all(|(_, r, _, _)| r != namespaced),
+            "namespaced mode grants {namespaced} cluster-wide: {cluster_role:?}"
+        );
+    }
+    for namespace in ["payments", "shipping"] {
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "Role"
+                    && o["metadata"]["name"] == "hookline"
+                    && o["metadata"]["namespace"] == namespace
+            })
+            .with_context(|| format!("no Role in {namespace}"))?;
+        assert!(
+            grants(role)
+                .iter()
+                .any(|(_, r, v, _)| r == "secrets" && v == "get")
+        );
+    }
+    let rules = find(&objects, "PrometheusRule", "hookline")?;
+    let alerts: Vec<&str> = rules["spec"]["groups"][0]["rules"]
+        .as_array()
+        .context("rules")?
+        .iter()
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    for alert in [
+        "HooklineDeadLetters",
+        "HooklineBacklogOld",
+        "HooklineReconcileErrors",
+    ] {
+        assert!(alerts.contains(&alert), "{alert} missing from {alerts:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_schema_refuses_unknown_and_malformed_values() -> Result<()> {
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    for (value, expected) in [
+        ("replicas=2", "replicas"),
+        ("logging.format=xml", "format"),
+        ("aws.region=Europe", "region"),
+        ("aws.namePrefix=Has-Caps", "namePrefix"),
+        ("watchNamespaces[0]=Not_A_Namespace", "watchNamespaces"),
+        ("serviceAccount.roleArn=role/hookline", "roleArn"),
+        ("replicaCount=0", "replicaCount"),
+    ] {
+        let stderr = helm_refuses(&[
+            "template",
+            "x",
+            chart,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            value,
+        ])?;
+        assert!(
+            stderr.contains(expected),
+            "--set {value}: the refusal does not name {expected}: {stderr}"
+        );
+    }
+    Ok(())
+}
+
+struct Subject<'a> {
+    namespace: &'a str,
+    name: &'a str,
+}
+
+/// Whether the ServiceAccount may `verb` `resource` (`group`) in `namespace` (cluster
+/// scope when empty), as the API server's authorizer answers.
+async fn may(
+    client: &kube::Client,
+    who: &Subject<'_>,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<bool> {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!(
+                "system:serviceaccount:{}:{}",
+                who.namespace, who.name
+            )),
+            groups: Some(vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{}", who.namespace),
+                "system:authenticated".to_owned(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                subresource: (!subresource.is_empty()).then(|| subresource.to_owned()),
+                namespace: (!namespace.is_empty()).then(|| namespace.to_owned()),
+                name: (!name.is_empty()).then(|| name.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .context("creating a SubjectAccessReview")?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// Checks a table of (expected, verb, group, resource, namespace, name).
+async fn check_access(
+    client: &kube::Client,
+    who: &Subject<'_>,
+    table: &[(bool, &str, &str, &str, &str, &str)],
+) -> Result<()> {
+    let mut wrong = Vec::new();
+    for &(expected, verb, group, resource, namespace, name) in table {
+        if may(client, who, verb, group, resource, namespace, name).await? != expected {
+            wrong.push(format!(
+                "{} {verb} {group}/{resource} in '{namespace}' name '{name}'",
+                if expected { "cannot" } else { "CAN" }
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}:{}: {wrong:#?}",
+        who.namespace,
+        who.name
+    );
+    Ok(())
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name}
+    }))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl")?;
+    if !output.status.success() {
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+#[tokio::test]
+async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()> {
+    // A cluster of its own: a new one has no CRDs, as before a first `helm install`.
+    let workdir = Workdir::create()?;
+    let cluster = KubeCluster::start_bare(&kube_binaries()?, workdir.path()).await?;
+    let client = cluster.client().await?;
+    let kubeconfig = cluster
+        .kubeconfig_path()
+        .to_str()
+        .context("kubeconfig path")?
+        .to_owned();
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    for namespace in ["payments", "shipping", "team-a", "team-b"] {
+        create_namespace(&client, namespace).await?;
+    }
+
+    // Cluster-wide, with a gateway from values: CRDs and their objects in one release.
+    helm(&[
+        "install",
+        "hookline",
+        chart,
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "hookline-system",
+        "--create-namespace",
+        "--set",
+        "aws.region=eu-west-1",
+        "--set",
+        "rbac.secretNamespaces={team-a}",
+        "--set",
+        "gateways[0].name=public",
+        "--set",
+        "gateways[0].spec.hostname=hooks.example.com",
+        "--set",
+        "gateways[0].spec.hostedZone.name=example.com",
+    ])?;
+    let gateways = kubectl(
+        Path::new(&kubeconfig),
+        &["get", "webhookgateways", "-o", "name"],
+    )?;
+    assert_eq!(gateways.trim(), "webhookgateway.hookline.dev/public");
+    // The gateway came from a post-install hook (its API did not exist before the
+    // release); an upgrade with the same values adopts it as an ordinary object.
+    let manifest = helm(&[
+        "get",
+        "manifest",
+        "hookline",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "hookline-system",
+    ])?;
+    assert!(
+        !manifest.contains("apiVersion: hookline.dev/v1alpha1\nkind: WebhookGateway"),
+        "{manifest}"
+    );
+    helm(&[
+        "upgrade",
+        "hookline",
+        chart,
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "hookline-system",
+        "--reuse-values",
+    ])?;
+    let manifest = helm(&[
+        "get",
+        "manifest",
+        "hookline",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "hookline-system",
+    ])?;
+    assert!(
+        manifest.contains("kind: WebhookGateway"),
+        "not adopted: {manifest}"
+    );
+
+    let operator = Subject {
+        namespace: "hookline-system",
+        name: "hookline",
+    };
+    let hl = "hookline.dev";
+    check_access(
+        &client,
+        &operator,
+        &[
+            // What it needs.
+            (true, "watch", hl, "webhooks", "", ""),
+            (true, "patch", hl, "webhooks", "payments", "stripe"),
+            (true, "patch", hl, "webhooks/status", "payments", "stripe"),
+            (
+                true,
+                "update",
+                hl,
+                "webhooks/finalizers",
+                "payments",
+                "stripe",
+            ),
+            (true, "watch", hl, "webhookgateways", "", ""),
+            (true, "patch", hl, "webhookgateways/status", "", "public"),
+            (true, "watch", "apps", "deployments", "", ""),
+            (
+                true,
+                "patch",
+                "apps",
+                "deployments",
+                "payments",
+                "stripe-worker",
+            ),
+            (
+                true,
+                "patch",
+                "apps",
+                "deployments/scale",
+                "payments",
+                "stripe-worker",
+            ),
+            (true, "create", "", "serviceaccounts", "payments", ""),
+            (
+                true,
+                "patch",
+                "",
+                "serviceaccounts",
+                "payments",
+                "stripe-worker",
+            ),
+            (true, "create", "events.k8s.io", "events", "payments", ""),
+            (true, "get", "", "namespaces", "", "payments"),
+            (
+                true,
+                "get",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "",
+                "scaledobjects.keda.sh",
+            ),
+            (
+                true,
+                "patch",
+                "keda.sh",
+                "scaledobjects",
+                "payments",
+                "stripe-worker",
+            ),
+            (
+                true,
+                "get",
+                "coordination.k8s.io",
+                "leases",
+                "hookline-system",
+                "hookline",
+            ),
+            (
+                true,
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "hookline-system",
+                "hookline",
+            ),
+            (true, "get", "", "secrets", "team-a", "stripe-webhook"),
+            (true, "create", "", "secrets", "team-a", ""),
+            // What it must not.
+            (false, "get", "", "secrets", "team-b", "stripe-webhook"),
+            (false, "get", "", "secrets", "kube-system", "anything"),
+            (false, "list", "", "secrets", "", ""),
+            (false, "list", "", "secrets", "team-a", ""),
+            (false, "watch", "", "secrets", "team-a", ""),
+            (false, "update", "", "secrets", "team-a", "stripe-webhook"),
+            (false, "delete", "", "secrets", "team-a", "stripe-webhook"),
+            (
+                false,
+                "delete",
+                "apps",
+                "deployments",
+                "payments",
+                "stripe-worker",
+            ),
+            (false, "create", hl, "webhooks", "payments", ""),
+            (false, "delete", hl, "webhooks", "payments", "stripe"),
+            (false, "get", "", "configmaps", "payments", "anything"),
+            (false, "create", "", "pods", "payments", ""),
+            (false, "list", "", "namespaces", "", ""),
+            (
+                false,
+                "get",
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "",
+                "webhooks.hookline.dev",
+            ),
+            (
+                false,
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "hookline-system",
+                "another",
+            ),
+            (
+                false,
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "kube-system",
+                "hookline",
+            ),
+            (
+                false,
+                "escalate",
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "",
+                "",
+            ),
+        ],
+    )
+    .await?;
+
+    // Namespaced: a second installation managing `payments` only.
+    helm(&[
+        "install",
+        "scoped",
+        chart,
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "scoped-system",
+        "--create-namespace",
+        "--set",
+        "crds.install=false",
+        "--set",
+        "watchNamespaces={payments}",
+    ])?;
+    let scoped = Subject {
+        namespace: "scoped-system",
+        name: "scoped-hookline",
+    };
+    check_access(
+        &client,
+        &scoped,
+        &[
+            (true, "watch", hl, "webhooks", "payments", ""),
+            (true, "patch", hl, "webhooks/status", "payments", "stripe"),
+            (
+                true,
+                "patch",
+                "apps",
+                "deployments",
+                "payments",
+                "stripe-worker",
+            ),
+            (true, "get", "", "secrets", "payments", "stripe-webhook"),
+            (true, "create", "", "secrets", "payments", ""),
+            (true, "watch", hl, "webhookgateways", "", ""),
+            (true, "create", "events.k8s.io", "events", "default", ""),
+            (
+                true,
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                "scoped-system",
+                "scoped-hookline",
+            ),
+            (false, "watch", hl, "webhooks", "", ""),
+            (false, "watch", hl, "webhooks", "shipping", ""),
+            (false, "get", "", "secrets", "shipping", "stripe-webhook"),
+            (false, "list", "", "secrets", "payments", ""),
+            (false, "patch", "apps", "deployments", "shipping", "x"),
+            (false, "watch", "apps", "deployments", "", ""),
+            (false, "create", "events.k8s.io", "events", "shipping", ""),
+        ],
+    )
+    .await?;
+
+    // Everything on: accepted by the API server as rendered (server-side dry-run),
+    // ServiceMonitor and PrometheusRule included; in a namespace of its own, as a
+    // new installation would be.
+    create_namespace(&client, "full-system").await?;
+    for crd in hookline_tests::monitoring_crds()? {
+        Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &crd)
+            .await
+            .context("installing a Prometheus Operator CRD")?;
+    }
+    let full = full_values();
+    let rendered = helm(&[
+        "template",
+        "hookline",
+        chart,
+        "--namespace",
+        "full-system",
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        full.to_str().context("values path")?,
+    ])?;
+    let manifest = workdir.path().join("full.yaml");
+    std::fs::write(&manifest, rendered)?;
+    // Monitoring CRDs may take a moment to be served.
+    let mut last = String::new();
+    for _ in 0..20 {
+        match kubectl(
+            Path::new(&kubeconfig),
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--dry-run=server",
+                "-f",
+                manifest.to_str().context("manifest path")?,
+            ],
+        ) {
+            Ok(out) => {
+                last.clear();
+                assert!(out.contains("servicemonitor.monitoring.coreos.com/hookline serverside-applied (server dry run)"), "{out}");
+                break;
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    assert!(last.is_empty(), "server-side dry-run failed: {last}");
+
+    // Uninstall keeps the CRDs (and so every Webhook) and the gateways.
+    helm(&[
+        "uninstall",
+        "hookline",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "hookline-system",
+    ])?;
+    let left = kubectl(
+        Path::new(&kubeconfig),
+        &["get", "crd,webhookgateways", "-o", "name"],
+    )?;
+    for kept in [
+        "customresourcedefinition.apiextensions.k8s.io/webhooks.hookline.dev",
+        "customresourcedefinition.apiextensions.k8s.io/webhookgateways.hookline.dev",
+        "webhookgateway.hookline.dev/public",
+    ] {
+        assert!(left.contains(kept), "{kept} was removed: {left}");
+    }
+    Ok(())
+}
