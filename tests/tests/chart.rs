@@ -768,3 +768,261 @@ async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()
     }
     Ok(())
 }
+
+/// Polls `check` every 250 ms until it holds, for at most `within`.
+async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    let mut last_error = String::new();
+    while std::time::Instant::now() < deadline {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_error = format!("{e:#}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    bail!("timed out after {within:?} waiting for {what} {last_error}")
+}
+
+fn condition(
+    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+    type_: &str,
+) -> Option<(String, String)> {
+    conditions?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// The strongest check of "what it needs": the operator binary, authenticated as the
+/// chart's ServiceAccount with nothing but the chart's RBAC, leads, reconciles a
+/// gateway and a Webhook to Ready, says SecretForbidden where a namespace did not
+/// grant Secrets, and hands its Lease back on SIGTERM.
+#[tokio::test]
+async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
+    use hookline_crds::{Webhook, WebhookGateway};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    use std::time::Duration;
+
+    let operator_binary = repo_root().join("target/debug/hookline-operator");
+    if !operator_binary.is_file() {
+        bail!(
+            "{} is not built; `cargo test --workspace` builds it (or `cargo build --workspace --bins`)",
+            operator_binary.display()
+        );
+    }
+    let workdir = Workdir::create()?;
+    let (kube_bin, venv_bin) = (kube_binaries()?, hookline_tests::emulator_venv()?);
+    let (cluster, aws) = tokio::try_join!(
+        KubeCluster::start_bare(&kube_bin, workdir.path()),
+        hookline_tests::Emulator::start(
+            hookline_tests::EmulatorKind::MiniStack,
+            &venv_bin,
+            workdir.path()
+        ),
+    )?;
+    let admin = cluster.client().await?;
+    let kubeconfig = cluster
+        .kubeconfig_path()
+        .to_str()
+        .context("kubeconfig path")?
+        .to_owned();
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    // Namespaces first: the chart binds the Secrets role in `payments`.
+    for team in ["payments", "shipping"] {
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": team, "labels": {"hookline.dev/webhooks": "allowed"}}
+        }))?;
+        Api::<Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &namespace)
+            .await?;
+    }
+    helm(&[
+        "install",
+        "hookline",
+        chart,
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        "hookline-system",
+        "--create-namespace",
+        "--set",
+        "aws.region=us-east-1",
+        "--set",
+        "rbac.secretNamespaces={payments}",
+    ])?;
+
+    // The ServiceAccount's own credentials, as the pod would have them.
+    let token = kubectl(
+        Path::new(&kubeconfig),
+        &[
+            "-n",
+            "hookline-system",
+            "create",
+            "token",
+            "hookline",
+            "--duration=1h",
+        ],
+    )?;
+    let mut config = kube::config::Kubeconfig::read_from(cluster.kubeconfig_path())?;
+    for user in &mut config.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.trim().to_owned().into()),
+            ..kube::config::AuthInfo::default()
+        });
+    }
+    let sa_kubeconfig = workdir.path().join("operator.kubeconfig");
+    std::fs::write(&sa_kubeconfig, serde_json::to_string(&config)?)?;
+
+    let sdk = aws.sdk_config().await;
+    aws_sdk_route53::Client::new(&sdk)
+        .create_hosted_zone()
+        .name("example.com")
+        .caller_reference("hookline-chart-test")
+        .send()
+        .await?;
+    let metrics_port = hookline_tests::process::free_port()?.to_string();
+    let operator = hookline_tests::process::Supervised::spawn(
+        "hookline-operator",
+        &operator_binary,
+        std::iter::empty::<&str>(),
+        &[
+            ("KUBECONFIG", sa_kubeconfig.to_str().context("path")?),
+            ("AWS_ENDPOINT_URL", aws.endpoint()),
+            ("AWS_REGION", hookline_tests::aws::REGION),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("POD_NAMESPACE", "hookline-system"),
+            ("POD_NAME", "hookline-0"),
+            ("HOOKLINE_LEASE_NAME", "hookline"),
+            (
+                "HOOKLINE_METRICS_ADDR",
+                &format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("HOOKLINE_LOG_FORMAT", "text"),
+            ("RUST_LOG", "info"),
+        ],
+        workdir.path().join("operator.log"),
+    )?;
+
+    // The platform team's gateway; two teams' namespaces, one granting Secrets.
+    let gateway: Value = serde_saphyr::from_str(&std::fs::read_to_string(
+        repo_root().join("crds/samples/webhookgateway.yaml"),
+    )?)?;
+    let apply = PatchParams::apply("chart-test");
+    Api::<WebhookGateway>::all(admin.clone())
+        .patch("public", &apply, &Patch::Apply(&gateway))
+        .await?;
+    let mut webhook: Value = serde_saphyr::from_str(&std::fs::read_to_string(
+        repo_root().join("crds/samples/webhook.yaml"),
+    )?)?;
+    for team in ["payments", "shipping"] {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "stripe-webhook", "namespace": team},
+            "stringData": {"signing-secret": "whsec_test"},
+        }))?;
+        Api::<Secret>::namespaced(admin.clone(), team)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        webhook["metadata"]["namespace"] = team.into();
+        webhook["spec"]["path"] = format!("/{team}/stripe").into();
+        Api::<Webhook>::namespaced(admin.clone(), team)
+            .patch("stripe", &apply, &Patch::Apply(&webhook))
+            .await?;
+    }
+
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "hookline-system");
+    let holder = || async {
+        Ok::<_, anyhow::Error>(
+            leases
+                .get_opt("hookline")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity),
+        )
+    };
+    eventually("the operator to lead", Duration::from_secs(30), || async {
+        Ok(holder().await?.as_deref() == Some("hookline-0"))
+    })
+    .await?;
+    let gateways: Api<WebhookGateway> = Api::all(admin.clone());
+    eventually(
+        "the gateway to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let gateway = gateways.get("public").await?;
+            let conditions = gateway.status.as_ref().map(|s| &s.conditions);
+            Ok(condition(conditions, "Ready").is_some_and(|(status, _)| status == "True"))
+        },
+    )
+    .await?;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "payments");
+    eventually(
+        "the worker Deployment",
+        Duration::from_secs(120),
+        || async { Ok(deployments.get_opt("stripe-worker").await?.is_some()) },
+    )
+    .await?;
+    // No kubelet on the bench: report the worker ready as one would.
+    deployments
+        .patch_status(
+            "stripe-worker",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}})),
+        )
+        .await?;
+    let payments: Api<Webhook> = Api::namespaced(admin.clone(), "payments");
+    eventually(
+        "the payments Webhook to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let webhook = payments.get("stripe").await?;
+            let conditions = webhook.status.as_ref().map(|s| &s.conditions);
+            Ok(condition(conditions, "Ready").is_some_and(|(status, _)| status == "True"))
+        },
+    )
+    .await?;
+    let shipping: Api<Webhook> = Api::namespaced(admin.clone(), "shipping");
+    eventually(
+        "the shipping Webhook to say SecretForbidden",
+        Duration::from_secs(60),
+        || async {
+            let webhook = shipping.get("stripe").await?;
+            let conditions = webhook.status.as_ref().map(|s| &s.conditions);
+            Ok(condition(conditions, "WorkerReady")
+                .is_some_and(|(status, reason)| status == "False" && reason == "SecretForbidden"))
+        },
+    )
+    .await?;
+
+    // A clean stop hands the Lease back.
+    let status = Command::new("kill")
+        .args(["-TERM", &operator.pid().to_string()])
+        .status()?;
+    assert!(status.success(), "kill -TERM");
+    eventually(
+        "the Lease to be released",
+        Duration::from_secs(30),
+        || async { Ok(holder().await?.is_none()) },
+    )
+    .await?;
+    let log = std::fs::read_to_string(operator.log_path())?;
+    assert!(
+        !log.contains("forbidden")
+            || log.matches("forbidden").count() == log.matches("SecretForbidden").count(),
+        "the operator met RBAC refusals beyond the expected Secret: see {}",
+        operator.log_path().display()
+    );
+    drop(operator);
+    drop(aws);
+    drop(cluster);
+    Ok(())
+}

@@ -56,32 +56,35 @@ app.kubernetes.io/component: operator
 
 {{/* What the operator does in a namespace with Webhooks. */}}
 {{- define "hookline.namespacedRules" -}}
+# Webhooks are watched, and changed only by patches (finalizer, status).
 - apiGroups: [hookline.dev]
   resources: [webhooks]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
 - apiGroups: [hookline.dev]
   resources: [webhooks/status]
-  verbs: [get, patch, update]
-# Owner references with blockOwnerDeletion on the worker objects.
+  verbs: [patch]
+# Owner references with blockOwnerDeletion on the worker objects need this.
 - apiGroups: [hookline.dev]
   resources: [webhooks/finalizers]
   verbs: [update]
+# Worker Deployments and ServiceAccounts are written with server-side apply (a
+# patch; `create` too, because an apply that creates is also authorized as one).
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, update]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments/scale]
-  verbs: [get, patch, update]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, create, patch]
+  verbs: [create, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
 {{- if .Values.rbac.keda }}
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [get, create, patch, delete]
+  verbs: [create, patch, delete]
 {{- end }}
 {{- end }}
 
