@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: help demo test generate fmt lint bench-setup bench-worker bench-operator ci
+.PHONY: help demo test generate fmt lint chart bench-setup bench-worker bench-operator ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -14,8 +14,9 @@ demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worke
 test: ## Run every test: unit tests and the tests against the real API server and emulators
 	$(CARGO) test --workspace
 
-generate: ## Regenerate crds/*.yaml and docs/crd-reference.md from the Rust types
+generate: ## Regenerate the CRDs (crds/, the chart's templates/crds/), docs/crd-reference.md and the chart README's values table
 	$(CARGO) run -q -p hookline-crds --bin crdgen
+	$(CARGO) run -q -p hookline-tests --bin chart-docs
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -24,8 +25,14 @@ lint: ## Check formatting and clippy, as CI does
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench-setup: ## Build kube-apiserver/etcd and the emulator venv into ~/.cache/hookline (tests do it on demand)
+chart: ## Check the Helm chart only: lint, render, install on a new API server, RBAC
+	$(CARGO) build -q -p hookline-operator --bins
+	$(CARGO) test -p hookline-tests --test chart
+
+bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs and the emulator venv into ~/.cache/hookline (tests do it on demand)
 	tests/kube-bench/build.sh
+	tests/helm/build.sh
+	tests/monitoring-crds/gen.sh
 	tests/emulators/setup.sh
 
 bench-worker: ## Benchmark the release worker against a boto3 loop on MiniStack (prints figures)

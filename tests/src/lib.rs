@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod chart_docs;
 pub mod kube;
 pub mod process;
 pub mod util;

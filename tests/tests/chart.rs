@@ -286,6 +286,28 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
 }
 
 #[test]
+fn every_value_is_documented_described_in_the_schema_and_in_the_readme() -> Result<()> {
+    use hookline_tests::chart_docs;
+    let values = std::fs::read_to_string(chart().join("values.yaml"))?;
+    // `documented` fails on any value without a `# --` comment.
+    let documented = chart_docs::documented(&values)?;
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(
+        chart().join("values.schema.json"),
+    )?)?;
+    let undescribed = chart_docs::undescribed_in_schema(&documented, &schema);
+    assert!(
+        undescribed.is_empty(),
+        "values.schema.json lacks (a description of) {undescribed:?}"
+    );
+    let readme = std::fs::read_to_string(chart().join("README.md"))?;
+    assert!(
+        readme == chart_docs::render_readme(&readme, &values)?,
+        "charts/hookline/README.md is stale; run `make generate` and commit the result"
+    );
+    Ok(())
+}
+
+#[test]
 fn the_schema_refuses_unknown_and_malformed_values() -> Result<()> {
     let chart = chart();
     let chart = chart.to_str().context("chart path")?;
