@@ -5,6 +5,7 @@
 //! operator's RBAC verified with SubjectAccessReviews in both modes.
 
 use anyhow::{Context, Result, bail};
+use hookline_tests::util::wait_for;
 use hookline_tests::{KubeCluster, Workdir, helm_binary, kube_binaries, repo_root};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -791,33 +792,17 @@ async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()
     Ok(())
 }
 
-/// Polls `check` every 250 ms until it holds, for at most `within`.
-async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = std::time::Instant::now() + within;
-    let mut last_error = String::new();
-    while std::time::Instant::now() < deadline {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) => last_error = format!("{e:#}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    bail!("timed out after {within:?} waiting for {what} {last_error}")
-}
-
-fn condition(
+/// Whether `conditions` has `type_` with `status` (and `reason`, when given).
+fn has_condition(
     conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
     type_: &str,
-) -> Option<(String, String)> {
-    conditions?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone()))
+    status: &str,
+    reason: Option<&str>,
+) -> bool {
+    conditions
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == type_ && c.status == status && reason.is_none_or(|r| c.reason == r))
 }
 
 /// The strongest check of "what it needs": the operator binary, authenticated as the
@@ -971,23 +956,23 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
                 .and_then(|s| s.holder_identity),
         )
     };
-    eventually("the operator to lead", Duration::from_secs(30), || async {
+    wait_for("the operator to lead", Duration::from_secs(30), || async {
         Ok(holder().await?.as_deref() == Some("hookline-0"))
     })
     .await?;
     let gateways: Api<WebhookGateway> = Api::all(admin.clone());
-    eventually(
+    wait_for(
         "the gateway to be Ready",
         Duration::from_secs(120),
         || async {
             let gateway = gateways.get("public").await?;
             let conditions = gateway.status.as_ref().map(|s| &s.conditions);
-            Ok(condition(conditions, "Ready").is_some_and(|(status, _)| status == "True"))
+            Ok(has_condition(conditions, "Ready", "True", None))
         },
     )
     .await?;
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "payments");
-    eventually(
+    wait_for(
         "the worker Deployment",
         Duration::from_secs(120),
         || async { Ok(deployments.get_opt("stripe-worker").await?.is_some()) },
@@ -1002,25 +987,29 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
         )
         .await?;
     let payments: Api<Webhook> = Api::namespaced(admin.clone(), "payments");
-    eventually(
+    wait_for(
         "the payments Webhook to be Ready",
         Duration::from_secs(120),
         || async {
             let webhook = payments.get("stripe").await?;
             let conditions = webhook.status.as_ref().map(|s| &s.conditions);
-            Ok(condition(conditions, "Ready").is_some_and(|(status, _)| status == "True"))
+            Ok(has_condition(conditions, "Ready", "True", None))
         },
     )
     .await?;
     let shipping: Api<Webhook> = Api::namespaced(admin.clone(), "shipping");
-    eventually(
+    wait_for(
         "the shipping Webhook to say SecretForbidden",
         Duration::from_secs(60),
         || async {
             let webhook = shipping.get("stripe").await?;
             let conditions = webhook.status.as_ref().map(|s| &s.conditions);
-            Ok(condition(conditions, "WorkerReady")
-                .is_some_and(|(status, reason)| status == "False" && reason == "SecretForbidden"))
+            Ok(has_condition(
+                conditions,
+                "WorkerReady",
+                "False",
+                Some("SecretForbidden"),
+            ))
         },
     )
     .await?;
@@ -1030,7 +1019,7 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
         .args(["-TERM", &operator.pid().to_string()])
         .status()?;
     assert!(status.success(), "kill -TERM");
-    eventually(
+    wait_for(
         "the Lease to be released",
         Duration::from_secs(30),
         || async { Ok(holder().await?.is_none()) },
