@@ -62,13 +62,7 @@ async fn main() -> Result<()> {
     );
     let client = bench.kube.client().await?;
     let sdk = bench.aws.sdk_config().await;
-    let port: u16 = bench
-        .aws
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .context("emulator port")?
-        .parse()?;
+    let port = bench.aws.port();
 
     step("Starting the operator (target/debug/hookline-operator) against them");
     let metrics_port = hookline_tests::process::free_port()?;

@@ -116,13 +116,7 @@ async fn the_operator_end_to_end() -> Result<()> {
         &RateLimits::unlimited(),
         RetryPolicy::default(),
     );
-    let port: u16 = bench
-        .aws
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .context("port")?
-        .parse()?;
+    let port = bench.aws.port();
     let id = std::process::id();
     let settings = Settings {
         name_prefix: format!("op{id}"),
@@ -425,32 +419,14 @@ async fn the_operator_end_to_end() -> Result<()> {
     stop_loop.cancel();
     looping.await?;
     let scaler = hookline_operator::scaler::Scaler::default();
-    for i in 0..12 {
-        clients
-            .sqs
-            .send_message()
-            .queue_url(&scaled_queue)
-            .message_group_id(format!("g{i}"))
-            .message_body(format!("m{i}"))
-            .send()
-            .await?;
-    }
+    send_one_per_group(&clients.sqs, &scaled_queue, 0..12).await?;
     scaler.tick(&ctx).await?;
     assert_eq!(
         replicas().await?,
         Some(3),
         "12 messages at 5 per replica: 3 at once"
     );
-    for i in 12..40 {
-        clients
-            .sqs
-            .send_message()
-            .queue_url(&scaled_queue)
-            .message_group_id(format!("g{i}"))
-            .message_body(format!("m{i}"))
-            .send()
-            .await?;
-    }
+    send_one_per_group(&clients.sqs, &scaled_queue, 12..40).await?;
     scaler.tick(&ctx).await?;
     assert_eq!(replicas().await?, Some(3), "never past max");
     let scaled_status = webhooks.get("scaled").await?.status.context("status")?;
@@ -714,6 +690,24 @@ async fn the_operator_end_to_end() -> Result<()> {
     );
     operator.stop().await;
     every_call_is_in_the_chart_iam_policy(&clients.caller.snapshot())?;
+    Ok(())
+}
+
+/// Sends message `m{i}` to group `g{i}` for each `i`: one message per group, so every
+/// message is receivable at once.
+async fn send_one_per_group(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    range: std::ops::Range<u32>,
+) -> Result<()> {
+    for i in range {
+        sqs.send_message()
+            .queue_url(url)
+            .message_group_id(format!("g{i}"))
+            .message_body(format!("m{i}"))
+            .send()
+            .await?;
+    }
     Ok(())
 }
 

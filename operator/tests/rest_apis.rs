@@ -4,8 +4,7 @@
 //! the right group, dedup and header attributes; duplicates are dropped; a burst
 //! over the route's limit gets 429; a missing API key gets 403.
 
-use anyhow::{Context, Result, bail};
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use anyhow::{Result, bail};
 use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::limits::CallCounts;
 use hookline_operator::aws::logs::ACCESS_LOG_FORMAT;
@@ -47,27 +46,11 @@ async fn queue_pair(queues: &SqsQueues, name: &str, content_based: bool) -> Resu
 }
 
 async fn received(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<Vec<Delivery>> {
-    let mut all = Vec::new();
-    for _ in 0..5 {
-        let messages = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await?
-            .messages
-            .unwrap_or_default();
-        if messages.is_empty() {
-            break;
-        }
-        for message in messages {
-            all.push(Delivery::from_sqs(message)?);
-        }
-    }
-    Ok(all)
+    hookline_tests::util::receive_all(sqs, url, 5, hookline_tests::util::AfterReceive::Keep)
+        .await?
+        .into_iter()
+        .map(|message| Ok(Delivery::from_sqs(message)?))
+        .collect()
 }
 
 #[tokio::test]
@@ -80,13 +63,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway() -> Result<()> {
     );
     let queues = SqsQueues::new(clients.sqs.clone(), clients.caller.clone());
     let apis = ApiGatewayRestApis::new(clients.apigateway.clone(), clients.caller.clone());
-    let port: u16 = bench
-        .aws
-        .endpoint()
-        .rsplit(':')
-        .next()
-        .context("emulator port")?
-        .parse()?;
+    let port = bench.aws.port();
     let id = format!("{}x{}", std::process::id(), fastrand_suffix());
     let gateway = owner(&format!("gw-{id}"), "WebhookGateway public");
 

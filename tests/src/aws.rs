@@ -38,6 +38,7 @@ impl EmulatorKind {
 pub struct Emulator {
     kind: EmulatorKind,
     endpoint: String,
+    port: u16,
     process: Supervised,
 }
 
@@ -101,6 +102,7 @@ impl Emulator {
         Ok(Self {
             kind,
             endpoint: format!("http://127.0.0.1:{port}"),
+            port,
             process,
         })
     }
@@ -108,6 +110,12 @@ impl Emulator {
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The loopback port (MiniStack serves API Gateway custom domains on it too,
+    /// chosen by `Host` header).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Which emulator this is.

@@ -24,6 +24,56 @@ where
     }
 }
 
+/// What [`receive_all`] does with each batch before the next receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReceive {
+    /// Leave it: the messages stay invisible for the visibility timeout (and in a
+    /// FIFO queue hold back the rest of their group).
+    Keep,
+    /// Delete it, so a FIFO group's next messages can be received.
+    Delete,
+}
+
+/// Every message a queue hands out, receiving (with all attributes) until a receive
+/// comes back empty or `max_rounds` receives were made.
+pub async fn receive_all(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    max_rounds: usize,
+    after: AfterReceive,
+) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    let mut all = Vec::new();
+    for _ in 0..max_rounds {
+        let messages = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .with_context(|| format!("receiving from {url}"))?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        if after == AfterReceive::Delete {
+            for message in &messages {
+                sqs.delete_message()
+                    .queue_url(url)
+                    .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
+                    .send()
+                    .await
+                    .with_context(|| format!("deleting from {url}"))?;
+            }
+        }
+        all.extend(messages);
+    }
+    Ok(all)
+}
+
 /// One HTTP/1.1 `POST` to 127.0.0.1:`port` with a `Host` header of choice (the
 /// emulator picks a custom domain by it); returns the status and the body.
 pub async fn post(

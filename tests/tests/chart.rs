@@ -26,9 +26,17 @@ fn full_values() -> PathBuf {
     chart().join("ci/full-values.yaml")
 }
 
+/// The helm binary, built (or found in the cache) once per test binary.
+fn helm_path() -> Result<PathBuf> {
+    static HELM: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| helm_binary().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
 /// Runs helm; its stdout on success, its stderr in the error otherwise.
 fn helm(args: &[&str]) -> Result<String> {
-    let output = Command::new(helm_binary()?)
+    let output = Command::new(helm_path()?)
         .args(args)
         .output()
         .context("running helm")?;
@@ -44,7 +52,7 @@ fn helm(args: &[&str]) -> Result<String> {
 
 /// Runs helm expecting a refusal; its stderr.
 fn helm_refuses(args: &[&str]) -> Result<String> {
-    let output = Command::new(helm_binary()?)
+    let output = Command::new(helm_path()?)
         .args(args)
         .output()
         .context("running helm")?;

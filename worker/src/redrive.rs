@@ -69,9 +69,7 @@ pub async fn redrive(
     // Only what was dead when the redrive began moves: a message that fails again
     // while the redrive runs (workers keep consuming) comes back with a later
     // SentTimestamp and is left for the next redrive, instead of going round and round.
-    let started_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(u128::MAX, |d| d.as_millis());
+    let started = std::time::SystemTime::now();
     for _ in 0..depth + 10 {
         let messages = sqs
             .receive_message()
@@ -100,9 +98,8 @@ pub async fn redrive(
         let (old, new): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| {
             m.attributes
                 .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
-                .and_then(|t| t.parse::<u128>().ok())
-                .is_none_or(|sent| sent <= started_ms)
+                .and_then(crate::wire::sent_at)
+                .is_none_or(|sent| sent <= started)
         });
         for message in &new {
             // Visible again at once, for a later redrive.

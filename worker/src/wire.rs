@@ -92,10 +92,7 @@ impl Delivery {
             .get(&MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
-        let sent_at = system
-            .get(&MessageSystemAttributeName::SentTimestamp)
-            .and_then(|ms| ms.parse::<u64>().ok())
-            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+        let sent_at = sent_at(&system);
         let attributes = message.message_attributes.unwrap_or_default();
         let headers = read_headers(&message_id, &attributes);
         Ok(Self {
@@ -109,6 +106,17 @@ impl Delivery {
             attributes,
         })
     }
+}
+
+/// When a message was sent, from its system attributes (SQS's SentTimestamp, epoch
+/// milliseconds); `None` when it was not requested or is unreadable.
+pub(crate) fn sent_at(
+    system: &HashMap<MessageSystemAttributeName, String>,
+) -> Option<std::time::SystemTime> {
+    system
+        .get(&MessageSystemAttributeName::SentTimestamp)
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
 }
 
 fn read_headers(

@@ -180,16 +180,12 @@ impl Context {
                 .await?
                 .items);
         }
-        let mut all = Vec::new();
-        for namespace in &self.namespaces {
-            all.extend(
-                Api::<Webhook>::namespaced(self.client.clone(), namespace)
-                    .list(&ListParams::default())
-                    .await?
-                    .items,
-            );
-        }
-        Ok(all)
+        let lists = futures::future::try_join_all(self.namespaces.iter().map(|namespace| {
+            let api = Api::<Webhook>::namespaced(self.client.clone(), namespace);
+            async move { api.list(&ListParams::default()).await }
+        }))
+        .await?;
+        Ok(lists.into_iter().flat_map(|list| list.items).collect())
     }
 }
 

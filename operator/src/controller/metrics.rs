@@ -35,6 +35,8 @@ pub struct ReconcileMetrics {
     runs: Family<Outcome, Counter>,
     duration: Family<Kind, Histogram>,
     messages: Family<Queue, Gauge>,
+    /// The backlog series last exported, to remove those of deleted Webhooks.
+    exported: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Queue>>>,
 }
 
 impl Default for ReconcileMetrics {
@@ -45,6 +47,7 @@ impl Default for ReconcileMetrics {
                 Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
             }),
             messages: Family::default(),
+            exported: std::sync::Arc::default(),
         }
     }
 }
@@ -70,12 +73,13 @@ impl ReconcileMetrics {
         );
     }
 
-    /// Replaces the backlog series with those of `webhooks` (so deleted Webhooks
-    /// disappear). Costs no AWS call: the scaler and the reconciler keep
-    /// `status.backlog` current.
+    /// Sets the backlog series of `webhooks` and removes those of Webhooks that are
+    /// gone. Series are updated in place, never cleared first: a scrape in between
+    /// would miss them and reset every pending alert's `for`. Costs no AWS call: the
+    /// scaler and the reconciler keep `status.backlog` current.
     pub fn record_backlog(&self, webhooks: &[std::sync::Arc<hookline_crds::Webhook>]) {
         use kube::ResourceExt as _;
-        self.messages.clear();
+        let mut current = std::collections::HashSet::new();
         for webhook in webhooks {
             let Some(backlog) = webhook.status.as_ref().and_then(|s| s.backlog.as_ref()) else {
                 continue;
@@ -91,7 +95,16 @@ impl ReconcileMetrics {
             self.messages
                 .get_or_create(&labels("dead_letter"))
                 .set(backlog.dead_letter);
+            current.extend([labels("main"), labels("dead_letter")]);
         }
+        let mut exported = self
+            .exported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in exported.difference(&current) {
+            self.messages.remove(gone);
+        }
+        *exported = current;
     }
 
     /// Records one reconcile.

@@ -111,15 +111,7 @@ pub async fn send(
     body: &str,
     headers: &[(&str, &str)],
 ) -> Result<()> {
-    sqs.send_message()
-        .queue_url(url)
-        .message_group_id(group)
-        .message_body(body)
-        .set_message_attributes(Some(hookline_worker::wire::header_attributes(headers)))
-        .send()
-        .await
-        .with_context(|| format!("sending {body} to group {group}"))?;
-    Ok(())
+    send_with_dedup(sqs, url, group, body, headers, None).await
 }
 
 /// Sends with an explicit deduplication id (the body), for queues without
@@ -131,10 +123,21 @@ pub async fn send_dedup(
     body: &str,
     headers: &[(&str, &str)],
 ) -> Result<()> {
+    send_with_dedup(sqs, url, group, body, headers, Some(body)).await
+}
+
+async fn send_with_dedup(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    group: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    dedup: Option<&str>,
+) -> Result<()> {
     sqs.send_message()
         .queue_url(url)
         .message_group_id(group)
-        .message_deduplication_id(body)
+        .set_message_deduplication_id(dedup.map(str::to_owned))
         .message_body(body)
         .set_message_attributes(Some(hookline_worker::wire::header_attributes(headers)))
         .send()
@@ -143,46 +146,28 @@ pub async fn send_dedup(
     Ok(())
 }
 
-/// Everything still in a queue, received once (and left to reappear), as (group, body).
+/// Everything in a queue, received and then deleted, as (group, body, attributes).
 pub async fn drain_bodies(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
 ) -> Result<Vec<(String, String, HashMap<String, String>)>> {
     let mut all = Vec::new();
-    for _ in 0..50 {
-        let messages = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await?
-            .messages
+    let received =
+        hookline_tests::util::receive_all(sqs, url, 50, hookline_tests::util::AfterReceive::Delete)
+            .await?;
+    for m in received {
+        let group = m
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId).cloned())
             .unwrap_or_default();
-        if messages.is_empty() {
-            break;
-        }
-        for m in messages {
-            let group = m
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId).cloned())
-                .unwrap_or_default();
-            let attrs = m
-                .message_attributes
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
-                .collect();
-            all.push((group, m.body.unwrap_or_default(), attrs));
-            sqs.delete_message()
-                .queue_url(url)
-                .receipt_handle(m.receipt_handle.unwrap_or_default())
-                .send()
-                .await?;
-        }
+        let attrs = m
+            .message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+            .collect();
+        all.push((group, m.body.unwrap_or_default(), attrs));
     }
     Ok(all)
 }
