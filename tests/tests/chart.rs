@@ -214,11 +214,18 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
             .all(|(group, _, verb, _)| verb != "*" && (verb != "delete" || group == "keda.sh")),
         "no wildcard, and deletes only of KEDA ScaledObjects: {operator:?}"
     );
-    assert!(
-        grants(find(&objects, "ClusterRole", "hookline-secrets")?)
-            .iter()
-            .all(|(_, resource, verb, _)| resource == "secrets"
-                && (verb == "get" || verb == "create"))
+    assert_eq!(
+        grants(find(&objects, "ClusterRole", "hookline-secrets")?),
+        [
+            (String::new(), "secrets".to_owned(), "get".to_owned(), false),
+            (
+                String::new(),
+                "secrets".to_owned(),
+                "create".to_owned(),
+                false
+            ),
+        ],
+        "the Secrets role reads and creates Secrets, nothing else"
     );
     assert!(
         objects
