@@ -49,7 +49,7 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The namespaces whose namespaced objects the operator touches, or none for cluster-wide. */}}
+{{/* "true" when the install manages listed namespaces only (namespaced RBAC), empty when cluster-wide. */}}
 {{- define "hookline.namespaced" -}}
 {{- if .Values.watchNamespaces }}true{{ end }}
 {{- end }}
