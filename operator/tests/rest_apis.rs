@@ -296,7 +296,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway() -> Result<()> {
         .collect();
     assert_eq!(bodies, [r#"{"n":1}"#, r#"{"n":2}"#]);
     assert!(
-        messages.iter().all(|d| d.group_id == "h:acme/shop"),
+        messages.iter().all(|d| d.group_id == "h:acme%2Fshop"),
         "{:?}",
         messages.iter().map(|d| &d.group_id).collect::<Vec<_>>()
     );

@@ -3,9 +3,16 @@
 //!
 //! - The body is the raw request body.
 //! - Each forwarded request header is one String message attribute named
-//!   `Header.<lowercase name>`, whose value is the header value behind a one-character
-//!   marker `:`. The template renders an absent header as an empty string, and SQS
-//!   refuses empty attribute values; with the marker, `:` alone means "absent".
+//!   `Header.<lowercase name>`, whose value starts with a one-character marker. The
+//!   template renders an absent header as an empty string, and SQS refuses empty
+//!   attribute values; with the marker, the marker alone means "absent".
+//!   - `%` ([`ENCODED_HEADER_VALUE_MARKER`]), written by the gateway: the value is
+//!     URL-encoded (`application/x-www-form-urlencoded`, as Velocity's
+//!     `$util.urlEncode` writes it), because the template picks one of several
+//!     lookups by splitting on a character the encoding never leaves.
+//!   - `:` ([`HEADER_VALUE_MARKER`]): the raw value, as gateways before the
+//!     encoded form wrote it (messages still queued from them) and as
+//!     [`header_attributes`] writes it for producers that send directly.
 //! - SQS allows ten message attributes per message: the gateway forwards at most
 //!   [`MAX_FORWARDED_HEADERS`], leaving room for the worker's own
 //!   dead-letter reason.
@@ -22,8 +29,11 @@ use std::collections::HashMap;
 /// Prefix of the message attributes that carry request headers.
 pub const HEADER_ATTRIBUTE_PREFIX: &str = "Header.";
 
-/// Leads every header attribute value, so that an absent header is not empty.
+/// Leads a raw header attribute value, so that an absent header is not empty.
 pub const HEADER_VALUE_MARKER: char = ':';
+
+/// Leads a URL-encoded header attribute value (what the gateway writes).
+pub const ENCODED_HEADER_VALUE_MARKER: char = '%';
 
 /// How many headers one message may carry (SQS's limit of ten attributes, less one
 /// for the worker's dead-letter reason).
@@ -129,13 +139,20 @@ fn read_headers(
             continue;
         };
         let raw = attribute.string_value().unwrap_or_default();
-        let value = raw.strip_prefix(HEADER_VALUE_MARKER).unwrap_or(raw);
+        let value = match raw.strip_prefix(ENCODED_HEADER_VALUE_MARKER) {
+            Some(encoded) => form_decode(encoded),
+            None => raw
+                .strip_prefix(HEADER_VALUE_MARKER)
+                .unwrap_or(raw)
+                .as_bytes()
+                .to_vec(),
+        };
         if value.is_empty() {
             continue;
         }
         match (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
+            HeaderValue::from_bytes(&value),
         ) {
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
@@ -148,7 +165,13 @@ fn read_headers(
     headers
 }
 
-/// Encodes headers as the gateway does, for producers that write to the queue
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn form_decode(encoded: &str) -> Vec<u8> {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).collect()
+}
+
+/// Encodes headers in the raw form, for producers that write to the queue
 /// directly (tests, tools). Names are lowercased.
 pub fn header_attributes(headers: &[(&str, &str)]) -> HashMap<String, MessageAttributeValue> {
     headers
@@ -212,6 +235,44 @@ mod tests {
         .unwrap();
         assert!(d.headers.get("x-hub-signature-256").is_none());
         assert_eq!(d.headers.len(), 1);
+    }
+
+    fn encoded(name: &str, value: &str) -> (String, MessageAttributeValue) {
+        (
+            format!("{HEADER_ATTRIBUTE_PREFIX}{name}"),
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn reads_the_url_encoded_values_the_gateway_writes() {
+        let m = Message::builder()
+            .message_id("m")
+            .receipt_handle("r")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+            .set_message_attributes(Some(HashMap::from([
+                encoded("stripe-signature", "%t%3D1%2Cv1%3D00"),
+                encoded(
+                    "user-agent",
+                    "%Stripe%2F1.0+%28%2Bhttps%3A%2F%2Fstripe.com%29",
+                ),
+                encoded("x-absent", "%"),
+                encoded("x-legacy", ":t=2,v1=11"),
+            ])))
+            .build();
+        let d = Delivery::from_sqs(m).unwrap();
+        assert_eq!(d.headers.get("stripe-signature").unwrap(), "t=1,v1=00");
+        assert_eq!(
+            d.headers.get("user-agent").unwrap(),
+            "Stripe/1.0 (+https://stripe.com)"
+        );
+        assert_eq!(d.headers.get("x-legacy").unwrap(), "t=2,v1=11");
+        assert!(d.headers.get("x-absent").is_none());
+        assert_eq!(d.headers.len(), 3);
     }
 
     #[test]

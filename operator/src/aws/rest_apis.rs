@@ -16,7 +16,8 @@ use std::future::Future;
 
 use super::error::gone_is_fine;
 use super::templates::{
-    CONTENT_TYPES, RouteTemplate, TemplateError, request_template, sqs_integration_uri,
+    ROUTE_RESPONSES, RouteTemplate, TemplateError, request_template, request_templates,
+    sqs_integration_uri,
 };
 use super::{AwsError, Caller, OWNER_TAG, Owner, Service};
 
@@ -518,23 +519,6 @@ impl ApiGatewayRestApis {
     }
 }
 
-/// Method responses of a route, and the integration responses selecting them by the
-/// SQS status: success → 200; a refused message (4xx) → 400; SQS failing (5xx) →
-/// 503, so the provider retries.
-const ROUTE_RESPONSES: [(&str, Option<&str>, &str); 3] = [
-    ("200", None, r#"{"status":"accepted"}"#),
-    (
-        "400",
-        Some("4\\d{2}"),
-        r#"{"status":"rejected","message":"the request could not be queued"}"#,
-    ),
-    (
-        "503",
-        Some("5\\d{2}"),
-        r#"{"status":"unavailable","message":"try again later"}"#,
-    ),
-];
-
 fn authorization(auth: &RouteAuth) -> (&'static str, Option<&str>, bool) {
     match auth {
         RouteAuth::None => ("NONE", None, false),
@@ -704,10 +688,7 @@ impl RestApis for ApiGatewayRestApis {
             }
         }
 
-        let templates: HashMap<String, String> = CONTENT_TYPES
-            .iter()
-            .map(|t| ((*t).to_owned(), template.clone()))
-            .collect();
+        let templates = request_templates(&template);
         let content_type = "'application/x-www-form-urlencoded'".to_owned();
         let integration = method.as_ref().and_then(|m| m.method_integration.clone());
         let integration_matches = integration.as_ref().is_some_and(|i| {
@@ -758,7 +739,12 @@ impl RestApis for ApiGatewayRestApis {
         } else {
             HashMap::new()
         };
-        for (status, pattern, body) in ROUTE_RESPONSES {
+        for response in ROUTE_RESPONSES {
+            let (status, pattern, body) = (
+                response.status,
+                response.selection_pattern,
+                response.template,
+            );
             if !method_responses.contains_key(status) {
                 self.caller
                     .call(APIGW, "PutMethodResponse", || {

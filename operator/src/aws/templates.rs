@@ -1,17 +1,55 @@
 //! The mapping template that turns a webhook request into an SQS `SendMessage`
-//! call (pure functions, no I/O).
+//! call, and the integration responses that turn SQS's answer into the caller's
+//! status (pure functions, no I/O).
 //!
 //! API Gateway's AWS integration posts the rendered template, form-encoded, to the
-//! SQS query API. It uses only the Velocity subset that both API Gateway and the
-//! emulators run: `$input.body`, `$input.params('name')`, `$input.path('$.a.b')` and
-//! `$util.urlEncode(...)`; no `#if` or `#foreach`. Header names are lowercase:
-//! HTTP/2 sends them so, and the emulator matches only lowercase names.
+//! SQS query API. What AWS does is only partly documented, so the template is
+//! written to be right under every reading of it (docs/emulators.md has the
+//! sources):
+//!
+//! - **Headers only.** `$input.params('x')` searches the path, then the query
+//!   string, then the headers, so `?x-github-delivery=…` would set the dedup id.
+//!   Values are read from `$input.params().header` instead.
+//! - **Any header case.** AWS says header names are processed case-sensitively
+//!   (for Lambda and HTTP integrations; whether that covers `AWS` integrations is
+//!   not documented). HTTP/1.1 senders write `Stripe-Signature` or
+//!   `X-GitHub-Delivery`, HTTP/2 sends lowercase. Each header is looked up under
+//!   every spelling a sender may use ([`spellings`]), each result is URL-encoded
+//!   (so it holds no `|`), the results are joined with `|`, and Java's
+//!   `String.replaceAll` keeps the first non-empty one. Where lookups are
+//!   case-insensitive every spelling finds the same value and one copy is kept;
+//!   where they are case-sensitive exactly the one the sender used is found.
+//! - **Values SQS accepts.** Message group and deduplication ids allow only
+//!   ASCII letters, digits and punctuation, at most 128 characters. A group taken
+//!   from a header or body field is the URL-encoded value (always in that set),
+//!   cut to [`GROUP_VALUE_MAX`] characters: a deterministic function of the key;
+//!   keys that share that prefix share a group, which keeps their order and costs
+//!   only parallelism. A dedup id is never cut (two deliveries would collide):
+//!   one longer than 128 characters is refused by SQS with 400.
+//! - **No `#if` where an engine without it must run the route.** MiniStack (the
+//!   bench's emulator that serves custom domains) models a small Velocity subset
+//!   with no `#if` and no Java methods, and leaves a `#set` target unchanged when
+//!   the right-hand side is unknown to it, as Velocity 1.7 does for null. Each
+//!   value is therefore set twice: first from the lowercase spelling with
+//!   `$util.urlEncode` alone, then by the `replaceAll` pick, which MiniStack skips.
+//!   On AWS the second `#set` always has a non-null value and wins. The request
+//!   template has no `#if`; the error responses use it (they only shape the
+//!   caller's status and message).
+//! - **Media types with parameters.** Stripe sends `application/json;
+//!   charset=utf-8`. Whether AWS selects the `application/json` template for it is
+//!   not documented, and LocalStack matches the Content-Type exactly, so each
+//!   accepted type is registered bare and with the usual `charset` spellings
+//!   ([`request_templates`]).
 //!
 //! The message format is `hookline_worker::wire`'s: one attribute per forwarded
-//! header, `Header.<name>`, its value behind a `:` marker so an absent header is
-//! not an empty (refused) attribute.
+//! header, `Header.<name>`, whose value is [`ENCODED_HEADER_VALUE_MARKER`]
+//! followed by the URL-encoded header value (the marker alone: absent), so an
+//! absent header is not an empty (refused) attribute.
 
-use hookline_worker::wire::{HEADER_ATTRIBUTE_PREFIX, HEADER_VALUE_MARKER, MAX_FORWARDED_HEADERS};
+use hookline_worker::wire::{
+    ENCODED_HEADER_VALUE_MARKER, HEADER_ATTRIBUTE_PREFIX, MAX_FORWARDED_HEADERS,
+};
+use std::collections::HashMap;
 
 /// Where the message group id comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +89,9 @@ pub enum TemplateError {
     /// SQS carries at most ten attributes per message.
     #[error("{0} headers to forward; at most {MAX_FORWARDED_HEADERS} fit in one SQS message")]
     TooManyHeaders(usize),
+    /// Header names are spliced into the template; the CRD admits only these.
+    #[error("header name {0:?} is not letters, digits and '-'")]
+    InvalidHeaderName(String),
 }
 
 /// Content types a route accepts; others get `415` (passthrough `NEVER`). Binary
@@ -63,7 +104,122 @@ pub const CONTENT_TYPES: [&str; 5] = [
     "text/xml",
 ];
 
-/// The form body of the SQS call, as a Velocity template.
+/// The `charset` parameters registered beside each bare content type, as senders
+/// write them (Stripe: `application/json; charset=utf-8`).
+const CHARSET_SUFFIXES: [&str; 4] = [
+    "; charset=utf-8",
+    "; charset=UTF-8",
+    ";charset=utf-8",
+    ";charset=UTF-8",
+];
+
+/// How many characters of the URL-encoded key a header or body-field group keeps,
+/// so that `h:`/`b:` plus the key stays within SQS's 128.
+pub const GROUP_VALUE_MAX: usize = 120;
+
+/// The header map, read once. MiniStack has no `.header` map and keeps the first
+/// `#set` (its flat map of lowercase headers, query and path); on AWS and
+/// LocalStack the second replaces it with the headers alone.
+const HEADERS: &str = "#set($hlHeaders = $input.params())#set($hlHeaders = $input.params().header)";
+
+/// The request templates of a route: `template` under each accepted content type,
+/// bare and with the usual `charset` parameters.
+pub fn request_templates(template: &str) -> HashMap<String, String> {
+    CONTENT_TYPES
+        .iter()
+        .flat_map(|t| {
+            std::iter::once((*t).to_owned())
+                .chain(CHARSET_SUFFIXES.iter().map(move |s| format!("{t}{s}")))
+        })
+        .map(|t| (t, template.to_owned()))
+        .collect()
+}
+
+/// The spellings a header is looked up under: as configured, as its provider
+/// writes it, in canonical Title-Case (what Go, Java and Ruby clients send over
+/// HTTP/1.1) and in lowercase (HTTP/2), without repeats.
+pub fn spellings(name: &str) -> Vec<String> {
+    let lower = name.to_ascii_lowercase();
+    let mut out: Vec<String> = Vec::with_capacity(4);
+    for spelling in [
+        name.to_owned(),
+        provider_spelling(&lower),
+        title_case(&lower),
+        lower,
+    ] {
+        if !out.contains(&spelling) {
+            out.push(spelling);
+        }
+    }
+    out
+}
+
+/// How a provider writes a header when it is not plain Title-Case.
+fn provider_spelling(lower: &str) -> String {
+    match lower {
+        "x-github-hook-id" => "X-GitHub-Hook-ID".to_owned(),
+        "x-github-hook-installation-target-id" => "X-GitHub-Hook-Installation-Target-ID".to_owned(),
+        _ => match lower.strip_prefix("x-github-") {
+            Some(rest) => format!("X-GitHub-{}", title_case(rest)),
+            None => title_case(lower),
+        },
+    }
+}
+
+fn title_case(lower: &str) -> String {
+    lower
+        .split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Velocity that sets `$var` to the URL-encoded value of header `name`, found
+/// under any of its [`spellings`] (empty when absent). See the module docs.
+fn pick_header(var: &str, name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let spellings = spellings(name);
+    let mut out = String::new();
+    let mut encoded = Vec::with_capacity(spellings.len());
+    for (i, spelling) in spellings.iter().enumerate() {
+        out.push_str(&format!(
+            "#set(${var}_{i} = \"$!hlHeaders.get('{spelling}')\")"
+        ));
+        encoded.push(format!("$util.urlEncode(${var}_{i})"));
+    }
+    let lowercase = spellings.iter().position(|s| *s == lower).unwrap_or(0);
+    out.push_str(&format!(
+        "#set(${var} = \"$util.urlEncode(${var}_{lowercase})\")"
+    ));
+    out.push_str(&format!("#set(${var}_all = \"{}\")", encoded.join("|")));
+    out.push_str(&format!(
+        "#set(${var} = ${var}_all.replaceAll('^[|]+', '').replaceAll('[|].*$', ''))"
+    ));
+    out
+}
+
+/// Velocity that cuts `$var` to [`GROUP_VALUE_MAX`] characters (engines without
+/// Java string methods keep it whole).
+fn cut_group(var: &str) -> String {
+    format!("#set(${var} = ${var}.replaceAll('(?<=^.{{{GROUP_VALUE_MAX}}}).+$', ''))")
+}
+
+fn check_name(name: &str) -> Result<(), TemplateError> {
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(TemplateError::InvalidHeaderName(name.to_owned()))
+    }
+}
+
+/// The form body of the SQS call, as a Velocity template (one line: a stray
+/// newline would become part of a form field).
 pub fn request_template(route: &RouteTemplate) -> Result<String, TemplateError> {
     let mut headers: Vec<String> = route
         .headers
@@ -75,40 +231,113 @@ pub fn request_template(route: &RouteTemplate) -> Result<String, TemplateError> 
     if headers.len() > MAX_FORWARDED_HEADERS {
         return Err(TemplateError::TooManyHeaders(headers.len()));
     }
-    let marker = form_encode(&HEADER_VALUE_MARKER.to_string());
-    let mut parts = vec![
+    for name in headers.iter().chain(match (&route.group, &route.dedup) {
+        (GroupKey::Header(g), DedupKey::Header(d)) => vec![g, d],
+        (GroupKey::Header(g), _) => vec![g],
+        (_, DedupKey::Header(d)) => vec![d],
+        _ => vec![],
+    }) {
+        check_name(name)?;
+    }
+
+    let marker = form_encode(&ENCODED_HEADER_VALUE_MARKER.to_string());
+    let mut sets = String::from(HEADERS);
+    let mut fields = vec![
         "Action=SendMessage".to_owned(),
         "MessageBody=$util.urlEncode($input.body)".to_owned(),
     ];
-    parts.push(match &route.group {
-        GroupKey::Constant(value) => format!("MessageGroupId={}", form_encode(value)),
-        GroupKey::Header(name) => format!(
-            "MessageGroupId=h{marker}$util.urlEncode($input.params('{}'))",
-            name.to_ascii_lowercase()
-        ),
-        GroupKey::BodyField(path) => {
-            format!("MessageGroupId=b{marker}$util.urlEncode($input.path('{path}'))")
+    match &route.group {
+        GroupKey::Constant(value) => fields.push(format!("MessageGroupId={}", form_encode(value))),
+        GroupKey::Header(name) => {
+            sets.push_str(&pick_header("hlGroup", name));
+            sets.push_str(&cut_group("hlGroup"));
+            fields.push("MessageGroupId=h%3A$util.urlEncode($hlGroup)".to_owned());
         }
-    });
+        GroupKey::BodyField(path) => {
+            // `path` is `$.a.b` (the CRD's pattern): safe inside single quotes.
+            sets.push_str(&format!(
+                "#set($hlGroupRaw = \"$!input.path('{path}')\")\
+                 #set($hlGroup = \"$util.urlEncode($hlGroupRaw)\")"
+            ));
+            sets.push_str(&cut_group("hlGroup"));
+            fields.push("MessageGroupId=b%3A$util.urlEncode($hlGroup)".to_owned());
+        }
+    }
     if let DedupKey::Header(name) = &route.dedup {
-        parts.push(format!(
-            "MessageDeduplicationId=$util.urlEncode($input.params('{}'))",
-            name.to_ascii_lowercase()
-        ));
+        sets.push_str(&pick_header("hlDedup", name));
+        fields.push("MessageDeduplicationId=$util.urlEncode($hlDedup)".to_owned());
     }
     for (i, header) in headers.iter().enumerate() {
         let n = i + 1;
-        parts.push(format!(
+        let var = format!("hlHeader{n}");
+        sets.push_str(&pick_header(&var, header));
+        fields.push(format!(
             "MessageAttribute.{n}.Name={}",
             form_encode(&format!("{HEADER_ATTRIBUTE_PREFIX}{header}"))
         ));
-        parts.push(format!("MessageAttribute.{n}.Value.DataType=String"));
-        parts.push(format!(
-            "MessageAttribute.{n}.Value.StringValue={marker}$util.urlEncode($input.params('{header}'))"
+        fields.push(format!("MessageAttribute.{n}.Value.DataType=String"));
+        fields.push(format!(
+            "MessageAttribute.{n}.Value.StringValue={marker}$util.urlEncode(${var})"
         ));
     }
-    Ok(parts.join("&"))
+    Ok(sets + &fields.join("&"))
 }
+
+/// One integration response of a route: the method response status, the
+/// `selectionPattern` matched against SQS's HTTP status (none: the default), and
+/// the response template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteResponse {
+    /// Method response status code.
+    pub status: &'static str,
+    /// Pattern on SQS's status code; `None` for the default (success) response.
+    pub selection_pattern: Option<&'static str>,
+    /// `application/json` response template.
+    pub template: &'static str,
+}
+
+/// How SQS's answer reaches the caller. Only a request SQS refuses for what it
+/// holds is final (400, or 413 for one too large); everything else makes the
+/// provider retry (503): SQS answers throttling (`RequestThrottled`, `OverLimit`)
+/// and IAM denials (a policy still propagating) with 403, a missing queue (being
+/// repaired) with 400 or 404, and its own failures with 5xx. The 400 template
+/// tells the final cases from the rest by SQS's error code; an engine without
+/// `#if` (MiniStack) answers every 400 as 400.
+pub const ROUTE_RESPONSES: [RouteResponse; 4] = [
+    RouteResponse {
+        status: "200",
+        selection_pattern: None,
+        template: r#"{"status":"accepted"}"#,
+    },
+    RouteResponse {
+        status: "400",
+        selection_pattern: Some("400"),
+        template: concat!(
+            "#set($hlError = $input.body)",
+            "#if($hlError.contains('must be shorter than'))",
+            "#set($context.responseOverride.status = 413)",
+            r#"{"status":"rejected","message":"the request is larger than one SQS message holds (1 MiB, forwarded headers included)"}"#,
+            "#elseif($hlError.contains('InvalidParameterValue') || $hlError.contains('InvalidMessageContents') || $hlError.contains('MissingParameter'))",
+            r#"{"status":"rejected","message":"the request could not be queued"}"#,
+            "#else",
+            "#set($context.responseOverride.status = 503)",
+            r#"{"status":"unavailable","message":"try again later"}"#,
+            "#end",
+        ),
+    },
+    RouteResponse {
+        status: "413",
+        // SQS never answers 413: this entry only declares the method response
+        // that the 400 template overrides to.
+        selection_pattern: Some("413"),
+        template: r#"{"status":"rejected","message":"the request is larger than one SQS message holds (1 MiB, forwarded headers included)"}"#,
+    },
+    RouteResponse {
+        status: "503",
+        selection_pattern: Some("40[1-9]|4[1-9][0-9]|5[0-9][0-9]"),
+        template: r#"{"status":"unavailable","message":"try again later"}"#,
+    },
+];
 
 /// Percent-encodes everything but ASCII letters and digits. Besides form safety,
 /// this keeps `$` and `#` of a constant from reading as Velocity.
@@ -148,42 +377,118 @@ mod tests {
     }
 
     #[test]
-    fn templates_by_grouping_and_dedup() {
-        let cases = [
-            (
-                route(
-                    GroupKey::Constant("all".into()),
-                    DedupKey::ContentBased,
-                    &[],
-                ),
-                "Action=SendMessage&MessageBody=$util.urlEncode($input.body)&MessageGroupId=all",
-            ),
-            (
-                route(
-                    GroupKey::Header("X-Shopify-Shop-Domain".into()),
-                    DedupKey::Header("X-Shopify-Webhook-Id".into()),
-                    &[],
-                ),
-                "Action=SendMessage&MessageBody=$util.urlEncode($input.body)\
-                 &MessageGroupId=h%3A$util.urlEncode($input.params('x-shopify-shop-domain'))\
-                 &MessageDeduplicationId=$util.urlEncode($input.params('x-shopify-webhook-id'))",
-            ),
-            (
-                route(
-                    GroupKey::BodyField("$.data.object.customer".into()),
-                    DedupKey::ContentBased,
-                    &["Stripe-Signature"],
-                ),
-                "Action=SendMessage&MessageBody=$util.urlEncode($input.body)\
-                 &MessageGroupId=b%3A$util.urlEncode($input.path('$.data.object.customer'))\
-                 &MessageAttribute.1.Name=Header%2Estripe%2Dsignature\
+    fn a_constant_group_with_content_dedup_needs_no_lookup() {
+        let t = request_template(&route(
+            GroupKey::Constant("all".into()),
+            DedupKey::ContentBased,
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(
+            t,
+            format!(
+                "{HEADERS}Action=SendMessage&MessageBody=$util.urlEncode($input.body)&MessageGroupId=all"
+            )
+        );
+        assert!(!t.contains('\n'), "{t}");
+    }
+
+    #[test]
+    fn headers_come_from_the_header_map_never_the_query_string() {
+        let t = request_template(&route(
+            GroupKey::Header("X-Shopify-Shop-Domain".into()),
+            DedupKey::Header("X-GitHub-Delivery".into()),
+            &["Stripe-Signature"],
+        ))
+        .unwrap();
+        assert!(t.starts_with(HEADERS), "{t}");
+        assert!(!t.contains("$input.params('"), "{t}");
+        assert!(t.contains("$!hlHeaders.get('X-GitHub-Delivery')"), "{t}");
+        assert!(t.contains("$!hlHeaders.get('x-github-delivery')"), "{t}");
+        assert!(t.contains("$!hlHeaders.get('Stripe-Signature')"), "{t}");
+        assert!(t.contains("$!hlHeaders.get('stripe-signature')"), "{t}");
+        assert!(
+            t.contains("MessageGroupId=h%3A$util.urlEncode($hlGroup)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("MessageDeduplicationId=$util.urlEncode($hlDedup)"),
+            "{t}"
+        );
+        assert!(
+            t.ends_with(
+                "MessageAttribute.1.Name=Header%2Estripe%2Dsignature\
                  &MessageAttribute.1.Value.DataType=String\
-                 &MessageAttribute.1.Value.StringValue=%3A$util.urlEncode($input.params('stripe-signature'))",
+                 &MessageAttribute.1.Value.StringValue=%25$util.urlEncode($hlHeader1)"
             ),
-        ];
-        for (route, expected) in cases {
-            assert_eq!(request_template(&route).unwrap(), expected);
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_lookup_falls_back_to_lowercase_then_picks_the_first_spelling_found() {
+        let v = pick_header("v", "X-Hub-Signature-256");
+        assert_eq!(
+            v,
+            "#set($v_0 = \"$!hlHeaders.get('X-Hub-Signature-256')\")\
+             #set($v_1 = \"$!hlHeaders.get('x-hub-signature-256')\")\
+             #set($v = \"$util.urlEncode($v_1)\")\
+             #set($v_all = \"$util.urlEncode($v_0)|$util.urlEncode($v_1)\")\
+             #set($v = $v_all.replaceAll('^[|]+', '').replaceAll('[|].*$', ''))"
+        );
+    }
+
+    #[test]
+    fn spellings_cover_http1_senders_and_http2() {
+        assert_eq!(
+            spellings("stripe-signature"),
+            ["stripe-signature", "Stripe-Signature"]
+        );
+        assert_eq!(
+            spellings("x-github-delivery"),
+            [
+                "x-github-delivery",
+                "X-GitHub-Delivery",
+                "X-Github-Delivery"
+            ]
+        );
+        assert_eq!(
+            spellings("X-Shopify-Hmac-Sha256"),
+            ["X-Shopify-Hmac-Sha256", "x-shopify-hmac-sha256"]
+        );
+        assert_eq!(
+            spellings("X-GitHub-Hook-ID"),
+            ["X-GitHub-Hook-ID", "X-Github-Hook-Id", "x-github-hook-id"]
+        );
+        assert_eq!(spellings("webhook-id"), ["webhook-id", "Webhook-Id"]);
+    }
+
+    #[test]
+    fn groups_from_headers_and_bodies_are_encoded_and_cut() {
+        for group in [
+            GroupKey::Header("X-Repo".into()),
+            GroupKey::BodyField("$.data.object.customer".into()),
+        ] {
+            let t = request_template(&route(group, DedupKey::ContentBased, &[])).unwrap();
+            assert!(
+                t.contains("#set($hlGroup = $hlGroup.replaceAll('(?<=^.{120}).+$', ''))"),
+                "{t}"
+            );
         }
+        let t = request_template(&route(
+            GroupKey::BodyField("$.data.object.customer".into()),
+            DedupKey::ContentBased,
+            &[],
+        ))
+        .unwrap();
+        assert!(
+            t.contains("#set($hlGroupRaw = \"$!input.path('$.data.object.customer')\")"),
+            "{t}"
+        );
+        assert!(
+            t.contains("MessageGroupId=b%3A$util.urlEncode($hlGroup)"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -220,6 +525,19 @@ mod tests {
     }
 
     #[test]
+    fn a_header_name_cannot_inject_velocity() {
+        let err = request_template(&route(
+            GroupKey::Header("x')#set($a = 1)".into()),
+            DedupKey::ContentBased,
+            &[],
+        ));
+        assert!(
+            matches!(err, Err(TemplateError::InvalidHeaderName(_))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn at_most_nine_headers() {
         let many: Vec<String> = (0..10).map(|i| format!("x-h{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
@@ -229,6 +547,44 @@ mod tests {
             &refs,
         ));
         assert_eq!(err, Err(TemplateError::TooManyHeaders(10)));
+    }
+
+    #[test]
+    fn media_types_are_registered_with_their_charset_spellings() {
+        let t = request_templates("T");
+        assert_eq!(t.len(), CONTENT_TYPES.len() * 5);
+        for key in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json; charset=UTF-8",
+            "application/json;charset=utf-8",
+            "text/plain;charset=UTF-8",
+        ] {
+            assert_eq!(t.get(key).map(String::as_str), Some("T"), "{key}");
+        }
+    }
+
+    #[test]
+    fn only_400_is_final_and_other_sqs_errors_are_retried() {
+        let matches = |pattern: &str, status: &str| {
+            regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+                .unwrap()
+                .is_match(status)
+        };
+        let pattern_of = |s: &str| {
+            ROUTE_RESPONSES
+                .iter()
+                .find(|r| r.status == s)
+                .and_then(|r| r.selection_pattern)
+                .unwrap()
+        };
+        for status in ["401", "403", "404", "429", "500", "503", "599"] {
+            assert!(matches(pattern_of("503"), status), "{status}");
+            assert!(!matches(pattern_of("400"), status), "{status}");
+        }
+        assert!(matches(pattern_of("400"), "400"));
+        assert!(!matches(pattern_of("503"), "400"));
+        assert!(!matches(pattern_of("503"), "200"));
     }
 
     #[test]
