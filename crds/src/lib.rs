@@ -95,6 +95,12 @@ pub mod reasons {
     pub const AWS_ERROR: &str = "AwsError";
     /// Deletion waits: the dead-letter queue still holds messages.
     pub const DEAD_LETTER_NOT_EMPTY: &str = "DeadLetterQueueNotEmpty";
+    /// Deleting: the route is gone and the worker is delivering what the queue
+    /// still holds; the queues go once it is empty.
+    pub const DRAINING: &str = "Draining";
+    /// Deleting: the queue has not drained within the operator's drain bound; the
+    /// worker may be failing or scaled away. Deletion keeps waiting.
+    pub const DRAIN_STALLED: &str = "DrainStalled";
     /// The gateway exists but is not Ready yet; the route waits for it.
     pub const GATEWAY_NOT_READY: &str = "GatewayNotReady";
     /// Deletion waits: Webhooks are still attached to the gateway.

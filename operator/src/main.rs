@@ -37,6 +37,10 @@ struct Args {
     /// Seconds between re-reads of AWS to repair drift.
     #[arg(long, env = "HOOKLINE_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds a deleted Webhook's queue may take to drain before its condition says
+    /// the drain stalled (deletion keeps waiting either way).
+    #[arg(long, env = "HOOKLINE_DRAIN_STALL_SECONDS", default_value_t = 3600)]
+    drain_stall_seconds: u64,
     /// Prefix of AWS names; distinct per cluster sharing an AWS account.
     #[arg(long, env = "HOOKLINE_NAME_PREFIX", default_value = "hl")]
     name_prefix: String,
@@ -113,6 +117,7 @@ async fn main() -> Result<()> {
     };
     let timing = Timing {
         resync: Duration::from_secs(args.resync_seconds),
+        drain_stall: Duration::from_secs(args.drain_stall_seconds),
         ..Timing::default()
     };
     let ctx = Context::new(

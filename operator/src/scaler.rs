@@ -176,9 +176,9 @@ impl Scaler {
         ctx.metrics.record_backlog(&webhooks);
         let mut memory = self.memory.lock().await;
         for webhook in webhooks {
-            if webhook.spec.worker.scaling.engine != ScalingEngine::Builtin
-                || webhook.metadata.deletion_timestamp.is_some()
-            {
+            // A Webhook being deleted is still scaled: its worker drains the queue
+            // before the queues are deleted. Once they are gone, so is the Webhook.
+            if webhook.spec.worker.scaling.engine != ScalingEngine::Builtin {
                 continue;
             }
             let uid = webhook.metadata.uid.clone().unwrap_or_default();

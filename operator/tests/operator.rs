@@ -129,6 +129,7 @@ async fn the_operator_end_to_end() -> Result<()> {
         pending: Duration::from_secs(1),
         error: Duration::from_secs(1),
         deploy_window: Duration::from_millis(100),
+        drain_stall: Duration::from_secs(3600),
     };
     let ctx = Context::new(
         client.clone(),
@@ -590,7 +591,63 @@ async fn the_operator_end_to_end() -> Result<()> {
         .message_body("poison")
         .send()
         .await?;
+    // Deleting a Webhook whose queue still holds what the route accepted: the route
+    // goes, the queue stays until the worker has drained it (the test plays the
+    // worker), and only then does the dead-letter check come.
+    let queue_url = webhooks
+        .get("stripe")
+        .await?
+        .status
+        .and_then(|s| s.queue)
+        .context("queue in status")?
+        .url;
+    let pending = r#"{"id":"evt_pending","data":{"object":{"customer":"cus_9"}}}"#;
+    let accepted = post(
+        port,
+        &host,
+        "/payments/stripe",
+        &[
+            ("Content-Type", "application/json"),
+            ("Stripe-Signature", "t=1,v1=00"),
+        ],
+        pending,
+    )
+    .await?;
+    assert_eq!(accepted.0, 200);
     webhooks.delete("stripe", &DeleteParams::default()).await?;
+    wait_for("Draining", Duration::from_secs(30), || async {
+        Ok(webhook_reason(&webhooks.get("stripe").await?)
+            == ("False".to_owned(), "Draining".to_owned()))
+    })
+    .await?;
+    let mut drained = Vec::new();
+    for _ in 0..45 {
+        let got = hookline_tests::util::receive_all(
+            &clients.sqs,
+            &queue_url,
+            2,
+            hookline_tests::util::AfterReceive::Delete,
+        )
+        .await?;
+        drained.extend(got.into_iter().filter_map(|m| m.body));
+        if drained.iter().any(|b| b == pending) {
+            break;
+        }
+    }
+    assert!(
+        drained.iter().any(|b| b == pending),
+        "the accepted event was still in the queue to be delivered: {drained:?}"
+    );
+    assert!(
+        clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .send()
+            .await
+            .is_ok(),
+        "the main queue is kept while it drains"
+    );
     wait_for(
         "DeadLetterQueueNotEmpty",
         Duration::from_secs(30),

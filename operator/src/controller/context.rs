@@ -61,6 +61,9 @@ pub struct Timing {
     pub error: Duration,
     /// Collect route changes this long before one deployment.
     pub deploy_window: Duration,
+    /// A deleted Webhook whose queue has not drained this long after deletion
+    /// began is reported as stalled (deletion keeps waiting).
+    pub drain_stall: Duration,
 }
 
 impl Default for Timing {
@@ -70,6 +73,7 @@ impl Default for Timing {
             pending: Duration::from_secs(15),
             error: Duration::from_secs(30),
             deploy_window: Duration::from_secs(2),
+            drain_stall: Duration::from_secs(3600),
         }
     }
 }

@@ -29,6 +29,9 @@ pub const FINALIZER: &str = "hookline.dev/aws-cleanup";
 pub const MANAGER: &str = "hookline-operator";
 /// Annotation allowing a Webhook's deletion to drop a non-empty dead-letter queue.
 pub const ALLOW_DLQ_LOSS: &str = "hookline.dev/allow-dlq-loss";
+/// Annotation that lets deletion delete a main queue that still holds messages,
+/// without waiting for the worker to drain it.
+pub const ALLOW_QUEUE_LOSS: &str = "hookline.dev/allow-queue-loss";
 
 /// What can fail in a reconcile.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,9 @@
 
 use hookline_crds::conditions::{QUEUE_READY, READY, ROUTE_READY, WORKER_READY};
 use hookline_crds::reasons::{
-    AWS_ERROR, DEAD_LETTER_NOT_EMPTY, GATEWAY_NOT_FOUND, GATEWAY_NOT_READY, INVALID_SPEC,
-    KEDA_NOT_INSTALLED, NAMESPACE_NOT_ALLOWED, NOT_OWNED, PATH_CONFLICT, PROGRESSING, RECONCILED,
-    SECRET_FORBIDDEN, SECRET_NOT_FOUND,
+    AWS_ERROR, DEAD_LETTER_NOT_EMPTY, DRAIN_STALLED, DRAINING, GATEWAY_NOT_FOUND,
+    GATEWAY_NOT_READY, INVALID_SPEC, KEDA_NOT_INSTALLED, NAMESPACE_NOT_ALLOWED, NOT_OWNED,
+    PATH_CONFLICT, PROGRESSING, RECONCILED, SECRET_FORBIDDEN, SECRET_NOT_FOUND,
 };
 use hookline_crds::{
     AuthMode, Backlog as BacklogStatus, DeletionPolicy, LambdaAuthorizerType, NamespacesFrom,
@@ -27,7 +27,9 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
 use super::context::Context;
-use super::{ALLOW_DLQ_LOSS, Error, FINALIZER, MANAGER, Result, selector, status};
+use super::{
+    ALLOW_DLQ_LOSS, ALLOW_QUEUE_LOSS, Error, FINALIZER, MANAGER, Result, selector, status,
+};
 use crate::aws::rest_apis::source_ip_policy;
 use crate::aws::{
     ApiRef, AuthorizerSpec, AwsError, QueuePair, Queues, RestApis, RouteAuth, RouteSpec, StageSpec,
@@ -673,6 +675,38 @@ async fn keda(
     Ok(None)
 }
 
+/// What deletion says while the main queue still holds `queued` messages: draining,
+/// or stalled once deletion began longer than `stall` ago.
+fn drain_report(webhook: &Webhook, queued: i64, stall: std::time::Duration) -> Report {
+    let waited = webhook
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|t| {
+            let since = std::time::SystemTime::from(t.0);
+            std::time::SystemTime::now().duration_since(since).ok()
+        })
+        .unwrap_or_default();
+    if waited > stall {
+        Report::failed(
+            READY,
+            DRAIN_STALLED,
+            format!(
+                "{queued} message(s) still queued {} min after deletion began; check WorkerReady and the worker's logs (is its Deployment still there, is the handler failing?), or annotate {ALLOW_QUEUE_LOSS}=\"true\" to delete the queue with them",
+                waited.as_secs() / 60
+            ),
+        )
+    } else {
+        Report::failed(
+            READY,
+            DRAINING,
+            format!(
+                "deleting: the route is gone; the worker is delivering the {queued} message(s) still queued, then the queues are deleted"
+            ),
+        )
+    }
+}
+
 async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<Action> {
     let namespace = webhook.namespace().ok_or(Error::Malformed("namespace"))?;
     if webhook.spec.deletion_policy == DeletionPolicy::Retain {
@@ -720,33 +754,87 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
 
     let name = names::queue_base(&ctx.settings.name_prefix, &namespace, &webhook.name_any());
     if let Some(pair) = desired::queue_pair_in(&status) {
-        let allowed = webhook
-            .annotations()
-            .get(ALLOW_DLQ_LOSS)
-            .is_some_and(|v| v == "true");
-        match aws.queues.backlog(&pair).await {
-            Ok(backlog) if backlog.dead_letter > 0 && !allowed => {
-                let mut next = status.clone();
-                let report = Report::failed(
-                    READY,
-                    DEAD_LETTER_NOT_EMPTY,
-                    format!(
-                        "{} message(s) in the dead-letter queue; redrive or inspect them, or annotate {ALLOW_DLQ_LOSS}=\"true\" to delete anyway",
-                        backlog.dead_letter
-                    ),
-                );
-                status::merge_reports(ctx, webhook, &mut next.conditions, &[report], "").await;
-                status::write(api, webhook, Some(&status), &next).await?;
-                return Err(Error::Blocked(format!(
-                    "dead-letter queue of {namespace}/{} is not empty",
-                    webhook.name_any()
-                )));
-            }
-            Err(e) if !e.is_not_found() => return Err(e.into()),
-            _ => {}
+        let annotated = |key: &str| webhook.annotations().get(key).is_some_and(|v| v == "true");
+        let backlog = match aws.queues.backlog(&pair).await {
+            Ok(backlog) => Some(backlog),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        };
+        // Every message the route accepted is delivered before its queue goes:
+        // the worker Deployment lives until the Webhook is gone (its owner
+        // reference), and the scaler keeps sizing it while the queue drains.
+        let queued = backlog.map_or(0, |b| b.visible + b.in_flight + b.delayed);
+        if queued > 0 && !annotated(ALLOW_QUEUE_LOSS) {
+            let report = drain_report(webhook, queued, ctx.timing.drain_stall);
+            let mut next = status.clone();
+            status::merge_reports(ctx, webhook, &mut next.conditions, &[report], "").await;
+            status::write(api, webhook, Some(&status), &next).await?;
+            // An error, not an Action: a cleanup that returns Ok has its finalizer
+            // removed (kube-runtime's finalizer contract).
+            return Err(Error::Blocked(format!(
+                "{namespace}/{} is draining {queued} message(s)",
+                webhook.name_any()
+            )));
+        }
+        let dead = backlog.map_or(0, |b| b.dead_letter);
+        if dead > 0 && !annotated(ALLOW_DLQ_LOSS) {
+            let mut next = status.clone();
+            let report = Report::failed(
+                READY,
+                DEAD_LETTER_NOT_EMPTY,
+                format!(
+                    "{dead} message(s) in the dead-letter queue; redrive or inspect them, or annotate {ALLOW_DLQ_LOSS}=\"true\" to delete anyway"
+                ),
+            );
+            status::merge_reports(ctx, webhook, &mut next.conditions, &[report], "").await;
+            status::write(api, webhook, Some(&status), &next).await?;
+            return Err(Error::Blocked(format!(
+                "dead-letter queue of {namespace}/{} is not empty",
+                webhook.name_any()
+            )));
         }
     }
     aws.queues.delete_pair(&name, &owner).await?;
     tracing::info!(webhook = %webhook.name_any(), "deleted the webhook's AWS objects");
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::time::Duration;
+
+    fn deleted_ago(ago: Duration) -> Webhook {
+        let mut webhook: Webhook = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hookline.dev/v1alpha1",
+            "kind": "Webhook",
+            "metadata": {"name": "w", "namespace": "n"},
+            "spec": {"path": "/w", "worker": {"template": {"spec": {"containers": [{"name": "h", "image": "h"}]}}}}
+        }))
+        .unwrap();
+        let since = std::time::SystemTime::now() - ago;
+        webhook.metadata.deletion_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::try_from(since).unwrap()));
+        webhook
+    }
+
+    #[test]
+    fn a_drain_is_reported_as_stalled_only_past_the_bound() {
+        let stall = Duration::from_secs(3600);
+        let fresh = drain_report(&deleted_ago(Duration::from_secs(60)), 7, stall);
+        assert_eq!((fresh.ok, fresh.reason.as_str()), (false, DRAINING));
+        assert!(fresh.message.contains("7 message(s)"), "{}", fresh.message);
+        let stalled = drain_report(&deleted_ago(Duration::from_secs(7300)), 7, stall);
+        assert_eq!(
+            (stalled.ok, stalled.reason.as_str()),
+            (false, DRAIN_STALLED)
+        );
+        assert!(stalled.message.contains("121 min"), "{}", stalled.message);
+        assert!(
+            stalled.message.contains(ALLOW_QUEUE_LOSS),
+            "{}",
+            stalled.message
+        );
+    }
 }
