@@ -1,5 +1,5 @@
-//! ACM, Route 53 and IAM implementations against MiniStack and moto: create, read,
-//! update, repeat-is-no-op, ownership, delete.
+//! ACM, Route 53 and IAM implementations against MiniStack, LocalStack and moto:
+//! create, read, update, repeat-is-no-op, ownership, delete.
 
 use anyhow::{Result, bail};
 use aws_sdk_route53::types::RrType;
@@ -290,6 +290,15 @@ async fn ministack_dns() -> Result<()> {
 #[tokio::test]
 async fn ministack_roles() -> Result<()> {
     roles(&Bench::shared().await?.aws).await
+}
+
+#[tokio::test]
+async fn localstack_certificates_dns_and_roles() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let localstack = bench.data_plane(EmulatorKind::LocalStack).await?;
+    certificates(localstack).await?;
+    dns(localstack).await?;
+    roles(localstack).await
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! `SqsQueues` against MiniStack (and moto for the control-plane calls): create,
+//! `SqsQueues` against MiniStack, LocalStack and moto (control-plane calls): create,
 //! read, update, repeat-is-no-op, adoption conflict, delete.
 
 use anyhow::{Result, bail};
@@ -254,6 +254,14 @@ async fn ministack_queue_pair_lifecycle() -> Result<()> {
 #[tokio::test]
 async fn ministack_untagged_queue_is_not_adopted() -> Result<()> {
     untagged_queue_is_not_adopted(&Bench::shared().await?.aws).await
+}
+
+#[tokio::test]
+async fn localstack_queue_pair_lifecycle() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let localstack = bench.data_plane(EmulatorKind::LocalStack).await?;
+    lifecycle(localstack).await?;
+    untagged_queue_is_not_adopted(localstack).await
 }
 
 #[tokio::test]

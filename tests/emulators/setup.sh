@@ -2,8 +2,12 @@
 # Creates (once) the Python venv that holds the AWS emulators, under
 # ${HOOKLINE_CACHE:-~/.cache/hookline}/venv-<hash of requirements.txt>, and
 # prints its bin directory. A changed requirements.txt gets a fresh venv.
+# LocalStack, which needs a newer Python and pins of its own, gets its own venv
+# from setup-localstack.sh, run from here too so one command installs every emulator.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+
+"$here/setup-localstack.sh" >/dev/null
 
 py="${PYTHON:-python3}"
 command -v "$py" >/dev/null || { echo "setup.sh: $py not found; the AWS emulators need Python 3.10+" >&2; exit 1; }

@@ -1,8 +1,8 @@
-//! AWS emulators on loopback: MiniStack (the one that also runs API Gateway → SQS
-//! integrations) and moto (a second opinion on control-plane calls), from the venv
-//! that `tests/emulators/setup.sh` builds.
+//! AWS emulators on loopback: MiniStack and LocalStack (the two that run API Gateway →
+//! SQS integrations: every data-plane test runs on both) and moto (a third opinion on
+//! control-plane calls), from the venvs that `tests/emulators/setup.sh` builds.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_sqs::config::Credentials;
 use std::net::Ipv4Addr;
@@ -16,21 +16,56 @@ use crate::process::{Supervised, free_port, wait_until};
 pub const REGION: &str = "us-east-1";
 
 /// Which emulator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EmulatorKind {
     /// PyPI `ministack`.
     MiniStack,
+    /// PyPI `localstack-core`, on the host (no Docker), from its own venv.
+    LocalStack,
     /// PyPI `moto[server]`.
     Moto,
 }
 
+/// The emulators that invoke a REST API's `AWS` integration into SQS: every
+/// data-plane test runs once on each (see [`crate::data_plane_test`]).
+pub const DATA_PLANES: [EmulatorKind; 2] = [EmulatorKind::MiniStack, EmulatorKind::LocalStack];
+
 impl EmulatorKind {
-    fn name(self) -> &'static str {
+    /// Lowercase name, used for log files, scratch directories and test names.
+    pub fn name(self) -> &'static str {
         match self {
             Self::MiniStack => "ministack",
+            Self::LocalStack => "localstack",
             Self::Moto => "moto",
         }
     }
+
+    /// Whether a POST with a custom domain's name in `Host` reaches that domain's
+    /// API (AWS: yes, through the domain's own endpoint). LocalStack's community
+    /// edition routes custom domains only in the paid edition.
+    pub fn serves_custom_domains(self) -> bool {
+        self == Self::MiniStack
+    }
+
+    /// Whether a stage's per-method throttling answers 429 over the limit (AWS: yes).
+    pub fn enforces_throttling(self) -> bool {
+        self == Self::MiniStack
+    }
+
+    /// Whether mapping templates may use Velocity directives (`#if`, `#foreach`) and
+    /// Java string methods, as AWS's do. MiniStack renders a subset without them.
+    pub fn renders_full_velocity(self) -> bool {
+        self == Self::LocalStack
+    }
+}
+
+/// How to start an emulator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Evaluate IAM policies for every call, as AWS does (MiniStack's `AUTH=true`;
+    /// LocalStack's community edition and moto do not enforce IAM). The `test`
+    /// credentials stay the account's root.
+    pub enforce_iam: bool,
 }
 
 /// A running emulator, stopped on drop.
@@ -39,6 +74,7 @@ pub struct Emulator {
     kind: EmulatorKind,
     endpoint: String,
     port: u16,
+    started_in: Duration,
     process: Supervised,
 }
 
@@ -46,6 +82,20 @@ impl Emulator {
     /// Starts `kind` from the venv at `venv_bin` on a free loopback port, with its
     /// scratch files under `dir`, and waits until it answers.
     pub async fn start(kind: EmulatorKind, venv_bin: &Path, dir: &Path) -> Result<Self> {
+        Self::start_with(kind, venv_bin, dir, Options::default()).await
+    }
+
+    /// [`Emulator::start`] with [`Options`].
+    pub async fn start_with(
+        kind: EmulatorKind,
+        venv_bin: &Path,
+        dir: &Path,
+        options: Options,
+    ) -> Result<Self> {
+        if options.enforce_iam && kind != EmulatorKind::MiniStack {
+            bail!("only MiniStack enforces IAM; {kind:?} cannot be started with enforce_iam");
+        }
+        let started = std::time::Instant::now();
         let port = free_port()?;
         let port_text = port.to_string();
         let scratch = dir.join(kind.name());
@@ -54,6 +104,9 @@ impl Emulator {
         let scratch_text = scratch.display().to_string();
         let s3_dir = scratch.join("s3").display().to_string();
         let log = dir.join(format!("{}.log", kind.name()));
+        let auth = if options.enforce_iam { "1" } else { "0" };
+        let listen = format!("127.0.0.1:{port}");
+        let localstack_root = scratch.join("root").display().to_string();
 
         let (mut process, health_path) = match kind {
             EmulatorKind::MiniStack => (
@@ -75,10 +128,48 @@ impl Emulator {
                         ("SFTP_ENABLED", "0"),
                         ("S3_DATA_DIR", &s3_dir),
                         ("TMPDIR", &scratch_text),
+                        ("AUTH", auth),
                     ],
                     log,
                 )?,
                 "/_ministack/health",
+            ),
+            EmulatorKind::LocalStack => (
+                Supervised::spawn(
+                    "localstack",
+                    &venv_bin.join("python"),
+                    ["-m", "localstack.runtime.main"],
+                    &[
+                        // The default server (twisted) ignores the host part of
+                        // GATEWAY_LISTEN for IPv4 and listens on 0.0.0.0; hypercorn
+                        // binds the address given.
+                        ("GATEWAY_SERVER", "hypercorn"),
+                        ("GATEWAY_LISTEN", &listen),
+                        // The host and port put into queue URLs and other endpoints.
+                        ("LOCALSTACK_HOST", &listen),
+                        // Queue URLs `http://127.0.0.1:PORT/queue/REGION/ACCOUNT/NAME`; the
+                        // default puts `sqs.REGION.` before the host, which resolves nowhere.
+                        ("SQS_ENDPOINT_STRATEGY", "path"),
+                        // Only what Hookline calls: fewer services, faster start.
+                        ("SERVICES", "sqs,apigateway,iam,sts,route53,acm,logs"),
+                        // No DNS server (it would listen on 0.0.0.0:53).
+                        ("DNS_ADDRESS", "0"),
+                        ("PERSISTENCE", "0"),
+                        ("FILESYSTEM_ROOT", &localstack_root),
+                        // No analytics events and no TLS certificate download: the
+                        // bench reaches nothing but loopback.
+                        ("DISABLE_EVENTS", "1"),
+                        ("SKIP_SSL_CERT_DOWNLOAD", "1"),
+                        // ACM issues after this many seconds (LocalStack caps it at
+                        // 10); AWS takes minutes, the reconciler waits either way.
+                        ("MOTO_ACM_VALIDATION_WAIT", "1"),
+                        ("TMPDIR", &scratch_text),
+                        // Its config (CONFIG_DIR, caches) stays out of the user's home.
+                        ("HOME", &scratch_text),
+                    ],
+                    log,
+                )?,
+                "/_localstack/health",
             ),
             EmulatorKind::Moto => (
                 Supervised::spawn(
@@ -91,10 +182,12 @@ impl Emulator {
                 "/moto-api/",
             ),
         };
+        // LocalStack answers in 2–3 s on an idle machine; with five builds sharing two
+        // cores it has taken far longer.
         wait_until(
             &mut process,
             "answering HTTP",
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             || http_status(port, health_path),
         )
         .await?;
@@ -103,6 +196,7 @@ impl Emulator {
             kind,
             endpoint: format!("http://127.0.0.1:{port}"),
             port,
+            started_in: started.elapsed(),
             process,
         })
     }
@@ -123,6 +217,20 @@ impl Emulator {
         self.kind
     }
 
+    /// The account id its resources get with the bench's `test` keys (and that IAM
+    /// users created with them belong to).
+    pub fn account_id(&self) -> &'static str {
+        match self.kind {
+            EmulatorKind::MiniStack | EmulatorKind::LocalStack => "000000000000",
+            EmulatorKind::Moto => "123456789012",
+        }
+    }
+
+    /// From spawning the process to its first healthy answer.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
     /// The emulator's process id, for measurements.
     pub fn pid(&self) -> u32 {
         self.process.pid()
@@ -131,21 +239,28 @@ impl Emulator {
     /// An SDK config for this emulator: its endpoint, [`REGION`], and test credentials
     /// (never the machine's own, so no test can reach a real account).
     pub async fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_as(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "hookline-bench",
+        ))
+        .await
+    }
+
+    /// [`Emulator::sdk_config`] with other credentials, e.g. an IAM user's from
+    /// [`crate::iam::user_with_policy`].
+    pub async fn sdk_config_as(&self, credentials: Credentials) -> SdkConfig {
         let retry = match self.kind {
             // moto answers unsupported calls with 500; retrying only hides that.
             EmulatorKind::Moto => RetryConfig::disabled(),
-            EmulatorKind::MiniStack => RetryConfig::standard(),
+            EmulatorKind::MiniStack | EmulatorKind::LocalStack => RetryConfig::standard(),
         };
         aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(
-                "test",
-                "test",
-                None,
-                None,
-                "hookline-bench",
-            ))
+            .credentials_provider(credentials)
             .retry_config(retry)
             .load()
             .await

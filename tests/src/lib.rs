@@ -1,15 +1,19 @@
 //! The bench: real dependencies on loopback for Hookline's tests, demo and
 //! benchmarks. A real kube-apiserver + etcd built from the upstream Go modules, and
-//! MiniStack (optionally moto) as the AWS emulator. Nothing here fakes a component:
-//! if one cannot start, [`Bench::start`] fails and says why.
+//! MiniStack as the AWS emulator; LocalStack (the second data plane) and moto (a third
+//! opinion on control-plane calls) on demand. Nothing here fakes a component: if one
+//! cannot start, [`Bench::start`] fails and says why.
 //!
 //! # Layout
 //! - [`process`]: child processes tied to this process's life, with log files.
 //! - [`kube`]: certificates, etcd, kube-apiserver, kubeconfig, CRD installation.
 //! - [`aws`]: the emulators and SDK configs pointed at them.
+//! - [`iam`]: IAM users holding only the chart's policies, for enforced-IAM tests.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
 //! - [`Bench`]: both together; [`Bench::shared`] is the one instance a test binary's
 //!   tests share (each test still gets its own namespace and its own clients).
+//! - [`data_plane_test!`]: runs one test once per data-plane emulator
+//!   ([`aws::DATA_PLANES`]); [`Bench::data_plane`] hands out the shared instances.
 //!
 //! Binaries and the emulator venv are built once by `tests/kube-bench/build.sh` and
 //! `tests/emulators/setup.sh` and cached under `~/.cache/hookline/` (or
@@ -19,6 +23,7 @@
 
 pub mod aws;
 pub mod chart_docs;
+pub mod iam;
 pub mod kube;
 pub mod process;
 pub mod util;
@@ -28,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use crate::aws::{Emulator, EmulatorKind};
+pub use crate::aws::{DATA_PLANES, Emulator, EmulatorKind};
 pub use crate::kube::KubeCluster;
 
 /// Real dependencies for one test binary, demo or benchmark.
@@ -37,7 +42,7 @@ pub struct Bench {
     // Declaration order is drop order: processes stop before their directory goes.
     /// The control plane.
     pub kube: KubeCluster,
-    /// MiniStack, the AWS emulator every test uses.
+    /// The AWS emulator: MiniStack unless started with [`Bench::start_on`].
     pub aws: Emulator,
     venv_bin: PathBuf,
     workdir: Workdir,
@@ -45,20 +50,32 @@ pub struct Bench {
 }
 
 static SHARED: OnceLock<Result<&'static Bench, String>> = OnceLock::new();
+static SHARED_LOCALSTACK: OnceLock<Result<&'static Emulator, String>> = OnceLock::new();
 
 impl Bench {
     /// Builds what is missing (first run only), then starts the control plane and
     /// MiniStack. Call from a thread that outlives the bench: children get a kill
     /// signal when the thread that spawned them ends.
     pub async fn start() -> Result<Self> {
+        Self::start_on(EmulatorKind::MiniStack, aws::Options::default()).await
+    }
+
+    /// [`Bench::start`] with another emulator as [`Bench::aws`], or other options:
+    /// a test that runs an operator needs an API server of its own (two operators on
+    /// one API server would both reconcile every gateway).
+    pub async fn start_on(kind: EmulatorKind, options: aws::Options) -> Result<Self> {
         let started = Instant::now();
         let bin_dir = kube_binaries()?;
         let venv_bin = emulator_venv()?;
+        let emulator_bin = match kind {
+            EmulatorKind::LocalStack => localstack_venv()?,
+            EmulatorKind::MiniStack | EmulatorKind::Moto => venv_bin.clone(),
+        };
         let workdir = Workdir::create()?;
         // Start both at once; the API server is the slower of the two.
         let (kube, aws) = tokio::try_join!(
             KubeCluster::start(&bin_dir, workdir.path()),
-            Emulator::start(EmulatorKind::MiniStack, &venv_bin, workdir.path()),
+            Emulator::start_with(kind, &emulator_bin, workdir.path(), options),
         )?;
         Ok(Self {
             kube,
@@ -80,7 +97,54 @@ impl Bench {
 
     /// Starts another emulator (e.g. moto as a second opinion); it stops when dropped.
     pub async fn start_emulator(&self, kind: EmulatorKind) -> Result<Emulator> {
-        Emulator::start(kind, &self.venv_bin, self.workdir.path()).await
+        self.start_emulator_with(kind, aws::Options::default())
+            .await
+    }
+
+    /// [`Bench::start_emulator`] with [`aws::Options`] (e.g. MiniStack enforcing IAM).
+    pub async fn start_emulator_with(
+        &self,
+        kind: EmulatorKind,
+        options: aws::Options,
+    ) -> Result<Emulator> {
+        let venv_bin = match kind {
+            EmulatorKind::LocalStack => tokio::task::spawn_blocking(localstack_venv)
+                .await
+                .context("waiting for the LocalStack venv")??,
+            EmulatorKind::MiniStack | EmulatorKind::Moto => self.venv_bin.clone(),
+        };
+        Emulator::start_with(kind, &venv_bin, self.workdir.path(), options).await
+    }
+
+    /// The data-plane emulator `kind` that this test binary's tests share: MiniStack
+    /// is [`Bench::aws`]; LocalStack is started on first use and then reused, like the
+    /// bench itself (tests keep apart by unique names, as they do on MiniStack).
+    pub async fn data_plane(&'static self, kind: EmulatorKind) -> Result<&'static Emulator> {
+        match kind {
+            EmulatorKind::MiniStack => Ok(&self.aws),
+            EmulatorKind::LocalStack => tokio::task::spawn_blocking(|| {
+                SHARED_LOCALSTACK
+                    .get_or_init(|| {
+                        on_keeper_thread("hookline-localstack", || async {
+                            Emulator::start(
+                                EmulatorKind::LocalStack,
+                                &localstack_venv()?,
+                                // Leaked with the emulator; removed by a later bench
+                                // once this process is gone.
+                                Box::leak(Box::new(Workdir::create()?)).path(),
+                            )
+                            .await
+                        })
+                    })
+                    .clone()
+            })
+            .await
+            .context("waiting for the shared LocalStack")?
+            .map_err(|e| anyhow!("LocalStack could not start: {e}")),
+            EmulatorKind::Moto => Err(anyhow!(
+                "moto invokes no API Gateway integration; it is no data plane"
+            )),
+        }
     }
 
     /// Directory holding the bench's logs, certificates and data.
@@ -94,28 +158,77 @@ impl Bench {
     }
 }
 
-/// Starts the bench on a thread that then lives as long as the process, so the
-/// children's parent-death signal fires only when the test binary exits.
 fn start_on_keeper_thread() -> Result<&'static Bench, String> {
+    on_keeper_thread("hookline-bench", Bench::start)
+}
+
+/// Runs `start` on a thread that then lives as long as the process, so the
+/// children's parent-death signal fires only when the test binary exits; what it
+/// started is leaked and so never dropped.
+fn on_keeper_thread<T, F, Fut>(name: &str, start: F) -> Result<&'static T, String>
+where
+    T: Send + Sync + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name("hookline-bench".to_owned())
+        .name(name.to_owned())
         .spawn(move || {
             let started = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .context("building the bench's runtime")
-                .and_then(|runtime| runtime.block_on(Bench::start()));
-            let leaked = started.map(|bench| &*Box::leak(Box::new(bench)));
+                .context("building the keeper thread's runtime")
+                .and_then(|runtime| runtime.block_on(start()));
+            let leaked = started.map(|value| &*Box::leak(Box::new(value)));
             let _ = sender.send(leaked.map_err(|e| format!("{e:#}")));
             loop {
                 std::thread::park();
             }
         })
-        .map_err(|e| format!("spawning the bench thread: {e}"))?;
+        .map_err(|e| format!("spawning the {name} thread: {e}"))?;
     receiver
         .recv()
-        .map_err(|e| format!("the bench thread ended without an answer: {e}"))?
+        .map_err(|e| format!("the {name} thread ended without an answer: {e}"))?
+}
+
+/// Defines a test that runs once on each data-plane emulator, as `<test>::ministack`
+/// and `<test>::localstack` (so `cargo test localstack` picks one emulator's runs).
+/// `$test` is an `async fn(EmulatorKind) -> anyhow::Result<()>` in the calling
+/// module; most take the test binary's shared instance with
+/// [`Bench::data_plane`], a test that needs its own (e.g. MiniStack enforcing IAM)
+/// starts it with [`Bench::start_emulator_with`].
+///
+/// ```ignore
+/// async fn lands_in_the_queue(kind: EmulatorKind) -> Result<()> {
+///     let aws = Bench::shared().await?.data_plane(kind).await?;
+///     …
+/// }
+/// hookline_tests::data_plane_test!(lands_in_the_queue);
+/// // Where one emulator cannot run what the product needs (say so in docs/emulators.md):
+/// hookline_tests::data_plane_test!(uses_if_directives on localstack);
+/// ```
+#[macro_export]
+macro_rules! data_plane_test {
+    ($test:ident) => {
+        $crate::data_plane_test!($test on ministack, localstack);
+    };
+    ($test:ident on $($emulator:ident),+ $(,)?) => {
+        mod $test {
+            $(
+                #[tokio::test]
+                async fn $emulator() -> ::anyhow::Result<()> {
+                    super::$test($crate::data_plane_test!(@kind $emulator)).await
+                }
+            )+
+        }
+    };
+    (@kind ministack) => {
+        $crate::EmulatorKind::MiniStack
+    };
+    (@kind localstack) => {
+        $crate::EmulatorKind::LocalStack
+    };
 }
 
 /// Root of the repository (the parent of this crate).
@@ -157,10 +270,16 @@ pub fn monitoring_crds() -> Result<
         .collect()
 }
 
-/// The emulator venv's `bin` directory, creating the venv on first use.
+/// The emulator venv's `bin` directory (MiniStack, moto), creating the venv on first use.
 pub fn emulator_venv() -> Result<PathBuf> {
     process::run_setup_script(&repo_root().join("tests/emulators/setup.sh"))
         .context("installing the AWS emulators (needs python3 with venv and PyPI)")
+}
+
+/// The LocalStack venv's `bin` directory, creating the venv on first use.
+pub fn localstack_venv() -> Result<PathBuf> {
+    process::run_setup_script(&repo_root().join("tests/emulators/setup-localstack.sh"))
+        .context("installing LocalStack (needs Python >= 3.12 with venv and PyPI)")
 }
 
 /// A scratch directory `hookline-bench-<pid>-<n>` under the system temp dir, removed

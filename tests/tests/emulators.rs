@@ -1,5 +1,6 @@
 //! The AWS emulators the bench starts answer the official SDK the way later tests
-//! rely on: FIFO queues keep order within a group and drop duplicates.
+//! rely on: FIFO queues keep order within a group and drop duplicates, on MiniStack,
+//! LocalStack and moto.
 
 use anyhow::{Context, Result};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -57,6 +58,31 @@ async fn ministack_keeps_fifo_order_and_dedups() -> Result<()> {
         &format!("bench-ministack-{}.fifo", std::process::id()),
     )
     .await
+}
+
+/// Also prints LocalStack's start-up time and memory (figures, not assertions).
+#[tokio::test]
+async fn localstack_keeps_fifo_order_and_dedups() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let localstack = bench.data_plane(EmulatorKind::LocalStack).await?;
+    assert_eq!(localstack.kind(), EmulatorKind::LocalStack);
+    assert_ne!(localstack.endpoint(), bench.aws.endpoint());
+    let sqs = aws_sdk_sqs::Client::new(&localstack.sdk_config().await);
+    fifo_round_trip(
+        &sqs,
+        &format!("bench-localstack-{}.fifo", std::process::id()),
+    )
+    .await?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", localstack.pid()))?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .unwrap_or("VmRSS: ?");
+    eprintln!(
+        "localstack: ready in {:.1}s, {rss} after a FIFO round trip",
+        localstack.started_in().as_secs_f64()
+    );
+    Ok(())
 }
 
 #[tokio::test]
