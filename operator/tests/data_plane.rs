@@ -1,0 +1,505 @@
+//! What a provider can send, end to end through the gateway into the queue, on
+//! both data planes: header names in any case, `charset` parameters, hostile query
+//! strings, group keys SQS would refuse raw, bodies over SQS's size limit, and SQS
+//! refusals that must make the provider retry. Each case is one a real provider
+//! sends (Stripe: `Stripe-Signature` over HTTP/1.1 with `application/json;
+//! charset=utf-8`; GitHub: `X-GitHub-Delivery`; Go clients: `X-Github-Delivery`;
+//! HTTP/2 senders: lowercase).
+//!
+//! Where MiniStack cannot run what AWS needs (no `$input.params().header` map, no
+//! Java string methods, no `#if`), the assertion is made on LocalStack only and
+//! docs/emulators.md says so.
+
+use anyhow::{Context, Result};
+use hookline_crds::{DedupScope, FifoThroughputLimit};
+use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use hookline_operator::aws::{
+    ApiGatewayRestApis, ApiSpec, AwsClients, IamRoles, Owner, QueuePair, QueuePairSpec, Queues,
+    RateLimits, RestApis, RetryPolicy, RoleSpec, Roles, RouteAuth, RouteSpec, SqsQueues,
+};
+use hookline_tests::util::{AfterReceive, post, receive_all};
+use hookline_tests::{Bench, EmulatorKind, data_plane_test};
+use hookline_worker::Delivery;
+use std::collections::BTreeMap;
+
+/// One route on its own REST API and queue pair, deployed to stage `live`.
+struct Route {
+    clients: AwsClients,
+    queue: QueuePair,
+    port: u16,
+    invoke: String,
+}
+
+impl Route {
+    async fn new(kind: EmulatorKind, name: &str, template: RouteTemplate) -> Result<Self> {
+        let aws = Bench::shared().await?.data_plane(kind).await?;
+        let clients = AwsClients::new(
+            &aws.sdk_config().await,
+            &RateLimits::unlimited(),
+            RetryPolicy::default(),
+        );
+        let id = format!("{name}-{}x{}", std::process::id(), suffix());
+        let owner = Owner {
+            uid: format!("uid-{id}"),
+            resource: format!("Webhook test/{name}"),
+        };
+        let content_based = matches!(template.dedup, DedupKey::ContentBased);
+        let queue = SqsQueues::new(clients.sqs.clone(), clients.caller.clone())
+            .ensure_pair(&QueuePairSpec {
+                name: format!("hl-dp-{id}"),
+                content_based_deduplication: content_based,
+                deduplication_scope: DedupScope::Queue,
+                throughput_limit: FifoThroughputLimit::PerQueue,
+                visibility_timeout_seconds: 30,
+                message_retention_seconds: 3600,
+                dead_letter_retention_seconds: 7200,
+                max_receive_count: 5,
+                tags: BTreeMap::new(),
+                owner: owner.clone(),
+            })
+            .await?;
+        let role = IamRoles::new(clients.iam.clone(), clients.caller.clone())
+            .ensure(&RoleSpec {
+                name: format!("hookline-dp-{id}"),
+                queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".to_owned(),
+                owner: owner.clone(),
+            })
+            .await?;
+        let apis = ApiGatewayRestApis::new(clients.apigateway.clone(), clients.caller.clone());
+        let api = apis
+            .ensure_api(
+                &ApiSpec {
+                    name: format!("hookline-dp-{id}"),
+                    tags: BTreeMap::new(),
+                    owner,
+                },
+                None,
+            )
+            .await?;
+        apis.ensure_route(
+            &api,
+            &RouteSpec {
+                path: "/hook".to_owned(),
+                queue_arn: queue.queue.arn.clone(),
+                role_arn: role,
+                template,
+                auth: RouteAuth::None,
+            },
+        )
+        .await?;
+        apis.deploy(&api.id, "live").await?;
+        Ok(Self {
+            clients,
+            queue,
+            port: aws.port(),
+            invoke: format!("/restapis/{}/live/_user_request_/hook", api.id),
+        })
+    }
+
+    async fn post(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(u16, String)> {
+        post(
+            self.port,
+            "127.0.0.1",
+            &format!("{}{query}", self.invoke),
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// Everything queued, deleted as it is read so each group's next message comes.
+    async fn drain(&self) -> Result<Vec<Delivery>> {
+        receive_all(
+            &self.clients.sqs,
+            &self.queue.queue.url,
+            8,
+            AfterReceive::Delete,
+        )
+        .await?
+        .into_iter()
+        .map(|m| Delivery::from_sqs(m).context("reading a queued message"))
+        .collect()
+    }
+}
+
+fn suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 100_000)
+}
+
+/// SQS's rule for group and dedup ids: 1–128 ASCII letters, digits and punctuation.
+fn valid_sqs_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn body_of(d: &Delivery) -> String {
+    String::from_utf8_lossy(&d.body).into_owned()
+}
+
+fn header<'a>(d: &'a Delivery, name: &str) -> Option<&'a str> {
+    d.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+data_plane_test!(headers_are_found_in_any_case);
+
+/// The same delivery sent with Title-Case (HTTP/1.1 as Stripe and GitHub send it),
+/// Go's canonical case and lowercase (HTTP/2) names lands with the same group, the
+/// same dedup id and the same forwarded signature, never doubled.
+async fn headers_are_found_in_any_case(kind: EmulatorKind) -> Result<()> {
+    let route = Route::new(
+        kind,
+        "case",
+        RouteTemplate {
+            group: GroupKey::Header("X-GitHub-Repo".to_owned()),
+            dedup: DedupKey::Header("X-GitHub-Delivery".to_owned()),
+            headers: vec![
+                "X-Hub-Signature-256".to_owned(),
+                "Stripe-Signature".to_owned(),
+            ],
+        },
+    )
+    .await?;
+    let spellings: [[&str; 4]; 3] = [
+        [
+            "X-GitHub-Repo",
+            "X-GitHub-Delivery",
+            "X-Hub-Signature-256",
+            "Stripe-Signature",
+        ],
+        [
+            "X-Github-Repo",
+            "X-Github-Delivery",
+            "X-Hub-Signature-256",
+            "Stripe-Signature",
+        ],
+        [
+            "x-github-repo",
+            "x-github-delivery",
+            "x-hub-signature-256",
+            "stripe-signature",
+        ],
+    ];
+    for (n, [repo, delivery, hub, stripe]) in spellings.iter().enumerate() {
+        let id = format!("d-{n}");
+        let (status, body) = route
+            .post(
+                "",
+                &[
+                    ("Content-Type", "application/json"),
+                    (repo, "acme/shop"),
+                    (delivery, &id),
+                    (hub, "sha256=00ff"),
+                    (stripe, "t=1,v1=ab"),
+                ],
+                &format!("{{\"n\":{n}}}"),
+            )
+            .await?;
+        assert_eq!(status, 200, "{kind:?} spelling {n}: {body}");
+    }
+    let got = route.drain().await?;
+    assert_eq!(
+        got.len(),
+        3,
+        "{kind:?}: {:?}",
+        got.iter().map(body_of).collect::<Vec<_>>()
+    );
+    for d in &got {
+        assert_eq!(d.group_id, "h:acme%2Fshop", "{kind:?}: {}", body_of(d));
+        assert_eq!(
+            header(d, "x-hub-signature-256"),
+            Some("sha256=00ff"),
+            "{kind:?}"
+        );
+        assert_eq!(header(d, "stripe-signature"), Some("t=1,v1=ab"), "{kind:?}");
+    }
+    // One delivery id three times: SQS keeps the first only, whatever the case.
+    let (status, _) = route
+        .post(
+            "",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-repo", "acme/shop"),
+                ("X-GitHub-Delivery", "d-0"),
+            ],
+            r#"{"n":"again"}"#,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert!(
+        route.drain().await?.is_empty(),
+        "{kind:?}: a redelivery with the same id was queued again"
+    );
+    Ok(())
+}
+
+data_plane_test!(the_query_string_sets_nothing on localstack);
+
+/// `$input.params('x')` prefers the query string over the header, so anyone could
+/// set the dedup id (and suppress a genuine delivery), the group, or a forwarded
+/// signature with `?x-github-delivery=…`. Values come from the header map only.
+/// MiniStack has no header map (its `$input.params()` is one flat map in which the
+/// query string wins), so this runs on LocalStack.
+async fn the_query_string_sets_nothing(kind: EmulatorKind) -> Result<()> {
+    let route = Route::new(
+        kind,
+        "query",
+        RouteTemplate {
+            group: GroupKey::Header("X-GitHub-Repo".to_owned()),
+            dedup: DedupKey::Header("X-GitHub-Delivery".to_owned()),
+            headers: vec!["X-Hub-Signature-256".to_owned()],
+        },
+    )
+    .await?;
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("X-GitHub-Repo", "acme/shop"),
+        ("X-GitHub-Delivery", "genuine"),
+        ("X-Hub-Signature-256", "sha256=genuine"),
+    ];
+    let hostile = "?x-github-delivery=evil&X-GitHub-Delivery=evil&x-github-repo=evil&x-hub-signature-256=evil";
+    assert_eq!(route.post(hostile, &headers, r#"{"n":1}"#).await?.0, 200);
+    // Without a delivery-id header the query string must not supply one.
+    let (status, _) = route
+        .post(
+            hostile,
+            &[("Content-Type", "application/json")],
+            r#"{"n":2}"#,
+        )
+        .await?;
+    assert_eq!(status, 400, "a dedup id taken from the query string");
+    let got = route.drain().await?;
+    assert_eq!(
+        got.len(),
+        1,
+        "{:?}",
+        got.iter().map(body_of).collect::<Vec<_>>()
+    );
+    assert_eq!(got[0].group_id, "h:acme%2Fshop");
+    assert_eq!(
+        header(&got[0], "x-hub-signature-256"),
+        Some("sha256=genuine")
+    );
+    // The genuine id is the dedup id: a second genuine delivery is dropped.
+    assert_eq!(route.post("", &headers, r#"{"n":3}"#).await?.0, 200);
+    assert!(route.drain().await?.is_empty());
+    Ok(())
+}
+
+data_plane_test!(content_types_with_charset_are_accepted);
+
+/// Stripe sends `application/json; charset=utf-8`; others `;charset=UTF-8`. The
+/// body reaches the queue byte for byte, and the content type is forwarded as sent.
+async fn content_types_with_charset_are_accepted(kind: EmulatorKind) -> Result<()> {
+    let route = Route::new(
+        kind,
+        "charset",
+        RouteTemplate {
+            group: GroupKey::Constant("all".to_owned()),
+            dedup: DedupKey::ContentBased,
+            headers: vec!["Content-Type".to_owned()],
+        },
+    )
+    .await?;
+    let mut types = vec![
+        "application/json; charset=utf-8",
+        "application/json; charset=UTF-8",
+        "application/json;charset=utf-8",
+        "text/plain; charset=utf-8",
+    ];
+    // AWS hands the template the raw payload as `$input.body` (mapping template
+    // reference); LocalStack re-encodes a form body first (docs/emulators.md).
+    if kind != EmulatorKind::LocalStack {
+        types.push("application/x-www-form-urlencoded; charset=UTF-8");
+    }
+    for (n, content_type) in types.iter().enumerate() {
+        let body = format!("{{\"n\":{n},\"name\":\"Zoë & \\\"co\\\" 100%+\"}}");
+        let (status, answer) = route
+            .post("", &[("Content-Type", content_type)], &body)
+            .await?;
+        assert_eq!(status, 200, "{kind:?} {content_type}: {answer}");
+    }
+    let got = route.drain().await?;
+    assert_eq!(got.len(), types.len());
+    for (n, d) in got.iter().enumerate() {
+        assert_eq!(
+            body_of(d),
+            format!("{{\"n\":{n},\"name\":\"Zoë & \\\"co\\\" 100%+\"}}")
+        );
+        assert_eq!(header(d, "content-type"), Some(types[n]));
+    }
+    Ok(())
+}
+
+data_plane_test!(group_keys_sqs_refuses_raw_still_land);
+
+/// A group id may hold only ASCII letters, digits and punctuation, at most 128
+/// characters. Keys with a space, non-ASCII text or a JSON object land, in a
+/// group that is a function of the key.
+async fn group_keys_sqs_refuses_raw_still_land(kind: EmulatorKind) -> Result<()> {
+    let by_body = Route::new(
+        kind,
+        "bodygroup",
+        RouteTemplate {
+            group: GroupKey::BodyField("$.data.customer".to_owned()),
+            dedup: DedupKey::ContentBased,
+            headers: vec![],
+        },
+    )
+    .await?;
+    let keys = [
+        r#""cus 9/é""#,
+        r#"{"id":"c 1","n":2}"#,
+        r#""cus 9/é""#,
+        r#""plain_42""#,
+        "7",
+    ];
+    for (n, key) in keys.iter().enumerate() {
+        let body = format!("{{\"n\":{n},\"data\":{{\"customer\":{key}}}}}");
+        let (status, answer) = by_body
+            .post("", &[("Content-Type", "application/json")], &body)
+            .await?;
+        assert_eq!(status, 200, "{kind:?} key {key}: {answer}");
+    }
+    let got = by_body.drain().await?;
+    assert_eq!(got.len(), keys.len(), "{kind:?}");
+    let group_of = |n: usize| {
+        got.iter()
+            .find(|d| body_of(d).starts_with(&format!("{{\"n\":{n},")))
+            .map(|d| d.group_id.clone())
+    };
+    for d in &got {
+        assert!(valid_sqs_id(&d.group_id), "{kind:?}: {:?}", d.group_id);
+    }
+    assert_eq!(group_of(0), group_of(2), "the same key, the same group");
+    assert_eq!(group_of(3).as_deref(), Some("b:plain_42"));
+    assert_ne!(group_of(0), group_of(1));
+
+    let by_header = Route::new(
+        kind,
+        "headergroup",
+        RouteTemplate {
+            group: GroupKey::Header("X-Tenant".to_owned()),
+            dedup: DedupKey::ContentBased,
+            headers: vec![],
+        },
+    )
+    .await?;
+    let (status, answer) = by_header
+        .post(
+            "",
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Tenant", "Acme Corp, EU"),
+            ],
+            "{}",
+        )
+        .await?;
+    assert_eq!(status, 200, "{kind:?}: {answer}");
+    let got = by_header.drain().await?;
+    assert_eq!(
+        got.iter().map(|d| d.group_id.as_str()).collect::<Vec<_>>(),
+        ["h:Acme+Corp%2C+EU"]
+    );
+    Ok(())
+}
+
+data_plane_test!(a_long_group_key_is_cut_not_refused on localstack);
+
+/// A 300-character key would make SQS refuse every try of that event. The group is
+/// the key's first characters (keys sharing them share a group: order kept, only
+/// parallelism lost). MiniStack has no Java string methods to cut with.
+async fn a_long_group_key_is_cut_not_refused(kind: EmulatorKind) -> Result<()> {
+    let route = Route::new(
+        kind,
+        "longgroup",
+        RouteTemplate {
+            group: GroupKey::BodyField("$.customer".to_owned()),
+            dedup: DedupKey::ContentBased,
+            headers: vec![],
+        },
+    )
+    .await?;
+    let long = "k".repeat(300);
+    for n in 0..2 {
+        let body = format!("{{\"n\":{n},\"customer\":\"{long}\"}}");
+        let (status, answer) = route
+            .post("", &[("Content-Type", "application/json")], &body)
+            .await?;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let got = route.drain().await?;
+    assert_eq!(got.len(), 2);
+    let expected = format!("b:{}", "k".repeat(120));
+    assert!(
+        got.iter().all(|d| d.group_id == expected),
+        "{:?}",
+        got.iter().map(|d| &d.group_id).collect::<Vec<_>>()
+    );
+    assert!(valid_sqs_id(&expected));
+    Ok(())
+}
+
+data_plane_test!(refusals_tell_the_provider_whether_to_retry on localstack);
+
+/// Only what SQS refuses for its content is final: a body over SQS's 1 MiB gets
+/// 413, a missing dedup header 400. A queue SQS cannot find (being repaired by the
+/// operator) gets 503, so the provider retries. MiniStack has no `#if` in response
+/// templates: there every SQS 400 is a 400.
+async fn refusals_tell_the_provider_whether_to_retry(kind: EmulatorKind) -> Result<()> {
+    let route = Route::new(
+        kind,
+        "refusals",
+        RouteTemplate {
+            group: GroupKey::Constant("all".to_owned()),
+            dedup: DedupKey::Header("Webhook-Id".to_owned()),
+            headers: vec![],
+        },
+    )
+    .await?;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(1_100 * 1024));
+    let (status, answer) = route
+        .post(
+            "",
+            &[
+                ("Content-Type", "application/json"),
+                ("Webhook-Id", "msg_big"),
+            ],
+            &big,
+        )
+        .await?;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("1 MiB"), "{answer}");
+    let (status, answer) = route
+        .post("", &[("Content-Type", "application/json")], "{}")
+        .await?;
+    assert_eq!(status, 400, "no dedup id: {answer}");
+
+    route
+        .clients
+        .sqs
+        .delete_queue()
+        .queue_url(&route.queue.queue.url)
+        .send()
+        .await?;
+    let (status, answer) = route
+        .post(
+            "",
+            &[
+                ("Content-Type", "application/json"),
+                ("Webhook-Id", "msg_1"),
+            ],
+            "{}",
+        )
+        .await?;
+    assert_eq!(
+        status, 503,
+        "a missing queue must make the provider retry: {answer}"
+    );
+    Ok(())
+}
