@@ -8,6 +8,7 @@
 //! - [`kube`]: certificates, etcd, kube-apiserver, kubeconfig, CRD installation.
 //! - [`aws`]: the emulators and SDK configs pointed at them.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
+//! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
 //! - [`Bench`]: both together; [`Bench::shared`] is the one instance a test binary's
 //!   tests share (each test still gets its own namespace and its own clients).
 //!
@@ -22,6 +23,7 @@ pub mod chart_docs;
 pub mod kube;
 pub mod process;
 pub mod util;
+pub mod velocity;
 
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
