@@ -664,6 +664,9 @@ fn group_ids_from_awkward_keys_are_valid_and_deterministic() {
         long.clone(),
         long_b.clone(),
         "acme corq".into(),
+        // `|` joins the lookups before the pick; `+` and `%` are what encoding writes.
+        "a|b".into(),
+        "50% + tax".into(),
     ];
     let body_keys: Vec<(String, &str)> = vec![
         (serde_json::json!("acme corp").to_string(), "acme corp"),
