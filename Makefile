@@ -32,6 +32,7 @@ chart: ## Check the Helm chart only: lint, render, install on a new API server, 
 bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs and the emulator venv into ~/.cache/hookline (tests do it on demand)
 	tests/kube-bench/build.sh
 	tests/helm/build.sh
+	tests/velocity/build.sh
 	tests/monitoring-crds/gen.sh
 	tests/emulators/setup.sh
 

@@ -10,6 +10,7 @@
 //! - [`aws`]: the emulators and SDK configs pointed at them.
 //! - [`iam`]: IAM users holding only the chart's policies, for enforced-IAM tests.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
+//! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
 //! - [`Bench`]: both together; [`Bench::shared`] is the one instance a test binary's
 //!   tests share (each test still gets its own namespace and its own clients).
 //! - [`data_plane_test!`]: runs one test once per data-plane emulator
@@ -27,6 +28,7 @@ pub mod iam;
 pub mod kube;
 pub mod process;
 pub mod util;
+pub mod velocity;
 
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
