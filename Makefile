@@ -33,6 +33,7 @@ bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs and the emu
 	tests/kube-bench/build.sh
 	tests/helm/build.sh
 	tests/velocity/build.sh
+	tests/promtool/build.sh
 	tests/monitoring-crds/gen.sh
 	tests/emulators/setup.sh
 

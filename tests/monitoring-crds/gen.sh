@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Generates the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs from
+# Generates the Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs from
 # its pinned API module with controller-gen (the registry serves the Go types, not
 # the YAML), into ${HOOKLINE_CACHE:-~/.cache/hookline}/monitoring-crds/<key>, once.
-# The chart test installs them so the chart's ServiceMonitor and PrometheusRule are
+# The chart test installs them so the chart's monitors and PrometheusRule are
 # checked by a real API server. Prints the directory.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,7 +15,7 @@ cache_root="${HOOKLINE_CACHE:-$HOME/.cache/hookline}"
 key="$( { echo "$CONTROLLER_TOOLS_VERSION"; go env GOVERSION; cat go.mod go.sum crds.go gen.sh; } | sha256sum | cut -c1-16)"
 out="$cache_root/monitoring-crds/$key"
 
-if [[ -f "$out/monitoring.coreos.com_servicemonitors.yaml" && -f "$out/monitoring.coreos.com_prometheusrules.yaml" ]]; then
+if [[ -f "$out/monitoring.coreos.com_servicemonitors.yaml" && -f "$out/monitoring.coreos.com_podmonitors.yaml" && -f "$out/monitoring.coreos.com_prometheusrules.yaml" ]]; then
   echo "$out"
   exit 0
 fi
@@ -31,7 +31,8 @@ GOFLAGS=-mod=readonly "$tmp/bin/controller-gen" crd \
   output:crd:dir="$tmp/crds"
 
 mkdir -p "$out.new"
-cp "$tmp/crds/monitoring.coreos.com_servicemonitors.yaml" "$tmp/crds/monitoring.coreos.com_prometheusrules.yaml" "$out.new/"
+cp "$tmp/crds/monitoring.coreos.com_servicemonitors.yaml" "$tmp/crds/monitoring.coreos.com_podmonitors.yaml" \
+  "$tmp/crds/monitoring.coreos.com_prometheusrules.yaml" "$out.new/"
 rm -rf "$out"
 mv "$out.new" "$out"
 echo "$out"

@@ -254,14 +254,20 @@ pub fn helm_binary() -> Result<PathBuf> {
         .context("building helm (needs Go and the Go module proxy)")
 }
 
-/// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, generated from
+/// `promtool`, built from its pinned Go module on first use (tests/promtool/build.sh).
+pub fn promtool_binary() -> Result<PathBuf> {
+    process::run_setup_script(&repo_root().join("tests/promtool/build.sh"))
+        .context("building promtool (needs Go and the Go module proxy)")
+}
+
+/// The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs, generated from
 /// its pinned API module on first use (tests/monitoring-crds/gen.sh).
 pub fn monitoring_crds() -> Result<
     Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
 >{
     let dir = process::run_setup_script(&repo_root().join("tests/monitoring-crds/gen.sh"))
         .context("generating the Prometheus Operator CRDs (needs Go and the Go module proxy)")?;
-    ["servicemonitors", "prometheusrules"]
+    ["servicemonitors", "podmonitors", "prometheusrules"]
         .iter()
         .map(|plural| {
             let path = dir.join(format!("monitoring.coreos.com_{plural}.yaml"));

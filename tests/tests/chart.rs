@@ -250,6 +250,7 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
     let objects = render(&["-f", full])?;
     for kind in [
         "NetworkPolicy",
+        "PodMonitor",
         "PrometheusRule",
         "Service",
         "ServiceMonitor",
@@ -284,6 +285,17 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
                 .any(|(_, r, v, _)| r == "secrets" && v == "get")
         );
     }
+    let monitor = find(&objects, "ServiceMonitor", "hookline")?;
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["honorLabels"], true,
+        "per-Webhook series keep the team's namespace"
+    );
+    let workers = find(&objects, "PodMonitor", "hookline-workers")?;
+    assert_eq!(workers["spec"]["namespaceSelector"]["any"], true);
+    assert_eq!(
+        workers["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["targetLabel"],
+        "webhook"
+    );
     let rules = find(&objects, "PrometheusRule", "hookline")?;
     let alerts: Vec<&str> = rules["spec"]["groups"][0]["rules"]
         .as_array()
