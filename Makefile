@@ -29,7 +29,7 @@ chart: ## Check the Helm chart only: lint, render, install on a new API server, 
 	$(CARGO) build -q -p hookline-operator --bins
 	$(CARGO) test -p hookline-tests --test chart
 
-bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs and the emulator venv into ~/.cache/hookline (tests do it on demand)
+bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs and the emulator venvs (MiniStack, moto, LocalStack) into ~/.cache/hookline (tests do it on demand)
 	tests/kube-bench/build.sh
 	tests/helm/build.sh
 	tests/velocity/build.sh

@@ -104,7 +104,7 @@ impl Emulator {
         let scratch_text = scratch.display().to_string();
         let s3_dir = scratch.join("s3").display().to_string();
         let log = dir.join(format!("{}.log", kind.name()));
-        let auth = if options.enforce_iam { "1" } else { "0" };
+        let auth = if options.enforce_iam { "true" } else { "false" };
         let listen = format!("127.0.0.1:{port}");
         let localstack_root = scratch.join("root").display().to_string();
 

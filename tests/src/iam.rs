@@ -5,7 +5,7 @@
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::config::Credentials;
 
-use crate::Emulator;
+use crate::{Emulator, EmulatorKind};
 
 /// The values a reader substitutes into the chart's `files/*-iam-policy.json`
 /// (charts/hookline/README.md, "The operator's AWS identity").
@@ -51,6 +51,68 @@ pub fn without_statement(policy: &serde_json::Value, sid: &str) -> Result<serde_
         bail!("policy has no statement {sid}");
     }
     Ok(policy)
+}
+
+/// Services whose resources' tags MiniStack 1.5.33 does not look up for an
+/// `aws:ResourceTag/…` condition (`ministack/services/tagging.py` collects them for
+/// DynamoDB, IAM, IoT, KMS, Lambda, Secrets Manager, SNS, SQS, SSM, and Logs on its
+/// own), so such a condition never matches there.
+const MINISTACK_UNTAGGED: [&str; 3] = ["acm:", "apigateway:", "route53:"];
+
+/// `policy` adapted to where `kind` evaluates differently from AWS
+/// (docs/emulators.md), for MiniStack:
+/// - it evaluates role actions (`iam:GetRole`, …) against `role/NAME` without the
+///   role's path, where AWS uses the role's ARN, `role/PATH/NAME`: each
+///   `role/hookline/…` resource is also granted path-less;
+/// - it has no resource tags for ACM (and API Gateway, Route 53) certificates in an
+///   `aws:ResourceTag` condition, which AWS documents for `acm:DeleteCertificate`:
+///   such a condition is dropped from a statement on those services only.
+///
+/// Nothing else is widened, and the chart's file is what AWS gets.
+pub fn as_evaluated_by(kind: EmulatorKind, policy: &serde_json::Value) -> serde_json::Value {
+    let mut policy = policy.clone();
+    if kind != EmulatorKind::MiniStack {
+        return policy;
+    }
+    let Some(statements) = policy["Statement"].as_array_mut() else {
+        return policy;
+    };
+    for statement in statements {
+        let actions: Vec<&str> = match &statement["Action"] {
+            serde_json::Value::String(one) => vec![one.as_str()],
+            serde_json::Value::Array(many) => many.iter().filter_map(|a| a.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let untagged = !actions.is_empty()
+            && actions
+                .iter()
+                .all(|a| MINISTACK_UNTAGGED.iter().any(|s| a.starts_with(s)));
+        if untagged
+            && statement["Condition"]
+                .to_string()
+                .contains("aws:ResourceTag/")
+            && let Some(fields) = statement.as_object_mut()
+        {
+            fields.remove("Condition");
+        }
+        let resources: Vec<String> = match &statement["Resource"] {
+            serde_json::Value::String(one) => vec![one.clone()],
+            serde_json::Value::Array(many) => many
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect(),
+            _ => continue,
+        };
+        let pathless: Vec<String> = resources
+            .iter()
+            .filter(|r| r.contains(":role/hookline/"))
+            .map(|r| r.replace(":role/hookline/", ":role/"))
+            .collect();
+        if !pathless.is_empty() {
+            statement["Resource"] = resources.into_iter().chain(pathless).collect();
+        }
+    }
+    policy
 }
 
 /// Creates IAM user `name` on `emulator` (as the account's root, the bench's `test`

@@ -866,10 +866,12 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
     let (kube_bin, venv_bin) = (kube_binaries()?, hookline_tests::emulator_venv()?);
     let (cluster, aws) = tokio::try_join!(
         KubeCluster::start_bare(&kube_bin, workdir.path()),
-        hookline_tests::Emulator::start(
+        // IAM enforced: the operator runs as a user holding only the chart's policy.
+        hookline_tests::Emulator::start_with(
             hookline_tests::EmulatorKind::MiniStack,
             &venv_bin,
-            workdir.path()
+            workdir.path(),
+            hookline_tests::aws::Options { enforce_iam: true },
         ),
     )?;
     let admin = cluster.client().await?;
@@ -927,12 +929,32 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
     std::fs::write(&sa_kubeconfig, serde_json::to_string(&config)?)?;
 
     let sdk = aws.sdk_config().await;
-    aws_sdk_route53::Client::new(&sdk)
+    let zone_id = aws_sdk_route53::Client::new(&sdk)
         .create_hosted_zone()
         .name("example.com")
         .caller_reference("hookline-chart-test")
         .send()
-        .await?;
+        .await?
+        .hosted_zone
+        .context("CreateHostedZone returned no zone")?
+        .id;
+    let policy = hookline_tests::iam::chart_policy(
+        "operator-iam-policy.json",
+        &hookline_tests::iam::PolicyValues {
+            region: hookline_tests::aws::REGION.to_owned(),
+            account: aws.account_id().to_owned(),
+            // The chart's default aws.namePrefix.
+            prefix: "hl".to_owned(),
+            zone_id: zone_id.trim_start_matches("/hostedzone/").to_owned(),
+            namespace: String::new(),
+        },
+    )?;
+    let operator_keys = hookline_tests::iam::user_with_policy(
+        &aws,
+        "hookline-operator",
+        &hookline_tests::iam::as_evaluated_by(aws.kind(), &policy),
+    )
+    .await?;
     let metrics_port = hookline_tests::process::free_port()?.to_string();
     let operator = hookline_tests::process::Supervised::spawn(
         "hookline-operator",
@@ -942,8 +964,8 @@ async fn the_operator_works_with_exactly_the_charts_rbac() -> Result<()> {
             ("KUBECONFIG", sa_kubeconfig.to_str().context("path")?),
             ("AWS_ENDPOINT_URL", aws.endpoint()),
             ("AWS_REGION", hookline_tests::aws::REGION),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_ACCESS_KEY_ID", operator_keys.access_key_id()),
+            ("AWS_SECRET_ACCESS_KEY", operator_keys.secret_access_key()),
             ("POD_NAMESPACE", "hookline-system"),
             ("POD_NAME", "hookline-0"),
             ("HOOKLINE_LEASE_NAME", "hookline"),
