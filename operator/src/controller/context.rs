@@ -13,6 +13,7 @@ use crate::aws::{
     LambdaFunctions, Route53Dns, SqsQueues,
 };
 use crate::desired::Settings;
+use crate::quotas::Quotas;
 
 /// Per REST API: the resource policy it has, and when that was seen.
 pub type KnownPolicies =
@@ -107,6 +108,8 @@ pub struct Context {
     /// read of Webhooks stays inside them, so a namespaced install needs no
     /// cluster-wide access to Webhooks.
     pub namespaces: Vec<String>,
+    /// The AWS quotas Webhooks are checked against before any AWS call.
+    pub quotas: Quotas,
 }
 
 impl std::fmt::Debug for Context {
@@ -144,6 +147,15 @@ impl Context {
             webhook_stores: Arc::new(RwLock::new(None)),
             policies: Arc::default(),
             namespaces,
+            quotas: Quotas::default(),
+        })
+    }
+
+    /// This context with other AWS quotas (an account where some were raised).
+    pub fn with_quotas(self: Arc<Self>, quotas: Quotas) -> Arc<Self> {
+        Arc::new(Self {
+            quotas,
+            ..(*self).clone()
         })
     }
 }

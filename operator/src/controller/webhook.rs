@@ -243,7 +243,37 @@ async fn validate(
             ),
         )));
     }
+    let refused = quota_refusals(ctx, &others, webhook, &gateway.name_any());
+    if let Some(refusal) = webhook
+        .metadata
+        .uid
+        .as_ref()
+        .and_then(|uid| refused.get(uid))
+    {
+        return Ok(Err(invalid(
+            ROUTE_READY,
+            refusal.reason,
+            refusal.message.clone(),
+        )));
+    }
     Ok(Ok(gateway))
+}
+
+/// The Webhooks over an AWS quota (see [`crate::quotas`]): `webhook` on `gateway`,
+/// and every other Webhook on the gateway it is attached to.
+fn quota_refusals(
+    ctx: &Context,
+    others: &[Webhook],
+    webhook: &Webhook,
+    gateway: &str,
+) -> std::collections::BTreeMap<String, crate::quotas::Refusal> {
+    let mut attached: Vec<(String, &Webhook)> = others
+        .iter()
+        .filter(|other| other.metadata.uid != webhook.metadata.uid)
+        .filter_map(|other| Some((other.status.as_ref()?.gateway.clone()?, other)))
+        .collect();
+    attached.push((gateway.to_owned(), webhook));
+    crate::quotas::refusals(&attached, &ctx.quotas)
 }
 
 fn aws_failure(part: &'static str, error: &AwsError) -> Report {
@@ -518,11 +548,23 @@ async fn route(
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
     }
-    let attached = super::gateway::attached(ctx, &gateway.name_any()).await?;
-    let mut lists: Vec<(String, Vec<String>)> = attached
+    let everyone = ctx.list_webhooks().await?;
+    // A Webhook refused for a quota has no say in the policy (its list may be the
+    // one that does not fit).
+    let refused = quota_refusals(ctx, &everyone, webhook, &gateway.name_any());
+    let mut lists: Vec<(String, Vec<String>)> = everyone
         .iter()
         .filter(|w| {
-            w.metadata.uid != webhook.metadata.uid && w.metadata.deletion_timestamp.is_none()
+            w.status.as_ref().and_then(|s| s.gateway.as_deref())
+                == Some(gateway.name_any().as_str())
+        })
+        .filter(|w| {
+            w.metadata.uid != webhook.metadata.uid
+                && w.metadata.deletion_timestamp.is_none()
+                && w.metadata
+                    .uid
+                    .as_ref()
+                    .is_none_or(|uid| !refused.contains_key(uid))
         })
         .map(|w| {
             (
