@@ -109,6 +109,18 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     /// `scaling.engine: Keda`, but KEDA's ScaledObject CRD is not installed.
     pub const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
+    /// The gateway's REST API would exceed API Gateway's resources per API (300 by
+    /// default; every path segment is one); older Webhooks keep theirs.
+    pub const RESOURCES_PER_API_QUOTA: &str = "ResourcesPerApiQuotaExceeded";
+    /// The gateway's REST API would exceed API Gateway's authorizers per API (10 by
+    /// default; one per Cognito or Lambda Webhook).
+    pub const AUTHORIZERS_PER_API_QUOTA: &str = "AuthorizersPerApiQuotaExceeded";
+    /// The gateway's resource policy (every `sourceIpAllowList`) would exceed API
+    /// Gateway's 8,192 characters.
+    pub const RESOURCE_POLICY_SIZE_QUOTA: &str = "ResourcePolicySizeQuotaExceeded";
+    /// The account would exceed API Gateway's usage plans per account (300 by default;
+    /// one per API-key Webhook).
+    pub const USAGE_PLANS_QUOTA: &str = "UsagePlansQuotaExceeded";
 }
 
 /// The CRDs as the API server should receive them, in a stable order.

@@ -6,6 +6,7 @@
 //!   rate limits.
 //! - [`names`]: AWS names from Kubernetes names (pure).
 //! - [`desired`]: what AWS and the cluster should hold for a Webhook (pure).
+//! - [`quotas`]: which Webhooks fit AWS's per-API and per-account quotas (pure).
 //! - [`conditions`]: merging status conditions (pure).
 //! - [`controller`]: the reconcilers.
 //! - [`leader`]: leader election on a Lease.
@@ -19,4 +20,5 @@ pub mod controller;
 pub mod desired;
 pub mod leader;
 pub mod names;
+pub mod quotas;
 pub mod scaler;

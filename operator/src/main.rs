@@ -11,6 +11,7 @@ use hookline_operator::controller::context::{Context, Timing};
 use hookline_operator::controller::run::run;
 use hookline_operator::desired::Settings;
 use hookline_operator::leader::{self, LeaseConfig};
+use hookline_operator::quotas::Quotas;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +76,23 @@ struct Args {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "hookline-operator")]
     identity: String,
+    /// API Gateway's resources per REST API in this account (every path segment is
+    /// one); raise it with the quota in Service Quotas.
+    #[arg(long, env = "HOOKLINE_QUOTA_RESOURCES_PER_API", default_value_t = 300)]
+    quota_resources_per_api: usize,
+    /// API Gateway's authorizers per REST API in this account.
+    #[arg(long, env = "HOOKLINE_QUOTA_AUTHORIZERS_PER_API", default_value_t = 10)]
+    quota_authorizers_per_api: usize,
+    /// Characters of a REST API's resource policy (a fixed API Gateway limit).
+    #[arg(
+        long,
+        env = "HOOKLINE_QUOTA_RESOURCE_POLICY_CHARS",
+        default_value_t = 8192
+    )]
+    quota_resource_policy_chars: usize,
+    /// API Gateway's usage plans per account and region (one per ApiKey Webhook).
+    #[arg(long, env = "HOOKLINE_QUOTA_USAGE_PLANS", default_value_t = 300)]
+    quota_usage_plans: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -127,7 +145,13 @@ async fn main() -> Result<()> {
         timing,
         args.cluster_name,
         args.namespaces,
-    );
+    )
+    .with_quotas(Quotas {
+        resources_per_api: args.quota_resources_per_api,
+        authorizers_per_api: args.quota_authorizers_per_api,
+        resource_policy_chars: args.quota_resource_policy_chars,
+        usage_plans: args.quota_usage_plans,
+    });
     ctx.metrics.register(&mut registry);
 
     let leading = Arc::new(AtomicBool::new(!args.leader_election));

@@ -130,6 +130,14 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
         calls(&caller.snapshot(), &before),
         vec!["(only when a route or policy changed)".into()],
     ));
+    // After the deployment, in a process that did not make it (whose cache of
+    // deployment markers is empty), then again.
+    let resource = apis.ensure_route(&api, &route).await?.0;
+    let cold = ApiGatewayRestApis::new(clients.apigateway.clone(), caller.clone());
+    measure!(
+        "RestApis::route_is_live",
+        cold.route_is_live(&api.id, &resource, "live").await?
+    );
     let stage = StageSpec {
         name: "live".into(),
         rate_limit: 100.0,
@@ -222,6 +230,7 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             "RestApis::ensure_route",
             vec!["GetMethod×1", "GetResources×1"],
         ),
+        ("RestApis::route_is_live", vec!["GetMethod×1", "GetStage×1"]),
         ("RestApis::ensure_stage", vec!["GetStage×1"]),
         (
             "Certificates::ensure",

@@ -20,6 +20,8 @@ pub enum Service {
     Iam,
     /// CloudWatch Logs.
     Logs,
+    /// Lambda.
+    Lambda,
 }
 
 impl Service {
@@ -32,6 +34,7 @@ impl Service {
             Self::Route53 => "route53",
             Self::Iam => "iam",
             Self::Logs => "logs",
+            Self::Lambda => "lambda",
         }
     }
 }
@@ -55,7 +58,8 @@ pub enum AwsError {
         /// AWS's message.
         message: String,
     },
-    /// AWS throttled the call after our own retries; try again later.
+    /// AWS throttled the call, or asked to retry a concurrent modification, and our
+    /// own retries did not get through; try again later.
     #[error("{service} {operation}: throttled: {message}")]
     Throttled {
         /// Service called.
@@ -193,7 +197,7 @@ impl AwsError {
         };
         let code = error.code().unwrap_or_default().to_owned();
         let message = error.message().unwrap_or_default().to_owned();
-        match classify(&code, &message, status) {
+        match classify(service, &code, &message, status) {
             Kind::NotFound => Self::NotFound {
                 service,
                 operation,
@@ -245,7 +249,26 @@ enum Kind {
 
 /// AWS error codes by meaning, across the services we call. Codes differ per
 /// service (and SQS has both its query and JSON spellings), so this is a table.
-fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
+/// The same code can mean different things per service: API Gateway's
+/// `LimitExceededException` is its 429 "rate limit exceeded, retry" answer, while ACM,
+/// CloudWatch Logs and Route 53 use `LimitExceeded…` for a quota (too many objects),
+/// which no retry fixes.
+fn classify(service: Service, code: &str, message: &str, status: Option<u16>) -> Kind {
+    match (service, code) {
+        (Service::ApiGateway, "LimitExceededException") => return Kind::Throttled,
+        // "Unable to complete operation due to concurrent modification. Please try
+        // again later." (API Gateway, 409): the object is not in another state, a
+        // parallel change of the same REST API is in progress.
+        (_, "ConflictException") if message.contains("concurrent modification") => {
+            return Kind::Throttled;
+        }
+        // "The operation cannot be performed at this time. An update is in progress
+        // for resource: …" (Lambda, 409); a statement id in use is a real conflict.
+        (Service::Lambda, "ResourceConflictException") if message.contains("in progress") => {
+            return Kind::Throttled;
+        }
+        _ => {}
+    }
     match code {
         "NotFoundException"
         | "ResourceNotFoundException"
@@ -270,6 +293,7 @@ fn classify(code: &str, message: &str, status: Option<u16>) -> Kind {
         | "ResourceAlreadyExistsException"
         | "HostedZoneAlreadyExists"
         | "ResourceInUseException"
+        | "ResourceConflictException"
         | "AWS.SimpleQueueService.QueueDeletedRecently"
         | "QueueDeletedRecently" => Kind::Conflict,
         // Route 53 reports an existing record (CREATE) or a missing one (DELETE) as an
@@ -363,9 +387,75 @@ mod tests {
         ];
         for (code, message, status, expected) in table {
             assert_eq!(
-                classify(code, message, status),
+                classify(Service::Sqs, code, message, status),
                 expected,
                 "{code} {message} {status:?}"
+            );
+        }
+    }
+
+    /// What API Gateway asks to retry is retried; the same code from a service where
+    /// it names a quota is not.
+    #[test]
+    fn codes_map_to_kinds_per_service() {
+        let concurrent =
+            "Unable to complete operation due to concurrent modification. Please try again later.";
+        let table = [
+            (
+                Service::ApiGateway,
+                "LimitExceededException",
+                "The request exceeded the rate limit. Retry after the specified time period.",
+                Some(429),
+                Kind::Throttled,
+            ),
+            (
+                Service::Acm,
+                "LimitExceededException",
+                "the maximum number of certificates has been reached",
+                Some(400),
+                Kind::Invalid,
+            ),
+            (
+                Service::Logs,
+                "LimitExceededException",
+                "Resource limit exceeded.",
+                Some(400),
+                Kind::Invalid,
+            ),
+            (
+                Service::Route53,
+                "LimitExceeded",
+                "too many hosted zones",
+                Some(400),
+                Kind::Invalid,
+            ),
+            (
+                Service::ApiGateway,
+                "ConflictException",
+                concurrent,
+                Some(409),
+                Kind::Throttled,
+            ),
+            (
+                Service::ApiGateway,
+                "ConflictException",
+                "Another resource with the same parent already has this name: a",
+                Some(409),
+                Kind::Conflict,
+            ),
+            (
+                Service::ApiGateway,
+                "ConflictException",
+                "Cannot delete authorizer 'x', is referenced in method: POST//a",
+                Some(409),
+                Kind::Conflict,
+            ),
+        ];
+        for (service, code, message, status, expected) in table {
+            assert_eq!(
+                classify(service, code, message, status),
+                expected,
+                "{service} {code} {message}"
             );
         }
     }

@@ -1,8 +1,9 @@
 //! Client-side rate limits and retries for AWS control planes.
 //!
 //! AWS control planes allow few requests per second per account (Route 53: 5; API
-//! Gateway: about 10, `CreateDeployment` once per 5 s, `CreateDomainName` once per
-//! 30 s). Every call goes through [`Caller::call`], which waits for a token of its
+//! Gateway: 10 with a burst of 40 in all, and tighter per-operation quotas such as
+//! `CreateDeployment` once per 5 s and `CreateDomainName` once per 30 s, see
+//! [`RateLimits::default`]). Every call goes through [`Caller::call`], which waits for a token of its
 //! service's bucket (and of its operation's, where AWS limits one operation more
 //! tightly), retries throttling and 5xx answers with jittered exponential backoff,
 //! and counts the call by service, operation and outcome. The SDK's own retries are
@@ -74,28 +75,64 @@ impl TokenBucket {
 pub struct RateLimits {
     /// Per service: (requests per second, burst).
     pub services: HashMap<Service, (f64, u32)>,
-    /// Per operation name: minimum interval between calls.
-    pub operations: HashMap<&'static str, Duration>,
+    /// Per service and operation: (requests per second, burst), on top of the
+    /// service's bucket.
+    pub operations: HashMap<(Service, &'static str), (f64, u32)>,
 }
+
+/// `calls` requests per `seconds`, all of them usable at once.
+fn per(calls: u32, seconds: f64) -> (f64, u32) {
+    (f64::from(calls) / seconds, calls)
+}
+
+/// API Gateway's fixed per-account quotas for creating, deploying and managing APIs
+/// (developer guide, "Amazon API Gateway quotas", the table "API Gateway quotas for
+/// creating, deploying and managing an API"); they cannot be raised. Operations the
+/// operator never calls (PutRestApi, UpdateAccount) are listed too, so that adding a
+/// call cannot forget its quota.
+const APIGATEWAY_OPERATION_QUOTAS: [(&str, u32, f64); 14] = [
+    ("CreateApiKey", 5, 1.0),
+    ("CreateDeployment", 1, 5.0),
+    ("CreateDomainName", 1, 30.0),
+    ("CreateResource", 5, 1.0),
+    // Regional (and private) APIs; edge-optimized ones are 1 per 30 s.
+    ("CreateRestApi", 1, 3.0),
+    ("DeleteApiKey", 5, 1.0),
+    ("DeleteDomainName", 1, 30.0),
+    ("DeleteResource", 5, 1.0),
+    ("DeleteRestApi", 1, 30.0),
+    ("GetResources", 5, 2.0),
+    ("PutRestApi", 1, 1.0),
+    ("UpdateAccount", 1, 20.0),
+    ("UpdateDomainName", 1, 30.0),
+    ("UpdateUsagePlan", 1, 20.0),
+];
 
 impl Default for RateLimits {
     fn default() -> Self {
+        let mut operations: HashMap<(Service, &'static str), (f64, u32)> =
+            APIGATEWAY_OPERATION_QUOTAS
+                .iter()
+                .map(|(operation, calls, seconds)| {
+                    ((Service::ApiGateway, *operation), per(*calls, *seconds))
+                })
+                .collect();
+        operations.insert((Service::Acm, "RequestCertificate"), per(1, 0.2));
         Self {
             services: HashMap::from([
                 (Service::Route53, (4.0, 5)),
-                (Service::ApiGateway, (8.0, 10)),
+                // "Total operations: 10 requests per second, burst 40" per account.
+                (Service::ApiGateway, (8.0, 32)),
                 (Service::Acm, (8.0, 10)),
                 (Service::Iam, (8.0, 10)),
                 (Service::Logs, (4.0, 5)),
+                // Lambda's control plane allows 15 requests per second per account.
+                (Service::Lambda, (8.0, 10)),
                 // SQS's API is not a low-quota control plane; this only keeps a
                 // runaway loop from flooding it.
                 (Service::Sqs, (500.0, 500)),
             ]),
-            operations: HashMap::from([
-                ("CreateDeployment", Duration::from_secs(5)),
-                ("CreateDomainName", Duration::from_secs(30)),
-                ("RequestCertificate", Duration::from_millis(200)),
-            ]),
+            operations,
         }
     }
 }
@@ -145,7 +182,7 @@ struct CallLabels {
 #[derive(Debug, Clone)]
 pub struct Caller {
     services: Arc<HashMap<Service, TokenBucket>>,
-    operations: Arc<HashMap<&'static str, TokenBucket>>,
+    operations: Arc<HashMap<(Service, &'static str), TokenBucket>>,
     retry: RetryPolicy,
     calls: Family<CallLabels, Counter>,
     /// The same counts, readable in-process (the Family is write-only for export).
@@ -167,7 +204,7 @@ impl Caller {
                 limits
                     .operations
                     .iter()
-                    .map(|(operation, interval)| (*operation, TokenBucket::every(*interval)))
+                    .map(|(key, (rate, burst))| (*key, TokenBucket::new(*rate, *burst)))
                     .collect(),
             ),
             retry,
@@ -222,7 +259,7 @@ impl Caller {
             if let Some(bucket) = self.services.get(&service) {
                 bucket.acquire().await;
             }
-            if let Some(bucket) = self.operations.get(operation) {
+            if let Some(bucket) = self.operations.get(&(service, operation)) {
                 bucket.acquire().await;
             }
             let error = match request().await {
@@ -317,8 +354,64 @@ mod tests {
     fn default_limits_stay_under_aws_quotas() {
         let limits = RateLimits::default();
         assert!(limits.services[&Service::Route53].0 <= 5.0);
-        assert!(limits.services[&Service::ApiGateway].0 <= 10.0);
-        assert!(limits.operations["CreateDeployment"] >= Duration::from_secs(5));
-        assert!(limits.operations["CreateDomainName"] >= Duration::from_secs(30));
+        let (rate, burst) = limits.services[&Service::ApiGateway];
+        assert!(rate <= 10.0 && burst <= 40, "aggregate 10 rps, burst 40");
+    }
+
+    /// Every published API Gateway control-plane quota (developer guide, quotas
+    /// table), as (operation, calls, per seconds): the bucket never allows more.
+    #[test]
+    fn every_api_gateway_operation_quota_is_modelled() {
+        let published = [
+            ("PutRestApi", 1, 1.0),
+            ("CreateRestApi", 1, 3.0),
+            ("CreateDeployment", 1, 5.0),
+            ("CreateDomainName", 1, 30.0),
+            ("DeleteDomainName", 1, 30.0),
+            ("UpdateDomainName", 1, 30.0),
+            ("DeleteRestApi", 1, 30.0),
+            ("CreateResource", 5, 1.0),
+            ("DeleteResource", 5, 1.0),
+            ("GetResources", 5, 2.0),
+            ("CreateApiKey", 5, 1.0),
+            ("DeleteApiKey", 5, 1.0),
+            ("UpdateUsagePlan", 1, 20.0),
+            ("UpdateAccount", 1, 20.0),
+        ];
+        let limits = RateLimits::default();
+        for (operation, calls, seconds) in published {
+            let Some((rate, burst)) = limits.operations.get(&(Service::ApiGateway, operation))
+            else {
+                panic!("{operation}: no bucket for its quota of {calls} per {seconds} s");
+            };
+            assert!(
+                *rate <= f64::from(calls) / seconds + 1e-9 && *burst <= calls,
+                "{operation}: {rate}/s burst {burst} exceeds {calls} per {seconds} s"
+            );
+        }
+    }
+
+    /// The quota of one service's operation does not slow another service's
+    /// operation of the same name.
+    #[tokio::test(start_paused = true)]
+    async fn operation_buckets_are_per_service() {
+        let mut limits = RateLimits::unlimited();
+        limits
+            .operations
+            .insert((Service::Logs, "ListTagsForResource"), (0.1, 1));
+        let caller = Caller::new(&limits, RetryPolicy::default());
+        let start = Instant::now();
+        for _ in 0..3 {
+            let answer: Result<(), AwsError> = caller
+                .call(Service::Acm, "ListTagsForResource", || async {
+                    Ok::<
+                        (),
+                        SdkError<aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError, Response>,
+                    >(())
+                })
+                .await;
+            assert!(answer.is_ok());
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

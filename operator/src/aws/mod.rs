@@ -9,6 +9,8 @@
 //! - [`dns`]: [`Dns`] on Route 53.
 //! - [`roles`]: [`Roles`] on IAM.
 //! - [`logs`]: [`LogGroups`] on CloudWatch Logs (stage access logs).
+//! - [`functions`]: [`Functions`] on Lambda (API Gateway's permission to invoke a
+//!   Lambda authorizer).
 //! - [`rest_apis`]: [`RestApis`] on API Gateway; [`templates`]: the request mapping
 //!   template (pure).
 //!
@@ -20,6 +22,7 @@
 pub mod certificates;
 pub mod dns;
 pub mod error;
+pub mod functions;
 pub mod limits;
 pub mod logs;
 pub mod queues;
@@ -30,12 +33,13 @@ pub mod templates;
 pub use certificates::{AcmCertificates, Certificate, CertificateSpec, Certificates};
 pub use dns::{Dns, Record, Route53Dns};
 pub use error::{AwsError, Service};
+pub use functions::{Functions, LambdaFunctions};
 pub use limits::{CallCounts, Caller, RateLimits, RetryPolicy};
 pub use logs::{CloudWatchLogGroups, LogGroups};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
 pub use rest_apis::{
-    ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, DomainSpec, DomainTarget, RestApis,
-    RouteAuth, RouteSpec, StageSpec,
+    ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, DeletedAuthorizer, DomainSpec,
+    DomainTarget, RestApis, RouteAuth, RouteSpec, StageSpec,
 };
 pub use roles::{IamRoles, RoleSpec, Roles};
 
@@ -102,6 +106,8 @@ pub struct AwsClients {
     pub iam: aws_sdk_iam::Client,
     /// CloudWatch Logs.
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Lambda (authorizer permissions).
+    pub lambda: aws_sdk_lambda::Client,
     /// Rate limits, retries and call counts shared by all of them.
     pub caller: Caller,
 }
@@ -120,6 +126,7 @@ impl AwsClients {
             route53: aws_sdk_route53::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
             logs: aws_sdk_cloudwatchlogs::Client::new(&config),
+            lambda: aws_sdk_lambda::Client::new(&config),
             caller: Caller::new(limits, retry),
         }
     }

@@ -13,6 +13,7 @@ use aws_sdk_apigateway::types::{
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::error::gone_is_fine;
 use super::templates::{
@@ -176,6 +177,399 @@ fn decode_policy(text: &str) -> Option<Value> {
         })
 }
 
+/// What a route's `POST` method (its `operationName`) and a deployment (its
+/// description) carry to tell, from AWS alone, whether the live deployment contains
+/// the route's last change: `hookline <n>`, `n` the operator's clock in milliseconds
+/// when the change or the deployment was made, strictly increasing within a process.
+/// A route is live when the stage's deployment has a larger `n` than the route. An
+/// operator stopped between a change and its deployment leaves a route whose `n` is
+/// larger than the stage's, so the next one deploys it. (API Gateway keeps no change
+/// time on methods; the deployment's `createdDate` is the service's clock, so
+/// comparing it with our marker would depend on clock skew.)
+const MARKER_PREFIX: &str = "hookline ";
+
+/// A new change or deployment marker.
+fn new_marker() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let previous = LAST
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |last| Some(now.max(last + 1)),
+        )
+        .unwrap_or(0);
+    now.max(previous + 1)
+}
+
+fn marker_text(marker: u64) -> String {
+    format!("{MARKER_PREFIX}{marker}")
+}
+
+/// The marker in an `operationName` or a deployment description.
+fn read_marker(text: Option<&str>) -> Option<u64> {
+    text?
+        .strip_prefix(MARKER_PREFIX)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether a deployment marked `deployed` contains a route marked `changed` (either
+/// missing: no, so the route is deployed, and marked, once more).
+pub fn deployment_contains(deployed: Option<u64>, changed: Option<u64>) -> bool {
+    matches!((deployed, changed), (Some(d), Some(c)) if d > c)
+}
+
+/// An authorizer deleted by [`RestApis::delete_authorizers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedAuthorizer {
+    /// Its id.
+    pub id: String,
+    /// The Lambda function it called, if a Lambda authorizer.
+    pub function_arn: Option<String>,
+}
+
+/// The name an authorizer being replaced is set aside under.
+fn replaced_name(name: &str, id: &str) -> String {
+    format!("{name}~{id}")
+}
+
+/// The function ARN inside a Lambda authorizer's invocation URI.
+fn function_of_authorizer_uri(uri: &str) -> Option<String> {
+    let (_, rest) = uri.split_once("/functions/")?;
+    Some(rest.strip_suffix("/invocations").unwrap_or(rest).to_owned())
+}
+
+/// What decides how an authorizer is brought to its spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizerShape {
+    /// `COGNITO_USER_POOLS`, `TOKEN` or `REQUEST`.
+    pub kind: AuthorizerType,
+    /// User pool ARNs (Cognito), sorted.
+    pub providers: Vec<String>,
+    /// Invocation URI (Lambda).
+    pub uri: Option<String>,
+    /// Identity source.
+    pub identity: String,
+    /// Result cache TTL (Lambda; `None`: not managed).
+    pub ttl: Option<i32>,
+}
+
+impl AuthorizerShape {
+    fn of(spec: &AuthorizerSpec) -> Self {
+        match spec {
+            AuthorizerSpec::Cognito { user_pool_arns, .. } => {
+                let mut providers = user_pool_arns.clone();
+                providers.sort();
+                Self {
+                    kind: AuthorizerType::CognitoUserPools,
+                    providers,
+                    uri: None,
+                    identity: "method.request.header.Authorization".to_owned(),
+                    ttl: None,
+                }
+            }
+            AuthorizerSpec::Lambda {
+                function_arn,
+                request,
+                identity_source,
+                ttl_seconds,
+                ..
+            } => Self {
+                kind: if *request {
+                    AuthorizerType::Request
+                } else {
+                    AuthorizerType::Token
+                },
+                providers: Vec::new(),
+                uri: Some(lambda_authorizer_uri(function_arn)),
+                identity: identity_source.clone(),
+                ttl: Some(*ttl_seconds),
+            },
+        }
+    }
+
+    fn from_aws(current: &aws_sdk_apigateway::types::Authorizer) -> Self {
+        let mut providers = current.provider_arns.clone().unwrap_or_default();
+        providers.sort();
+        Self {
+            kind: current.r#type.clone().unwrap_or(AuthorizerType::Token),
+            providers,
+            uri: current.authorizer_uri.clone().filter(|u| !u.is_empty()),
+            identity: current.identity_source.clone().unwrap_or_default(),
+            ttl: current.authorizer_result_ttl_in_seconds,
+        }
+    }
+}
+
+/// How to bring an authorizer from `current` to `desired`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthorizerChange {
+    /// It is as it should be.
+    None,
+    /// `UpdateAuthorizer` with these operations.
+    Patch(Vec<PatchOperation>),
+    /// A new authorizer: its type, or its user pools, differ. API Gateway patches
+    /// neither (`/providerARNs` is not a replaceable path), and the old one cannot
+    /// be deleted while a method references it.
+    Replace,
+}
+
+/// The change from `current` to `desired` (see [`AuthorizerChange`]).
+pub fn authorizer_change(current: &AuthorizerShape, desired: &AuthorizerShape) -> AuthorizerChange {
+    if current.kind != desired.kind || current.providers != desired.providers {
+        return AuthorizerChange::Replace;
+    }
+    let mut ops = Vec::new();
+    if current.uri != desired.uri
+        && let Some(uri) = &desired.uri
+    {
+        ops.push(replace("/authorizerUri".into(), uri.clone()));
+    }
+    if current.identity != desired.identity {
+        ops.push(replace("/identitySource".into(), desired.identity.clone()));
+    }
+    if let Some(ttl) = desired.ttl
+        && current.ttl != Some(ttl)
+    {
+        ops.push(replace(
+            "/authorizerResultTtlInSeconds".into(),
+            ttl.to_string(),
+        ));
+    }
+    if ops.is_empty() {
+        AuthorizerChange::None
+    } else {
+        AuthorizerChange::Patch(ops)
+    }
+}
+
+/// The `UpdateMethod` operations that turn a method's OAuth scopes into `desired`:
+/// API Gateway adds and removes scopes one at a time (`add`/`remove` on
+/// `/authorizationScopes`; there is no `replace`).
+pub fn scope_ops(current: &[String], desired: &[String]) -> Vec<PatchOperation> {
+    let op = |op: Op, scope: &String| {
+        PatchOperation::builder()
+            .op(op)
+            .path("/authorizationScopes")
+            .value(scope.clone())
+            .build()
+    };
+    let mut ops: Vec<PatchOperation> = current
+        .iter()
+        .filter(|s| !desired.contains(s))
+        .map(|s| op(Op::Remove, s))
+        .collect();
+    ops.extend(
+        desired
+            .iter()
+            .filter(|s| !current.contains(s))
+            .map(|s| op(Op::Add, s)),
+    );
+    ops
+}
+
+/// An API's resources: path → (id, has any method).
+pub type ResourceTree = BTreeMap<String, (String, bool)>;
+
+/// One call of a route's deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    /// `DeleteMethod` POST (its integration goes with it) on this resource.
+    Method(String),
+    /// `DeleteResource` of this resource.
+    Resource(String),
+}
+
+/// The calls that delete the route at `path` and nothing else. `DeleteResource`
+/// deletes a resource's children too (AWS), so a route with resources under it (the
+/// route of another webhook at `path/b`, or the segments leading there) loses only
+/// its `POST`. Otherwise the resource goes, and then each parent segment that is
+/// left with no method and no other child (it counts against the resources-per-API
+/// quota), deepest first, never `/`. A route already gone still prunes the empty
+/// segments a deletion cut short left behind.
+pub fn route_deletion(tree: &ResourceTree, path: &str) -> Vec<Deletion> {
+    let path = format!("/{}", path.trim_matches('/'));
+    let under = |prefix: &str| {
+        let prefix = format!("{prefix}/");
+        tree.keys()
+            .filter(move |p| p.starts_with(&prefix))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let mut steps = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    match tree.get(&path) {
+        Some((id, has_methods)) if !under(&path).is_empty() => {
+            if *has_methods {
+                steps.push(Deletion::Method(id.clone()));
+            }
+            return steps;
+        }
+        Some((id, _)) => {
+            steps.push(Deletion::Resource(id.clone()));
+            removed.push(path.clone());
+        }
+        None => removed.push(path.clone()),
+    }
+    let mut current = path;
+    while let Some((parent, _)) = current.rsplit_once('/') {
+        if parent.is_empty() {
+            break;
+        }
+        let Some((id, has_methods)) = tree.get(parent) else {
+            current = parent.to_owned();
+            continue;
+        };
+        let others = under(parent).into_iter().any(|p| {
+            !removed
+                .iter()
+                .any(|r| p == *r || p.starts_with(&format!("{r}/")))
+        });
+        if *has_methods || others {
+            break;
+        }
+        steps.push(Deletion::Resource(id.clone()));
+        removed.push(parent.to_owned());
+        current = parent.to_owned();
+    }
+    steps
+}
+
+/// Whether the policy API Gateway stores for `api_id` (`stored`, as decoded) is
+/// `desired`. AWS does not keep a resource policy as written: it expands the
+/// `execute-api:/…` shorthand to `arn:PARTITION:execute-api:REGION:ACCOUNT:API/…`,
+/// writes a one-element array as a single value, and may reorder keys; compared as
+/// written, the two never match and every resync would update the policy and
+/// redeploy. Both sides are normalised first (see [`normalise_policy`]).
+pub fn policies_match(desired: Option<&Value>, stored: Option<&Value>, api_id: &str) -> bool {
+    match (desired, stored) {
+        (None, None) => true,
+        (Some(desired), Some(stored)) => {
+            normalise_policy(desired, api_id) == normalise_policy(stored, api_id)
+        }
+        _ => false,
+    }
+}
+
+/// A policy in one canonical form: `Statement` always an array, sorted; in every
+/// statement `Action`/`NotAction`/`Resource`/`NotResource` and every principal and
+/// condition value a sorted array of strings; this API's expanded ARNs written back
+/// as the `execute-api:/` shorthand; `{"AWS": "*"}` as `"*"`.
+pub fn normalise_policy(policy: &Value, api_id: &str) -> Value {
+    let Some(object) = policy.as_object() else {
+        return policy.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (key, value) in object {
+        if key == "Statement" {
+            let mut statements: Vec<Value> = as_list(value)
+                .iter()
+                .map(|s| normalise_statement(s, api_id))
+                .collect();
+            statements.sort_by_key(Value::to_string);
+            out.insert(key.clone(), Value::Array(statements));
+        } else {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn as_list(value: &Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// A sorted, de-duplicated array of strings (numbers and booleans as AWS prints them).
+fn string_set(value: &Value, rewrite: impl Fn(&str) -> String) -> Value {
+    let mut items: Vec<String> = as_list(value)
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => rewrite(s),
+            other => rewrite(&other.to_string()),
+        })
+        .collect();
+    items.sort();
+    items.dedup();
+    Value::Array(items.into_iter().map(Value::String).collect())
+}
+
+fn normalise_statement(statement: &Value, api_id: &str) -> Value {
+    let Some(object) = statement.as_object() else {
+        return statement.clone();
+    };
+    let shorthand = |resource: &str| execute_api_shorthand(resource, api_id);
+    let mut out = serde_json::Map::new();
+    for (key, value) in object {
+        let normalised = match key.as_str() {
+            "Action" | "NotAction" => string_set(value, str::to_owned),
+            "Resource" | "NotResource" => string_set(value, shorthand),
+            "Principal" | "NotPrincipal" => match value {
+                Value::Object(principals) => {
+                    let anyone = principals.len() == 1
+                        && principals
+                            .get("AWS")
+                            .is_some_and(|aws| string_set(aws, str::to_owned) == json!(["*"]));
+                    if anyone {
+                        json!("*")
+                    } else {
+                        Value::Object(
+                            principals
+                                .iter()
+                                .map(|(k, v)| (k.clone(), string_set(v, str::to_owned)))
+                                .collect(),
+                        )
+                    }
+                }
+                other => other.clone(),
+            },
+            "Condition" => match value {
+                Value::Object(operators) => Value::Object(
+                    operators
+                        .iter()
+                        .map(|(operator, keys)| {
+                            let keys = match keys {
+                                Value::Object(keys) => Value::Object(
+                                    keys.iter()
+                                        .map(|(k, v)| (k.clone(), string_set(v, str::to_owned)))
+                                        .collect(),
+                                ),
+                                other => other.clone(),
+                            };
+                            (operator.clone(), keys)
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            },
+            _ => value.clone(),
+        };
+        out.insert(key.clone(), normalised);
+    }
+    Value::Object(out)
+}
+
+/// `arn:PARTITION:execute-api:REGION:ACCOUNT:API_ID/rest` → `execute-api:/rest` for
+/// this API; any other text unchanged.
+fn execute_api_shorthand(resource: &str, api_id: &str) -> String {
+    let parts: Vec<&str> = resource.splitn(6, ':').collect();
+    if let [arn, _partition, "execute-api", _region, _account, tail] = parts.as_slice()
+        && *arn == "arn"
+        && let Some(rest) = tail.strip_prefix(api_id)
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return format!("execute-api:{}", if rest.is_empty() { "/" } else { rest });
+    }
+    resource.to_owned()
+}
+
 /// A custom domain for the gateway's hostname.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -216,6 +610,16 @@ pub trait RestApis: Send + Sync {
         api: &ApiRef,
         spec: &RouteSpec,
     ) -> impl Future<Output = Result<(String, bool), AwsError>> + Send;
+    /// Whether `stage` serves a deployment made after the last change of the route
+    /// on `resource_id` (false when the stage does not exist yet). Read from AWS, so
+    /// that a change whose deployment never happened (the operator stopped in
+    /// between) is still found after a restart.
+    fn route_is_live(
+        &self,
+        api_id: &str,
+        resource_id: &str,
+        stage: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
     /// Deploys the API's current state to `stage` (creating the stage).
     fn deploy(
         &self,
@@ -242,12 +646,24 @@ pub trait RestApis: Send + Sync {
         stage: &str,
         owner: &Owner,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
-    /// A Cognito or Lambda authorizer, found by name; returns its id.
+    /// A Cognito or Lambda authorizer, found by name; returns its id. Settings that
+    /// API Gateway can patch (TTL, identity source, function) are patched in place; a
+    /// new type or new user pools make a new authorizer under the name, with the old
+    /// one set aside until [`RestApis::delete_authorizers`] (a method still uses it).
     fn ensure_authorizer(
         &self,
         api_id: &str,
         spec: &AuthorizerSpec,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// Deletes the authorizers named `name`, and those a replacement set aside
+    /// (`name~<id>`), except `keep`. With `keep`, one still referenced by a method is
+    /// left for a later pass; without, that is an error. Returns what was deleted.
+    fn delete_authorizers(
+        &self,
+        api_id: &str,
+        name: &str,
+        keep: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<DeletedAuthorizer>, AwsError>> + Send;
     /// Sets the API's resource policy (`None`: no policy); true if it changed.
     /// A changed policy takes effect with the next deployment.
     fn ensure_policy(
@@ -262,7 +678,9 @@ pub trait RestApis: Send + Sync {
         name: &str,
         owner: &Owner,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// Deletes a route's resource (and so its method); already gone is fine.
+    /// Deletes a route: its resource, or only its `POST` when other resources hang
+    /// below it (see [`route_deletion`]), then the parent segments left empty;
+    /// already gone is fine.
     fn delete_route(
         &self,
         api: &ApiRef,
@@ -282,17 +700,45 @@ pub trait RestApis: Send + Sync {
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
+/// Deployment markers by (API id, deployment id); `None`: not made by Hookline.
+type DeploymentMarkers = HashMap<(String, String), Option<u64>>;
+
 /// [`RestApis`] on the API Gateway SDK.
 #[derive(Debug, Clone)]
 pub struct ApiGatewayRestApis {
     apigateway: aws_sdk_apigateway::Client,
     caller: Caller,
+    mutations: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Markers of deployments by (API, deployment id): a deployment never changes
+    /// (Hookline never updates one), so one read each is enough.
+    deployment_markers: Arc<Mutex<DeploymentMarkers>>,
 }
 
 impl ApiGatewayRestApis {
     /// Uses `apigateway` for calls and `caller` for limits, retries and counts.
     pub fn new(apigateway: aws_sdk_apigateway::Client, caller: Caller) -> Self {
-        Self { apigateway, caller }
+        Self {
+            apigateway,
+            caller,
+            mutations: Arc::default(),
+            deployment_markers: Arc::default(),
+        }
+    }
+
+    /// Holds the REST API's mutation slot. API Gateway refuses parallel changes of
+    /// one REST API ("ConflictException: Unable to complete operation due to
+    /// concurrent modification"), and two reconciles creating the same path segment
+    /// race; so every `ensure_*`/`delete_*`/`deploy` that writes to an API runs alone
+    /// on it (reads included, so that what it read stays true while it writes).
+    async fn mutating(&self, api_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let slot = self
+            .mutations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(api_id.to_owned())
+            .or_default()
+            .clone();
+        slot.lock_owned().await
     }
 
     async fn get_api(
@@ -369,6 +815,41 @@ impl ApiGatewayRestApis {
         Ok(by_path)
     }
 
+    /// All resources of the API by path, with their id and whether they have any
+    /// method (`embed=methods`).
+    async fn resource_tree(&self, api_id: &str) -> Result<ResourceTree, AwsError> {
+        let mut tree = ResourceTree::new();
+        let mut position: Option<String> = None;
+        for _ in 0..100 {
+            let page = self
+                .caller
+                .call(APIGW, "GetResources", || {
+                    self.apigateway
+                        .get_resources()
+                        .rest_api_id(api_id)
+                        .embed("methods")
+                        .set_position(position.clone())
+                        .limit(500)
+                        .send()
+                })
+                .await?;
+            for resource in page.items.unwrap_or_default() {
+                let has_methods = resource
+                    .resource_methods
+                    .as_ref()
+                    .is_some_and(|m| !m.is_empty());
+                if let (Some(path), Some(id)) = (resource.path, resource.id) {
+                    tree.insert(path, (id, has_methods));
+                }
+            }
+            position = page.position;
+            if position.is_none() {
+                break;
+            }
+        }
+        Ok(tree)
+    }
+
     /// Creates the missing segments of `path`; returns the leaf's id.
     async fn ensure_path(
         &self,
@@ -397,8 +878,9 @@ impl ApiGatewayRestApis {
                 .await;
             let id = match created {
                 Ok(created) => created.id,
-                // Another webhook's reconcile created this shared segment (e.g.
-                // `/payments` of `/payments/a` and `/payments/b`) since we listed.
+                // The segment exists although it was not listed: another tool (or
+                // another operator replica) created it since. A concurrent
+                // modification is not this: it is Throttled and retried by the caller.
                 Err(AwsError::Conflict { .. }) => {
                     *existing = self.resources(&api.id).await?;
                     existing.get(&current).cloned()
@@ -455,6 +937,78 @@ impl ApiGatewayRestApis {
             .await?
             .items
             .unwrap_or_default())
+    }
+
+    async fn authorizers(
+        &self,
+        api_id: &str,
+    ) -> Result<Vec<aws_sdk_apigateway::types::Authorizer>, AwsError> {
+        Ok(self
+            .caller
+            .call(APIGW, "GetAuthorizers", || {
+                self.apigateway
+                    .get_authorizers()
+                    .rest_api_id(api_id)
+                    .limit(500)
+                    .send()
+            })
+            .await?
+            .items
+            .unwrap_or_default())
+    }
+
+    /// Records that the route on `resource_id` changed (see [`MARKER_PREFIX`]).
+    async fn mark_changed(
+        &self,
+        api_id: &str,
+        resource_id: &str,
+        marker: &str,
+    ) -> Result<(), AwsError> {
+        self.caller
+            .call(APIGW, "UpdateMethod", || {
+                self.apigateway
+                    .update_method()
+                    .rest_api_id(api_id)
+                    .resource_id(resource_id)
+                    .http_method("POST")
+                    .patch_operations(replace("/operationName".into(), marker.to_owned()))
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The marker of a deployment (`None`: not made by Hookline).
+    async fn deployment_marker(
+        &self,
+        api_id: &str,
+        deployment_id: &str,
+    ) -> Result<Option<u64>, AwsError> {
+        let key = (api_id.to_owned(), deployment_id.to_owned());
+        if let Some(known) = self
+            .deployment_markers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(*known);
+        }
+        let deployment = self
+            .caller
+            .call(APIGW, "GetDeployment", || {
+                self.apigateway
+                    .get_deployment()
+                    .rest_api_id(api_id)
+                    .deployment_id(deployment_id)
+                    .send()
+            })
+            .await?;
+        let marker = read_marker(deployment.description.as_deref());
+        self.deployment_markers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, marker);
+        Ok(marker)
     }
 
     async fn ensure_health_route(&self, api: &ApiRef) -> Result<(), AwsError> {
@@ -604,6 +1158,7 @@ impl RestApis for ApiGatewayRestApis {
             id,
             root_resource_id,
         };
+        let _mutation = self.mutating(&api.id).await;
         self.ensure_health_route(&api).await?;
         Ok(api)
     }
@@ -613,6 +1168,11 @@ impl RestApis for ApiGatewayRestApis {
         api: &ApiRef,
         spec: &RouteSpec,
     ) -> Result<(String, bool), AwsError> {
+        let _mutation = self.mutating(&api.id).await;
+        // Taken before any change: the mutation slot keeps deployments out until this
+        // route's changes are all made, so a later deployment has a larger marker.
+        let marker = marker_text(new_marker());
+        let mut marked = false;
         let template = request_template(&spec.template).map_err(template_error)?;
         let uri = sqs_integration_uri(&spec.queue_arn).ok_or_else(|| {
             AwsError::unexpected(
@@ -646,10 +1206,12 @@ impl RestApis for ApiGatewayRestApis {
                             .set_authorizer_id(authorizer_id.map(str::to_owned))
                             .api_key_required(api_key_required)
                             .set_authorization_scopes((!scopes.is_empty()).then(|| scopes.clone()))
+                            .operation_name(&marker)
                             .send()
                     })
                     .await?;
                 changed = true;
+                marked = true;
             }
             Some(m) => {
                 let mut ops = Vec::new();
@@ -671,7 +1233,13 @@ impl RestApis for ApiGatewayRestApis {
                         api_key_required.to_string(),
                     ));
                 }
-                if !ops.is_empty() {
+                ops.extend(scope_ops(
+                    m.authorization_scopes.as_deref().unwrap_or_default(),
+                    &scopes,
+                ));
+                // A route from before markers existed gets one (and so one deployment).
+                if !ops.is_empty() || read_marker(m.operation_name.as_deref()).is_none() {
+                    ops.push(replace("/operationName".into(), marker.clone()));
                     self.caller
                         .call(APIGW, "UpdateMethod", || {
                             self.apigateway
@@ -684,6 +1252,7 @@ impl RestApis for ApiGatewayRestApis {
                         })
                         .await?;
                     changed = true;
+                    marked = true;
                 }
             }
         }
@@ -786,10 +1355,47 @@ impl RestApis for ApiGatewayRestApis {
                 changed = true;
             }
         }
+        if changed && !marked {
+            self.mark_changed(id, rid, &marker).await?;
+        }
         Ok((resource_id, changed))
     }
 
+    async fn route_is_live(
+        &self,
+        api_id: &str,
+        resource_id: &str,
+        stage: &str,
+    ) -> Result<bool, AwsError> {
+        let Some(method) = self.get_method(api_id, resource_id, "POST").await? else {
+            return Ok(false);
+        };
+        let changed = read_marker(method.operation_name.as_deref());
+        let deployment = match self
+            .caller
+            .call(APIGW, "GetStage", || {
+                self.apigateway
+                    .get_stage()
+                    .rest_api_id(api_id)
+                    .stage_name(stage)
+                    .send()
+            })
+            .await
+        {
+            Ok(stage) => stage.deployment_id,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let Some(deployment) = deployment else {
+            return Ok(false);
+        };
+        let deployed = self.deployment_marker(api_id, &deployment).await?;
+        Ok(deployment_contains(deployed, changed))
+    }
+
     async fn deploy(&self, api_id: &str, stage: &str) -> Result<String, AwsError> {
+        let _mutation = self.mutating(api_id).await;
+        let marker = new_marker();
         let deployment = self
             .caller
             .call(APIGW, "CreateDeployment", || {
@@ -797,16 +1403,23 @@ impl RestApis for ApiGatewayRestApis {
                     .create_deployment()
                     .rest_api_id(api_id)
                     .stage_name(stage)
-                    .description("hookline")
+                    .description(marker_text(marker))
                     .send()
             })
             .await?;
+        if let Some(id) = &deployment.id {
+            self.deployment_markers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((api_id.to_owned(), id.clone()), Some(marker));
+        }
         deployment
             .id
             .ok_or_else(|| AwsError::unexpected(APIGW, "CreateDeployment", "no deployment id"))
     }
 
     async fn ensure_stage(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {
+        let _mutation = self.mutating(api_id).await;
         let stage = self
             .caller
             .call(APIGW, "GetStage", || {
@@ -1086,69 +1699,50 @@ impl RestApis for ApiGatewayRestApis {
         api_id: &str,
         spec: &AuthorizerSpec,
     ) -> Result<String, AwsError> {
+        let _mutation = self.mutating(api_id).await;
         let existing = self
-            .caller
-            .call(APIGW, "GetAuthorizers", || {
-                self.apigateway
-                    .get_authorizers()
-                    .rest_api_id(api_id)
-                    .limit(500)
-                    .send()
-            })
+            .authorizers(api_id)
             .await?
-            .items
-            .unwrap_or_default()
             .into_iter()
             .find(|a| a.name.as_deref() == Some(spec.name()));
-        let (kind, providers, uri, identity, ttl) = match spec {
-            AuthorizerSpec::Cognito { user_pool_arns, .. } => (
-                AuthorizerType::CognitoUserPools,
-                user_pool_arns.clone(),
-                None,
-                "method.request.header.Authorization".to_owned(),
-                None,
-            ),
-            AuthorizerSpec::Lambda {
-                function_arn,
-                request,
-                identity_source,
-                ttl_seconds,
-                ..
-            } => (
-                if *request {
-                    AuthorizerType::Request
-                } else {
-                    AuthorizerType::Token
-                },
-                Vec::new(),
-                Some(lambda_authorizer_uri(function_arn)),
-                identity_source.clone(),
-                Some(*ttl_seconds),
-            ),
-        };
+        let desired = AuthorizerShape::of(spec);
         if let Some(current) = existing {
             let id = current
                 .id
                 .clone()
                 .ok_or_else(|| AwsError::unexpected(APIGW, "GetAuthorizers", "no authorizer id"))?;
-            let same = current.r#type.as_ref() == Some(&kind)
-                && current.provider_arns.clone().unwrap_or_default() == providers
-                && current.authorizer_uri.clone().filter(|u| !u.is_empty()) == uri
-                && current.identity_source.as_deref() == Some(identity.as_str())
-                && (ttl.is_none() || current.authorizer_result_ttl_in_seconds == ttl);
-            if same {
-                return Ok(id);
+            match authorizer_change(&AuthorizerShape::from_aws(&current), &desired) {
+                AuthorizerChange::None => return Ok(id),
+                AuthorizerChange::Patch(ops) => {
+                    self.caller
+                        .call(APIGW, "UpdateAuthorizer", || {
+                            self.apigateway
+                                .update_authorizer()
+                                .rest_api_id(api_id)
+                                .authorizer_id(&id)
+                                .set_patch_operations(Some(ops.clone()))
+                                .send()
+                        })
+                        .await?;
+                    return Ok(id);
+                }
+                AuthorizerChange::Replace => {
+                    // A method still points at it, so it cannot be deleted yet (409):
+                    // it steps aside under another name, the new one takes the name,
+                    // the route is re-pointed, and then `delete_authorizers` removes it.
+                    let aside = replaced_name(spec.name(), &id);
+                    self.caller
+                        .call(APIGW, "UpdateAuthorizer", || {
+                            self.apigateway
+                                .update_authorizer()
+                                .rest_api_id(api_id)
+                                .authorizer_id(&id)
+                                .patch_operations(replace("/name".into(), aside.clone()))
+                                .send()
+                        })
+                        .await?;
+                }
             }
-            // Its type cannot be patched; replace it (routes are re-pointed by the caller).
-            self.caller
-                .call(APIGW, "DeleteAuthorizer", || {
-                    self.apigateway
-                        .delete_authorizer()
-                        .rest_api_id(api_id)
-                        .authorizer_id(&id)
-                        .send()
-                })
-                .await?;
         }
         let created = self
             .caller
@@ -1157,11 +1751,13 @@ impl RestApis for ApiGatewayRestApis {
                     .create_authorizer()
                     .rest_api_id(api_id)
                     .name(spec.name())
-                    .r#type(kind.clone())
-                    .set_provider_arns((!providers.is_empty()).then(|| providers.clone()))
-                    .set_authorizer_uri(uri.clone())
-                    .identity_source(&identity)
-                    .set_authorizer_result_ttl_in_seconds(ttl)
+                    .r#type(desired.kind.clone())
+                    .set_provider_arns(
+                        (!desired.providers.is_empty()).then(|| desired.providers.clone()),
+                    )
+                    .set_authorizer_uri(desired.uri.clone())
+                    .identity_source(&desired.identity)
+                    .set_authorizer_result_ttl_in_seconds(desired.ttl)
                     .send()
             })
             .await?;
@@ -1170,7 +1766,56 @@ impl RestApis for ApiGatewayRestApis {
             .ok_or_else(|| AwsError::unexpected(APIGW, "CreateAuthorizer", "no authorizer id"))
     }
 
+    async fn delete_authorizers(
+        &self,
+        api_id: &str,
+        name: &str,
+        keep: Option<&str>,
+    ) -> Result<Vec<DeletedAuthorizer>, AwsError> {
+        let _mutation = self.mutating(api_id).await;
+        let authorizers = match self.authorizers(api_id).await {
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            other => other?,
+        };
+        let mut deleted = Vec::new();
+        for authorizer in authorizers {
+            let (Some(id), Some(this)) = (authorizer.id.clone(), authorizer.name.as_deref()) else {
+                continue;
+            };
+            let ours = this == name || this.starts_with(&replaced_name(name, ""));
+            if !ours || keep == Some(id.as_str()) {
+                continue;
+            }
+            let result = self
+                .caller
+                .call(APIGW, "DeleteAuthorizer", || {
+                    self.apigateway
+                        .delete_authorizer()
+                        .rest_api_id(api_id)
+                        .authorizer_id(&id)
+                        .send()
+                })
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                // Still referenced by a method: the route is re-pointed first.
+                Err(AwsError::Conflict { .. }) if keep.is_some() => continue,
+                Err(e) => return Err(e),
+            }
+            deleted.push(DeletedAuthorizer {
+                id,
+                function_arn: authorizer
+                    .authorizer_uri
+                    .as_deref()
+                    .and_then(function_of_authorizer_uri),
+            });
+        }
+        Ok(deleted)
+    }
+
     async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError> {
+        let _mutation = self.mutating(api_id).await;
         let current = self
             .get_api(api_id)
             .await?
@@ -1182,7 +1827,7 @@ impl RestApis for ApiGatewayRestApis {
             .policy
             .filter(|p| !p.is_empty())
             .and_then(|p| decode_policy(&p));
-        if current.as_ref() == policy {
+        if policies_match(policy, current.as_ref(), api_id) {
             return Ok(false);
         }
         let value = policy.map(Value::to_string).unwrap_or_default();
@@ -1282,24 +1927,39 @@ impl RestApis for ApiGatewayRestApis {
     }
 
     async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {
-        let resources = match self.resources(&api.id).await {
+        let _mutation = self.mutating(&api.id).await;
+        let tree = match self.resource_tree(&api.id).await {
             Err(e) if e.is_not_found() => return Ok(()),
             other => other?,
         };
-        let Some(resource_id) = resources.get(path) else {
-            return Ok(());
-        };
-        gone_is_fine(
-            self.caller
-                .call(APIGW, "DeleteResource", || {
-                    self.apigateway
-                        .delete_resource()
-                        .rest_api_id(&api.id)
-                        .resource_id(resource_id)
-                        .send()
-                })
-                .await,
-        )
+        for step in route_deletion(&tree, path) {
+            match step {
+                Deletion::Method(resource_id) => gone_is_fine(
+                    self.caller
+                        .call(APIGW, "DeleteMethod", || {
+                            self.apigateway
+                                .delete_method()
+                                .rest_api_id(&api.id)
+                                .resource_id(&resource_id)
+                                .http_method("POST")
+                                .send()
+                        })
+                        .await,
+                )?,
+                Deletion::Resource(resource_id) => gone_is_fine(
+                    self.caller
+                        .call(APIGW, "DeleteResource", || {
+                            self.apigateway
+                                .delete_resource()
+                                .rest_api_id(&api.id)
+                                .resource_id(&resource_id)
+                                .send()
+                        })
+                        .await,
+                )?,
+            }
+        }
+        Ok(())
     }
 
     async fn delete_domain(&self, domain: &str, owner: &Owner) -> Result<(), AwsError> {
@@ -1334,6 +1994,7 @@ impl RestApis for ApiGatewayRestApis {
     }
 
     async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError> {
+        let _mutation = self.mutating(api_id).await;
         let Some(api) = self.get_api(api_id).await? else {
             return Ok(());
         };
@@ -1381,6 +2042,289 @@ mod tests {
         assert_eq!(decode_policy(&policy.to_string()), Some(policy.clone()));
         let escaped = policy.to_string().replace('"', "\\\"");
         assert_eq!(decode_policy(&escaped), Some(policy));
+    }
+
+    /// The policy Hookline writes against the forms AWS stores it in (shapes from
+    /// GetRestApi outputs: expanded ARNs, single values for one-element arrays).
+    #[test]
+    fn policies_match_what_aws_stores() {
+        let desired = source_ip_policy(&[
+            ("/stripe".into(), vec!["3.18.12.63/32".into()]),
+            (
+                "/github".into(),
+                vec!["192.30.252.0/22".into(), "185.199.108.0/22".into()],
+            ),
+        ]);
+        let arn = "arn:aws:execute-api:us-west-2:767553057089:u1hp5d8r0b";
+        let stored = json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": "*",
+                    "Action": "execute-api:Invoke",
+                    "Resource": format!("{arn}/*")
+                },
+                {
+                    "Condition": {"NotIpAddress": {"aws:SourceIp": ["185.199.108.0/22", "192.30.252.0/22"]}},
+                    "Resource": format!("{arn}/*/POST/github"),
+                    "Action": "execute-api:Invoke",
+                    "Principal": {"AWS": "*"},
+                    "Effect": "Deny"
+                },
+                {
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": ["execute-api:Invoke"],
+                    "Resource": [format!("{arn}/*/POST/stripe")],
+                    "Condition": {"NotIpAddress": {"aws:SourceIp": "3.18.12.63/32"}}
+                }
+            ]
+        });
+        let cases: [(&str, Option<Value>, Option<Value>, bool); 7] = [
+            (
+                "as AWS stores it",
+                desired.clone(),
+                Some(stored.clone()),
+                true,
+            ),
+            ("as written", desired.clone(), desired.clone(), true),
+            ("no policy either side", None, None, true),
+            ("policy to remove", None, Some(stored.clone()), false),
+            ("policy to add", desired.clone(), None, false),
+            (
+                "another API's ARN",
+                desired.clone(),
+                Some(json!(
+                    stored.to_string().replace("u1hp5d8r0b", "zzzzzzzzzz")
+                ))
+                .and_then(|v| v.as_str().and_then(|t| serde_json::from_str(t).ok())),
+                false,
+            ),
+            (
+                "a CIDR changed",
+                desired.clone(),
+                Some(json!(
+                    stored.to_string().replace("3.18.12.63/32", "3.18.12.64/32")
+                ))
+                .and_then(|v| v.as_str().and_then(|t| serde_json::from_str(t).ok())),
+                false,
+            ),
+        ];
+        for (name, desired, stored, expected) in cases {
+            assert_eq!(
+                policies_match(desired.as_ref(), stored.as_ref(), "u1hp5d8r0b"),
+                expected,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            execute_api_shorthand(
+                "arn:aws-cn:execute-api:cn-north-1:1:u1hp5d8r0b",
+                "u1hp5d8r0b"
+            ),
+            "execute-api:/"
+        );
+        assert_eq!(
+            execute_api_shorthand("arn:aws:execute-api:r:1:u1hp5d8r0bX/*", "u1hp5d8r0b"),
+            "arn:aws:execute-api:r:1:u1hp5d8r0bX/*",
+            "a longer id is another API"
+        );
+    }
+
+    #[test]
+    fn route_deletion_keeps_other_routes_and_prunes_empty_segments() {
+        let tree = |entries: &[(&str, bool)]| -> ResourceTree {
+            entries
+                .iter()
+                .map(|(path, methods)| ((*path).to_owned(), (format!("id{path}"), *methods)))
+                .collect()
+        };
+        let method = |p: &str| Deletion::Method(format!("id{p}"));
+        let resource = |p: &str| Deletion::Resource(format!("id{p}"));
+        let cases: Vec<(&str, ResourceTree, &str, Vec<Deletion>)> = vec![
+            (
+                "a parent route keeps its resource for the child route",
+                tree(&[("/", true), ("/a", true), ("/a/b", true)]),
+                "/a",
+                vec![method("/a")],
+            ),
+            (
+                "a leaf route goes with its now empty segments",
+                tree(&[("/", true), ("/crash-a", false), ("/crash-a/x", true)]),
+                "/crash-a/x",
+                vec![resource("/crash-a/x"), resource("/crash-a")],
+            ),
+            (
+                "pruning stops at a segment that is a route",
+                tree(&[("/", true), ("/p", true), ("/p/q", false), ("/p/q/r", true)]),
+                "/p/q/r",
+                vec![resource("/p/q/r"), resource("/p/q")],
+            ),
+            (
+                "pruning stops at a segment shared with another route",
+                tree(&[
+                    ("/", true),
+                    ("/pay", false),
+                    ("/pay/stripe", true),
+                    ("/pay/adyen", true),
+                ]),
+                "/pay/stripe",
+                vec![resource("/pay/stripe")],
+            ),
+            (
+                "a child route: the parent route stays",
+                tree(&[("/", true), ("/a", true), ("/a/b", true)]),
+                "/a/b",
+                vec![resource("/a/b")],
+            ),
+            (
+                "already gone: the empty segments left behind go",
+                tree(&[("/", true), ("/x", false), ("/x/y", false)]),
+                "/x/y/z",
+                vec![resource("/x/y"), resource("/x")],
+            ),
+            (
+                "a parent with children and no POST left: nothing to do",
+                tree(&[("/", true), ("/a", false), ("/a/b", true)]),
+                "/a",
+                vec![],
+            ),
+        ];
+        for (name, tree, path, expected) in cases {
+            assert_eq!(route_deletion(&tree, path), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn authorizer_changes_patch_what_aws_patches_and_replace_the_rest() {
+        let lambda = |request: bool, function: &str, identity: &str, ttl: i32| {
+            AuthorizerShape::of(&AuthorizerSpec::Lambda {
+                name: "n".into(),
+                function_arn: format!("arn:aws:lambda:eu-west-1:1:function:{function}"),
+                request,
+                identity_source: identity.into(),
+                ttl_seconds: ttl,
+            })
+        };
+        let cognito = |pools: &[&str]| {
+            AuthorizerShape::of(&AuthorizerSpec::Cognito {
+                name: "n".into(),
+                user_pool_arns: pools.iter().map(|p| (*p).to_owned()).collect(),
+            })
+        };
+        let patch = |ops: &[(&str, &str)]| {
+            AuthorizerChange::Patch(
+                ops.iter()
+                    .map(|(path, value)| replace((*path).into(), (*value).into()))
+                    .collect(),
+            )
+        };
+        let header = "method.request.header.Authorization";
+        let base = lambda(false, "a", header, 300);
+        let cases = [
+            ("same", base.clone(), AuthorizerChange::None),
+            (
+                "ttl",
+                lambda(false, "a", header, 60),
+                patch(&[("/authorizerResultTtlInSeconds", "60")]),
+            ),
+            (
+                "identity source",
+                lambda(false, "a", "method.request.header.X-Token", 300),
+                patch(&[("/identitySource", "method.request.header.X-Token")]),
+            ),
+            (
+                "function",
+                lambda(false, "b", header, 300),
+                patch(&[(
+                    "/authorizerUri",
+                    "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:1:function:b/invocations",
+                )]),
+            ),
+            (
+                "TOKEN to REQUEST",
+                lambda(true, "a", header, 300),
+                AuthorizerChange::Replace,
+            ),
+            (
+                "Lambda to Cognito",
+                cognito(&["p1"]),
+                AuthorizerChange::Replace,
+            ),
+        ];
+        for (name, desired, expected) in cases {
+            assert_eq!(authorizer_change(&base, &desired), expected, "{name}");
+        }
+        assert_eq!(
+            authorizer_change(&cognito(&["p1", "p2"]), &cognito(&["p2", "p1"])),
+            AuthorizerChange::None,
+            "user pools in another order"
+        );
+        assert_eq!(
+            authorizer_change(&cognito(&["p1"]), &cognito(&["p1", "p2"])),
+            AuthorizerChange::Replace,
+            "a new user pool"
+        );
+    }
+
+    #[test]
+    fn scope_changes_add_and_remove_one_scope_each() {
+        let scopes = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let ops = scope_ops(
+            &scopes(&["orders/read", "orders/write"]),
+            &scopes(&["orders/write", "admin"]),
+        );
+        let seen: Vec<(String, String)> = ops
+            .iter()
+            .map(|o| {
+                (
+                    format!("{:?}", o.op()),
+                    format!(
+                        "{}={}",
+                        o.path().unwrap_or_default(),
+                        o.value().unwrap_or_default()
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "Some(Remove)".to_owned(),
+                    "/authorizationScopes=orders/read".to_owned()
+                ),
+                (
+                    "Some(Add)".to_owned(),
+                    "/authorizationScopes=admin".to_owned()
+                ),
+            ]
+        );
+        assert!(scope_ops(&scopes(&["a"]), &scopes(&["a"])).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_contains_a_route_only_when_made_after_its_change() {
+        assert!(deployment_contains(Some(20), Some(10)));
+        assert!(!deployment_contains(Some(10), Some(20)), "changed since");
+        assert!(!deployment_contains(Some(10), Some(10)));
+        assert!(
+            !deployment_contains(None, Some(10)),
+            "not Hookline's deployment"
+        );
+        assert!(
+            !deployment_contains(Some(10), None),
+            "a route from before markers"
+        );
+        assert_eq!(
+            read_marker(Some("hookline 1764582000123")),
+            Some(1_764_582_000_123)
+        );
+        assert_eq!(read_marker(Some("hookline")), None, "the old description");
+        assert_eq!(read_marker(Some(&marker_text(42))), Some(42));
+        let (a, b) = (new_marker(), new_marker());
+        assert!(b > a, "markers increase strictly within a process");
     }
 
     #[test]

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use super::deployer::Deployer;
 use crate::aws::{
-    AcmCertificates, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups, IamRoles, Route53Dns,
-    SqsQueues,
+    AcmCertificates, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups, IamRoles,
+    LambdaFunctions, Route53Dns, SqsQueues,
 };
 use crate::desired::Settings;
+use crate::quotas::Quotas;
 
 /// Per REST API: the resource policy it has, and when that was seen.
 pub type KnownPolicies =
@@ -33,6 +34,8 @@ pub struct AwsServices {
     pub roles: IamRoles,
     /// CloudWatch Logs.
     pub logs: CloudWatchLogGroups,
+    /// Lambda.
+    pub functions: LambdaFunctions,
 }
 
 impl AwsServices {
@@ -45,7 +48,8 @@ impl AwsServices {
             certificates: AcmCertificates::new(clients.acm.clone(), caller.clone()),
             dns: Route53Dns::new(clients.route53.clone(), caller.clone()),
             roles: IamRoles::new(clients.iam.clone(), caller.clone()),
-            logs: CloudWatchLogGroups::new(clients.logs.clone(), caller),
+            logs: CloudWatchLogGroups::new(clients.logs.clone(), caller.clone()),
+            functions: LambdaFunctions::new(clients.lambda.clone(), caller),
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct Context {
     /// read of Webhooks stays inside them, so a namespaced install needs no
     /// cluster-wide access to Webhooks.
     pub namespaces: Vec<String>,
+    /// The AWS quotas Webhooks are checked against before any AWS call.
+    pub quotas: Quotas,
 }
 
 impl std::fmt::Debug for Context {
@@ -145,6 +151,15 @@ impl Context {
             webhook_stores: Arc::new(RwLock::new(None)),
             policies: Arc::default(),
             namespaces,
+            quotas: Quotas::default(),
+        })
+    }
+
+    /// This context with other AWS quotas (an account where some were raised).
+    pub fn with_quotas(self: Arc<Self>, quotas: Quotas) -> Arc<Self> {
+        Arc::new(Self {
+            quotas,
+            ..(*self).clone()
         })
     }
 }

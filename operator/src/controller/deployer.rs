@@ -1,6 +1,9 @@
 //! Coalesced stage deployments. A deployment snapshots the whole REST API, so one
 //! started after a change includes it: many webhooks changing at once share one
-//! `CreateDeployment` per gateway (AWS allows one per 5 s per API), instead of one each.
+//! `CreateDeployment` per gateway, instead of one each. AWS allows one
+//! `CreateDeployment` per 5 s per *account* (all gateways together), which the
+//! caller's rate limits enforce (see `aws::limits`); coalescing is what keeps many
+//! gateways from queueing behind each other there.
 
 use std::collections::HashMap;
 use std::sync::Arc;

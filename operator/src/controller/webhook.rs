@@ -30,9 +30,11 @@ use super::context::Context;
 use super::{
     ALLOW_DLQ_LOSS, ALLOW_QUEUE_LOSS, Error, FINALIZER, MANAGER, Result, selector, status,
 };
+use crate::aws::functions::{authorizer_source_arn, authorizer_statement_id};
 use crate::aws::rest_apis::source_ip_policy;
 use crate::aws::{
-    ApiRef, AuthorizerSpec, AwsError, QueuePair, Queues, RestApis, RouteAuth, RouteSpec, StageSpec,
+    ApiRef, AuthorizerSpec, AwsError, DeletedAuthorizer, Functions, QueuePair, Queues, RestApis,
+    RouteAuth, RouteSpec, StageSpec,
 };
 use crate::conditions::Report;
 use crate::desired::{self, webhook_owner};
@@ -243,7 +245,37 @@ async fn validate(
             ),
         )));
     }
+    let refused = quota_refusals(ctx, &others, webhook, &gateway.name_any());
+    if let Some(refusal) = webhook
+        .metadata
+        .uid
+        .as_ref()
+        .and_then(|uid| refused.get(uid))
+    {
+        return Ok(Err(invalid(
+            ROUTE_READY,
+            refusal.reason,
+            refusal.message.clone(),
+        )));
+    }
     Ok(Ok(gateway))
+}
+
+/// The Webhooks over an AWS quota (see [`crate::quotas`]): `webhook` on `gateway`,
+/// and every other Webhook on the gateway it is attached to.
+fn quota_refusals(
+    ctx: &Context,
+    others: &[Webhook],
+    webhook: &Webhook,
+    gateway: &str,
+) -> std::collections::BTreeMap<String, crate::quotas::Refusal> {
+    let mut attached: Vec<(String, &Webhook)> = others
+        .iter()
+        .filter(|other| other.metadata.uid != webhook.metadata.uid)
+        .filter_map(|other| Some((other.status.as_ref()?.gateway.clone()?, other)))
+        .collect();
+    attached.push((gateway.to_owned(), webhook));
+    crate::quotas::refusals(&attached, &ctx.quotas)
 }
 
 fn aws_failure(part: &'static str, error: &AwsError) -> Report {
@@ -413,7 +445,7 @@ async fn route(
                 .ensure_authorizer(
                     &api_id,
                     &AuthorizerSpec::Cognito {
-                        name: format!("{namespace}-{name}"),
+                        name: authorizer_name(namespace, &name),
                         user_pool_arns: cognito.user_pool_arns,
                     },
                 )
@@ -433,12 +465,13 @@ async fn route(
                 ));
                 return Ok(false);
             };
+            let function_arn = lambda.function_arn.clone();
             let authorizer_id = aws
                 .apis
                 .ensure_authorizer(
                     &api_id,
                     &AuthorizerSpec::Lambda {
-                        name: format!("{namespace}-{name}"),
+                        name: authorizer_name(namespace, &name),
                         function_arn: lambda.function_arn,
                         request: lambda.kind == LambdaAuthorizerType::Request,
                         identity_source: lambda.identity_source,
@@ -447,8 +480,25 @@ async fn route(
                 )
                 .await
                 .inspect_err(|e| reports.push(fail(e)))?;
+            // API Gateway may invoke the function only with a grant on it.
+            let source = authorizer_source_arn(&pair.queue.arn, &api_id, &authorizer_id)
+                .ok_or(Error::Malformed("queue ARN"))?;
+            aws.functions
+                .ensure_invoke_permission(
+                    &function_arn,
+                    &authorizer_statement_id(&api_id, &authorizer_id),
+                    &source,
+                )
+                .await
+                .inspect_err(|e| reports.push(fail(e)))?;
             RouteAuth::Lambda { authorizer_id }
         }
+    };
+    let authorizer_in_use = match &auth {
+        RouteAuth::Cognito { authorizer_id, .. } | RouteAuth::Lambda { authorizer_id } => {
+            Some(authorizer_id.clone())
+        }
+        RouteAuth::None | RouteAuth::ApiKey => None,
     };
 
     let (resource_id, mut changed) = aws
@@ -465,6 +515,15 @@ async fn route(
         )
         .await
         .inspect_err(|e| reports.push(fail(e)))?;
+    // Unchanged now is not deployed: a change made just before the operator stopped
+    // may never have been deployed. AWS knows; memory does not survive a restart.
+    if !changed {
+        changed = !aws
+            .apis
+            .route_is_live(&api_id, &resource_id, &stage)
+            .await
+            .inspect_err(|e| reports.push(fail(e)))?;
+    }
     status.route = Some(RouteRef {
         rest_api_id: api_id.clone(),
         resource_id,
@@ -491,11 +550,23 @@ async fn route(
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
     }
-    let attached = super::gateway::attached(ctx, &gateway.name_any()).await?;
-    let mut lists: Vec<(String, Vec<String>)> = attached
+    let everyone = ctx.list_webhooks().await?;
+    // A Webhook refused for a quota has no say in the policy (its list may be the
+    // one that does not fit).
+    let refused = quota_refusals(ctx, &everyone, webhook, &gateway.name_any());
+    let mut lists: Vec<(String, Vec<String>)> = everyone
         .iter()
         .filter(|w| {
-            w.metadata.uid != webhook.metadata.uid && w.metadata.deletion_timestamp.is_none()
+            w.status.as_ref().and_then(|s| s.gateway.as_deref())
+                == Some(gateway.name_any().as_str())
+        })
+        .filter(|w| {
+            w.metadata.uid != webhook.metadata.uid
+                && w.metadata.deletion_timestamp.is_none()
+                && w.metadata
+                    .uid
+                    .as_ref()
+                    .is_none_or(|uid| !refused.contains_key(uid))
         })
         .map(|w| {
             (
@@ -509,13 +580,17 @@ async fn route(
         webhook.spec.auth.source_ip_allow_list.clone(),
     ));
     let policy = source_ip_policy(&lists);
+    let mut policy_failure = None;
     if !ctx.policy_is_known(&api_id, policy.as_ref()) {
-        changed |= aws
-            .apis
-            .ensure_policy(&api_id, policy.as_ref())
-            .await
-            .inspect_err(|e| reports.push(fail(e)))?;
-        ctx.remember_policy(&api_id, policy);
+        // The policy is gateway-wide: failing to set it must not keep this route
+        // (or any other) from being deployed. It is reported, and retried, below.
+        match aws.apis.ensure_policy(&api_id, policy.as_ref()).await {
+            Ok(updated) => {
+                changed |= updated;
+                ctx.remember_policy(&api_id, policy);
+            }
+            Err(e) => policy_failure = Some(e),
+        }
     }
 
     if changed {
@@ -523,6 +598,38 @@ async fn route(
             .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
+        // Authorizers the route no longer uses (replaced, or the mode changed), once
+        // the deployment that stopped using them is live.
+        let deleted = aws
+            .apis
+            .delete_authorizers(
+                &api_id,
+                &authorizer_name(namespace, &name),
+                authorizer_in_use.as_deref(),
+            )
+            .await
+            .inspect_err(|e| reports.push(fail(e)))?;
+        revoke_invoke_permissions(&aws.functions, &api_id, &deleted)
+            .await
+            .inspect_err(|e| reports.push(fail(e)))?;
+    }
+    if let Some(e) = policy_failure {
+        if webhook.spec.auth.source_ip_allow_list.is_empty() {
+            // This route does not depend on the policy; the Webhooks that list
+            // sources report it and retry.
+            tracing::warn!(error = %e, api = %api_id, "the gateway's source-IP policy could not be set");
+        } else {
+            reports.push(Report::failed(
+                ROUTE_READY,
+                AWS_ERROR,
+                format!(
+                    "POST {} is deployed, but its sourceIpAllowList is not enforced: the \
+                     gateway's resource policy could not be set: {e}",
+                    webhook.spec.path
+                ),
+            ));
+            return Err(e.into());
+        }
     }
     let base = gateway_status
         .url
@@ -534,6 +641,30 @@ async fn route(
         format!("POST {} is deployed to stage {stage}", webhook.spec.path),
     ));
     Ok(true)
+}
+
+/// The name of a Webhook's authorizer in its gateway's REST API.
+fn authorizer_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}-{name}")
+}
+
+/// Removes the grants that let API Gateway invoke deleted Lambda authorizers.
+async fn revoke_invoke_permissions(
+    functions: &impl Functions,
+    api_id: &str,
+    deleted: &[DeletedAuthorizer],
+) -> Result<(), AwsError> {
+    for authorizer in deleted {
+        if let Some(function_arn) = &authorizer.function_arn {
+            functions
+                .remove_invoke_permission(
+                    function_arn,
+                    &authorizer_statement_id(api_id, &authorizer.id),
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The API key: the Secret's value if it exists, else a generated key stored in a new
@@ -737,6 +868,15 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
             ctx.deployer
                 .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
                 .await?;
+            let deleted = aws
+                .apis
+                .delete_authorizers(
+                    &api_id,
+                    &authorizer_name(&namespace, &webhook.name_any()),
+                    None,
+                )
+                .await?;
+            revoke_invoke_permissions(&aws.functions, &api_id, &deleted).await?;
         }
         if webhook.spec.auth.mode == AuthMode::ApiKey {
             aws.apis
