@@ -201,7 +201,8 @@ async fn roles(emulator: &Emulator) -> Result<()> {
     let roles = IamRoles::new(clients.iam.clone(), clients.caller.clone());
     let spec = RoleSpec {
         name: unique("hookline-gw-"),
-        queue_arn_pattern: "arn:aws:sqs:us-east-1:000000000000:hl-*".to_owned(),
+        region: "us-east-1".to_owned(),
+        queue_prefix: "hl".to_owned(),
         owner: owner("gw-uid-1"),
     };
     let arn = roles.ensure(&spec).await?;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::deployer::Deployer;
 use crate::aws::{
-    AcmCertificates, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups, IamRoles, Route53Dns,
-    SqsQueues,
+    AcmCertificates, ApiGatewayAccount, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups,
+    IamRoles, Route53Dns, SqsQueues,
 };
 use crate::desired::Settings;
 
@@ -33,6 +33,8 @@ pub struct AwsServices {
     pub roles: IamRoles,
     /// CloudWatch Logs.
     pub logs: CloudWatchLogGroups,
+    /// API Gateway's account settings (read only).
+    pub account: ApiGatewayAccount,
 }
 
 impl AwsServices {
@@ -45,7 +47,8 @@ impl AwsServices {
             certificates: AcmCertificates::new(clients.acm.clone(), caller.clone()),
             dns: Route53Dns::new(clients.route53.clone(), caller.clone()),
             roles: IamRoles::new(clients.iam.clone(), caller.clone()),
-            logs: CloudWatchLogGroups::new(clients.logs.clone(), caller),
+            logs: CloudWatchLogGroups::new(clients.logs.clone(), caller.clone()),
+            account: ApiGatewayAccount::new(clients.apigateway.clone(), caller),
         }
     }
 }

@@ -194,10 +194,8 @@ async fn converge(
         .roles
         .ensure(&RoleSpec {
             name: names::gateway_role(&ctx.settings.name_prefix, &name),
-            queue_arn_pattern: format!(
-                "arn:aws:sqs:{}:*:{}-*",
-                ctx.settings.region, ctx.settings.name_prefix
-            ),
+            region: ctx.settings.region.clone(),
+            queue_prefix: ctx.settings.name_prefix.clone(),
             owner: owner.clone(),
         })
         .await
