@@ -208,7 +208,8 @@ pub struct WebhookGatewayStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready` plus one condition per part: `CertificateReady`, `DnsReady`, `ApiReady`.
+    /// `Ready` plus one condition per part: `CertificateReady`, `DnsReady`, `ApiReady`,
+    /// and `AccessLogsReady` (informational: it does not gate `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -236,6 +237,11 @@ pub struct WebhookGatewayStatus {
     /// ARN of the ACM certificate for `hostname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_arn: Option<String>,
+
+    /// Certificates of this gateway that were replaced (failed, expired or revoked)
+    /// and are deleted once ACM no longer reports them in use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_certificate_arns: Vec<String>,
 
     /// Regional domain name the alias record points at.
     #[serde(default, skip_serializing_if = "Option::is_none")]

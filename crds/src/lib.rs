@@ -66,6 +66,9 @@ pub mod conditions {
     pub const DNS_READY: &str = "DnsReady";
     /// Gateway: the REST API, stage and custom domain exist.
     pub const API_READY: &str = "ApiReady";
+    /// Gateway: the stage writes access logs (or `accessLogs.enabled` is false).
+    /// Informational: it does not gate `Ready`, since webhooks are served without it.
+    pub const ACCESS_LOGS_READY: &str = "AccessLogsReady";
 }
 
 /// Condition reasons, CamelCase as Kubernetes conventions ask.
@@ -107,6 +110,11 @@ pub mod reasons {
     pub const IN_USE: &str = "InUse";
     /// Deletion in progress.
     pub const DELETING: &str = "Deleting";
+    /// The account has no CloudWatch Logs role for API Gateway
+    /// (`aws apigateway update-account`), so the stage cannot log access.
+    pub const CLOUDWATCH_ROLE_MISSING: &str = "CloudWatchRoleMissing";
+    /// `accessLogs.enabled` is false.
+    pub const DISABLED: &str = "Disabled";
     /// `scaling.engine: Keda`, but KEDA's ScaledObject CRD is not installed.
     pub const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
     /// The gateway's REST API would exceed API Gateway's resources per API (300 by

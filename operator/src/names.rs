@@ -77,9 +77,21 @@ pub fn webhook_api_key(prefix: &str, namespace: &str, name: &str) -> String {
     namespaced(prefix, namespace, name, 128)
 }
 
-/// The ARN pattern of every queue under `prefix`, which a gateway's role may send to.
-pub fn queue_arn_pattern(prefix: &str, region: &str, account: &str) -> String {
-    format!("arn:aws:sqs:{region}:{account}:{prefix}-*")
+/// The partition (`aws`, `aws-cn`, `aws-us-gov`, ...) an ARN belongs to. ARNs that
+/// AWS returns are the only source: the partition follows from the credentials'
+/// account, and a region name does not always tell it.
+pub fn partition_of(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    match (parts.next(), parts.next()) {
+        (Some("arn"), Some(partition)) if !partition.is_empty() => Some(partition),
+        _ => None,
+    }
+}
+
+/// The ARN pattern of every queue under `prefix` in `partition` and `region` (any
+/// account), which a gateway's role may send to.
+pub fn queue_arn_pattern(partition: &str, region: &str, prefix: &str) -> String {
+    format!("arn:{partition}:sqs:{region}:*:{prefix}-*")
 }
 
 /// The TXT record proving which cluster and gateway own a hostname.
@@ -114,6 +126,26 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, queue_base("hl", &ns, &"x".repeat(60)), "stable");
         assert!(gateway_role("hl", &"g".repeat(253)).len() <= MAX_ROLE);
+    }
+
+    #[test]
+    fn the_partition_comes_from_the_arn() {
+        for (arn, partition) in [
+            ("arn:aws:iam::123456789012:role/hookline/hl-gw-a", "aws"),
+            (
+                "arn:aws-cn:iam::123456789012:role/hookline/hl-gw-a",
+                "aws-cn",
+            ),
+            ("arn:aws-us-gov:sqs:us-gov-west-1:1:hl-a.fifo", "aws-us-gov"),
+        ] {
+            assert_eq!(partition_of(arn), Some(partition), "{arn}");
+        }
+        assert_eq!(partition_of("hl-a.fifo"), None);
+        assert_eq!(partition_of("arn::sqs:x"), None);
+        assert_eq!(
+            queue_arn_pattern("aws-cn", "cn-north-1", "hl"),
+            "arn:aws-cn:sqs:cn-north-1:*:hl-*"
+        );
     }
 
     #[test]

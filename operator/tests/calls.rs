@@ -79,7 +79,8 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
     let roles = IamRoles::new(clients.iam.clone(), caller.clone());
     let role_spec = RoleSpec {
         name: format!("hookline-calls-{id}"),
-        queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".into(),
+        region: "us-east-1".into(),
+        queue_prefix: "hl".into(),
         owner: owner.clone(),
     };
     let role = measure!("Roles::ensure", roles.ensure(&role_spec).await?);

@@ -1,7 +1,7 @@
 //! ACM, Route 53 and IAM implementations against MiniStack, LocalStack and moto:
 //! create, read, update, repeat-is-no-op, ownership, delete.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use aws_sdk_route53::types::RrType;
 use hookline_operator::aws::certificates::Status;
 use hookline_operator::aws::dns::Value;
@@ -201,7 +201,8 @@ async fn roles(emulator: &Emulator) -> Result<()> {
     let roles = IamRoles::new(clients.iam.clone(), clients.caller.clone());
     let spec = RoleSpec {
         name: unique("hookline-gw-"),
-        queue_arn_pattern: "arn:aws:sqs:us-east-1:000000000000:hl-*".to_owned(),
+        region: "us-east-1".to_owned(),
+        queue_prefix: "hl".to_owned(),
         owner: owner("gw-uid-1"),
     };
     let arn = roles.ensure(&spec).await?;
@@ -275,6 +276,112 @@ async fn roles(emulator: &Emulator) -> Result<()> {
         other => bail!("expected a conflict, got {other:?}"),
     }
     Ok(())
+}
+
+/// A self-signed certificate for `domain` that expires a few seconds from now (ACM
+/// refuses to import one already expired), as (PEM, key PEM), made with the emulator
+/// venv's `cryptography` (moto's own dependency).
+fn expired_certificate(domain: &str) -> Result<(String, String)> {
+    let script = r#"
+import sys, datetime
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+now = datetime.datetime.now(datetime.timezone.utc)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sys.argv[1])])
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(seconds=3))
+    .add_extension(x509.SubjectAlternativeName([x509.DNSName(sys.argv[1])]), critical=False)
+    .sign(key, hashes.SHA256()))
+sys.stdout.write(cert.public_bytes(serialization.Encoding.PEM).decode())
+sys.stdout.write("--split--")
+sys.stdout.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()).decode())
+"#;
+    let python = hookline_tests::emulator_venv()?.join("python");
+    let out = std::process::Command::new(python)
+        .args(["-c", script, domain])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "making a certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let (cert, key) = text
+        .split_once("--split--")
+        .context("no certificate and key")?;
+    Ok((cert.to_owned(), key.to_owned()))
+}
+
+/// ACM never issues a certificate that ended FAILED, VALIDATION_TIMED_OUT, EXPIRED or
+/// REVOKED again. Ours in such a state is not adopted by `ensure`, and `replace`
+/// requests a new one despite the idempotency token of the first request. moto is
+/// the emulator that can hold one (an imported certificate past its end date reads
+/// EXPIRED); MiniStack issues everything.
+async fn terminal_certificates(emulator: &Emulator) -> Result<()> {
+    let clients = clients(emulator).await;
+    let acm = AcmCertificates::new(clients.acm.clone(), clients.caller.clone());
+    let domain = format!("{}.example.com", unique("expired"));
+    let spec = CertificateSpec {
+        domain: domain.clone(),
+        owner: owner("gw-uid-9"),
+        tags: Vec::new(),
+    };
+    let (pem, key) = expired_certificate(&domain)?;
+    let expired = clients
+        .acm
+        .import_certificate()
+        .certificate(aws_sdk_acm::primitives::Blob::new(pem))
+        .private_key(aws_sdk_acm::primitives::Blob::new(key))
+        .set_tags(Some(
+            spec.owner
+                .tags()
+                .into_iter()
+                .map(|(k, v)| aws_sdk_acm::types::Tag::builder().key(k).value(v).build())
+                .collect::<Result<Vec<_>, _>>()?,
+        ))
+        .send()
+        .await?
+        .certificate_arn
+        .context("no ARN")?;
+    hookline_tests::util::wait_for(
+        "the imported certificate to expire",
+        Duration::from_secs(30),
+        || async { Ok(acm.describe(&expired).await?.status.is_terminal()) },
+    )
+    .await?;
+
+    let ensured = acm.ensure(&spec).await?;
+    assert_ne!(
+        ensured.arn, expired,
+        "an expired certificate is not adopted"
+    );
+    assert!(!ensured.status.is_terminal(), "{ensured:?}");
+
+    let replaced = acm.replace(&spec, &ensured.arn).await?;
+    assert_ne!(
+        replaced.arn, ensured.arn,
+        "a replacement is a new request, not the first one again"
+    );
+    let again = acm.replace(&spec, &ensured.arn).await?;
+    assert_eq!(
+        again.arn, replaced.arn,
+        "a retried replacement is the same one"
+    );
+    for arn in [expired, ensured.arn, replaced.arn] {
+        acm.delete(&arn, &spec.owner).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn moto_terminal_certificates_are_replaced() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let moto = bench.start_emulator(EmulatorKind::Moto).await?;
+    terminal_certificates(&moto).await
 }
 
 #[tokio::test]

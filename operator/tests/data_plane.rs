@@ -61,7 +61,8 @@ impl Route {
         let role = IamRoles::new(clients.iam.clone(), clients.caller.clone())
             .ensure(&RoleSpec {
                 name: format!("hookline-dp-{id}"),
-                queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".to_owned(),
+                region: hookline_tests::aws::REGION.to_owned(),
+                queue_prefix: "hl".to_owned(),
                 owner: owner.clone(),
             })
             .await?;

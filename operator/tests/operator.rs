@@ -934,50 +934,24 @@ async fn send_one_per_group(
     Ok(())
 }
 
-/// The chart's IAM policy allows every AWS operation this run made (it is written by
-/// hand from the calls; this keeps it from falling behind them). API Gateway's IAM
-/// actions are HTTP verbs.
+/// The chart's IAM policy allows every AWS operation this run made, by the IAM
+/// actions `aws::actions` lists for it (the one table the policy is written from).
 fn every_call_is_in_the_chart_iam_policy(calls: &hookline_operator::aws::CallCounts) -> Result<()> {
+    use hookline_operator::aws::actions;
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../charts/hookline/files/operator-iam-policy.json"
     );
     let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
-    let mut allowed = std::collections::BTreeSet::new();
-    for statement in policy["Statement"].as_array().context("no Statement")? {
-        assert_eq!(statement["Effect"], "Allow", "only Allow statements");
-        match &statement["Action"] {
-            serde_json::Value::String(action) => {
-                allowed.insert(action.clone());
-            }
-            serde_json::Value::Array(actions) => {
-                allowed.extend(actions.iter().filter_map(|a| a.as_str().map(str::to_owned)));
-            }
-            other => anyhow::bail!("unexpected Action {other}"),
-        }
-    }
+    let statements = actions::allowed(&policy);
     let mut missing = std::collections::BTreeSet::new();
     for (service, operation, _) in calls.keys() {
-        let action = if service.as_str() == "apigateway" {
-            let verb = [
-                ("Get", "GET"),
-                ("Create", "POST"),
-                ("Put", "PUT"),
-                ("Tag", "PUT"),
-                ("Update", "PATCH"),
-                ("Delete", "DELETE"),
-                ("Untag", "DELETE"),
-            ]
-            .iter()
-            .find(|(prefix, _)| operation.starts_with(prefix))
-            .map(|(_, verb)| *verb)
-            .with_context(|| format!("no HTTP verb known for apigateway {operation}"))?;
-            format!("apigateway:{verb}")
-        } else {
-            format!("{}:{operation}", service.as_str())
-        };
-        if !allowed.contains(&action) {
-            missing.insert(action);
+        let needs = actions::needs(service.as_str(), operation)
+            .with_context(|| format!("{service} {operation} is not in aws::actions::CALLS"))?;
+        for (action, resource) in needs {
+            if !actions::grants(&statements, action, resource) {
+                missing.insert(format!("{action} on {resource}"));
+            }
         }
     }
     assert!(missing.is_empty(), "{path} does not allow {missing:?}");

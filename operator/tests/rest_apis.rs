@@ -76,7 +76,8 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
     let role = IamRoles::new(clients.iam.clone(), clients.caller.clone())
         .ensure(&RoleSpec {
             name: format!("hookline-e2e-{id}"),
-            queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".to_owned(),
+            region: "us-east-1".to_owned(),
+            queue_prefix: "hl".to_owned(),
             owner: gateway.clone(),
         })
         .await?;

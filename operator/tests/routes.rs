@@ -72,7 +72,8 @@ async fn setup(tag: &str) -> Result<Setup> {
     let role = IamRoles::new(clients.iam.clone(), clients.caller.clone())
         .ensure(&RoleSpec {
             name: format!("hookline-{id}"),
-            queue_arn_pattern: "arn:aws:sqs:*:*:hl-*".to_owned(),
+            region: hookline_tests::aws::REGION.to_owned(),
+            queue_prefix: "hl".to_owned(),
             owner: gateway.clone(),
         })
         .await?;

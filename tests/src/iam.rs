@@ -29,7 +29,9 @@ pub fn chart_policy(file: &str, values: &PolicyValues) -> Result<serde_json::Val
     let path = crate::repo_root().join("charts/hookline/files").join(file);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    // The bench's emulators are in the `aws` partition.
     let rendered = text
+        .replace("PARTITION", "aws")
         .replace("REGION", &values.region)
         .replace("ACCOUNT", &values.account)
         .replace("ZONE_ID", &values.zone_id)

@@ -38,8 +38,26 @@ pub enum Status {
     Pending,
     /// Usable.
     Issued,
-    /// ACM gave up (or the certificate expired or was revoked); the text says why.
+    /// ACM gave up (FAILED, VALIDATION_TIMED_OUT after 72 hours), or the certificate
+    /// expired, was revoked or is inactive; the text says which. Terminal: ACM never
+    /// moves such a certificate back to ISSUED, so it has to be replaced.
     Failed(String),
+}
+
+impl Status {
+    /// ACM's status name, as a terminal status is reported.
+    fn of(status: Option<&CertificateStatus>) -> Self {
+        match status {
+            Some(CertificateStatus::Issued) => Self::Issued,
+            Some(CertificateStatus::PendingValidation) | None => Self::Pending,
+            Some(other) => Self::Failed(other.as_str().to_owned()),
+        }
+    }
+
+    /// Whether the certificate can never become usable again.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Failed(_))
+    }
 }
 
 /// A certificate as ACM describes it.
@@ -51,18 +69,32 @@ pub struct Certificate {
     pub status: Status,
     /// Records to publish; empty until ACM has generated them (a few seconds).
     pub validation_records: Vec<ValidationRecord>,
+    /// ARNs of what uses the certificate (custom domains, load balancers). ACM
+    /// refuses to delete it until this is empty, which can take 10–20 minutes after
+    /// DeleteDomainName.
+    pub in_use_by: Vec<String>,
 }
 
 /// A gateway's certificate.
 pub trait Certificates: Send + Sync {
-    /// Our certificate for the domain, requested if there is none.
+    /// Our certificate for the domain, requested if there is none usable (one in a
+    /// terminal status is never returned).
     fn ensure(
         &self,
         spec: &CertificateSpec,
     ) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
+    /// A new certificate in place of `old`, which is terminal: requested with an
+    /// idempotency token of its own, since ACM would answer a repeat of the first
+    /// request (within an hour) with `old` again.
+    fn replace(
+        &self,
+        spec: &CertificateSpec,
+        old: &str,
+    ) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
     /// The current state of a certificate.
     fn describe(&self, arn: &str) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
-    /// Deletes a certificate of ours; one already gone is fine.
+    /// Deletes a certificate of ours; one already gone is fine. One still in use
+    /// answers [`AwsError::Conflict`] (ACM's ResourceInUseException).
     fn delete(&self, arn: &str, owner: &Owner)
     -> impl Future<Output = Result<(), AwsError>> + Send;
 }
@@ -115,6 +147,9 @@ impl AcmCertificates {
                 })
                 .await?;
             for summary in page.certificate_summary_list.unwrap_or_default() {
+                if Status::of(summary.status.as_ref()).is_terminal() {
+                    continue;
+                }
                 let (Some(arn), Some(name)) = (summary.certificate_arn, summary.domain_name) else {
                     continue;
                 };
@@ -143,11 +178,25 @@ fn idempotency_token(owner: &Owner) -> String {
         .collect()
 }
 
-impl Certificates for AcmCertificates {
-    async fn ensure(&self, spec: &CertificateSpec) -> Result<Certificate, AwsError> {
-        if let Some(arn) = self.find(&spec.domain, &spec.owner).await? {
-            return self.describe(&arn).await;
-        }
+/// The token of a replacement: stable for one (owner, old certificate) pair, so a
+/// retried replacement is still one certificate, and unlike the first request's.
+fn replacement_token(owner: &Owner, old: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("{}\n{old}", owner.uid).as_bytes(),
+    );
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl AcmCertificates {
+    async fn request(
+        &self,
+        spec: &CertificateSpec,
+        token: String,
+    ) -> Result<Certificate, AwsError> {
         let tags: Vec<Tag> = spec
             .tags
             .iter()
@@ -162,7 +211,7 @@ impl Certificates for AcmCertificates {
                     .request_certificate()
                     .domain_name(&spec.domain)
                     .validation_method(ValidationMethod::Dns)
-                    .idempotency_token(idempotency_token(&spec.owner))
+                    .idempotency_token(token.clone())
                     .set_tags(Some(tags.clone()))
                     .send()
             })
@@ -171,6 +220,21 @@ impl Certificates for AcmCertificates {
             .ok_or_else(|| AwsError::unexpected(ACM, "RequestCertificate", "no certificate ARN"))?;
         tracing::info!(domain = %spec.domain, %arn, "requested certificate");
         self.describe(&arn).await
+    }
+}
+
+impl Certificates for AcmCertificates {
+    async fn ensure(&self, spec: &CertificateSpec) -> Result<Certificate, AwsError> {
+        if let Some(arn) = self.find(&spec.domain, &spec.owner).await? {
+            return self.describe(&arn).await;
+        }
+        self.request(spec, idempotency_token(&spec.owner)).await
+    }
+
+    async fn replace(&self, spec: &CertificateSpec, old: &str) -> Result<Certificate, AwsError> {
+        tracing::info!(domain = %spec.domain, %old, "replacing a certificate ACM will not issue");
+        self.request(spec, replacement_token(&spec.owner, old))
+            .await
     }
 
     async fn describe(&self, arn: &str) -> Result<Certificate, AwsError> {
@@ -184,17 +248,15 @@ impl Certificates for AcmCertificates {
             .ok_or_else(|| {
                 AwsError::unexpected(ACM, "DescribeCertificate", format!("no detail for {arn}"))
             })?;
-        let status = match detail.status {
-            Some(CertificateStatus::Issued) => Status::Issued,
-            Some(CertificateStatus::PendingValidation) | None => Status::Pending,
-            Some(other) => Status::Failed(format!(
-                "{}{}",
-                other.as_str(),
+        let status = match Status::of(detail.status.as_ref()) {
+            Status::Failed(name) => Status::Failed(format!(
+                "{name}{}",
                 detail
                     .failure_reason
                     .map(|r| format!(": {}", r.as_str()))
                     .unwrap_or_default()
             )),
+            other => other,
         };
         let validation_records = detail
             .domain_validation_options
@@ -211,6 +273,7 @@ impl Certificates for AcmCertificates {
             arn: arn.to_owned(),
             status,
             validation_records,
+            in_use_by: detail.in_use_by.unwrap_or_default(),
         })
     }
 
@@ -235,5 +298,50 @@ impl Certificates for AcmCertificates {
                 })
                 .await,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_statuses_are_the_ones_acm_never_leaves() {
+        for status in [
+            CertificateStatus::Failed,
+            CertificateStatus::ValidationTimedOut,
+            CertificateStatus::Revoked,
+            CertificateStatus::Expired,
+            CertificateStatus::Inactive,
+        ] {
+            assert!(Status::of(Some(&status)).is_terminal(), "{status:?}");
+        }
+        for status in [
+            Some(CertificateStatus::Issued),
+            Some(CertificateStatus::PendingValidation),
+            None,
+        ] {
+            assert!(!Status::of(status.as_ref()).is_terminal(), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_replacement_has_its_own_stable_token() {
+        let owner = Owner {
+            uid: "0f3c2a9e-1b2c-4d5e-8f90-123456789abc".into(),
+            resource: "WebhookGateway public".into(),
+        };
+        let first = idempotency_token(&owner);
+        let replacement = replacement_token(&owner, "arn:aws:acm:r:1:certificate/a");
+        assert_ne!(first, replacement);
+        assert_eq!(
+            replacement,
+            replacement_token(&owner, "arn:aws:acm:r:1:certificate/a")
+        );
+        assert_ne!(
+            replacement,
+            replacement_token(&owner, "arn:aws:acm:r:1:certificate/b")
+        );
+        assert!(replacement.len() <= 32 && replacement.chars().all(|c| c.is_ascii_alphanumeric()));
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`error`]: `SdkError` → [`AwsError`], the only place that looks at SDK errors.
+//! - [`actions`]: the IAM actions every call needs (checked against the chart policy).
+//! - [`account`]: API Gateway's account settings (the CloudWatch Logs role).
 //! - [`limits`]: token buckets per service and operation, retries, call counters.
 //! - [`queues`]: [`Queues`] on SQS.
 //! - [`certificates`]: [`Certificates`] on ACM.
@@ -19,6 +21,8 @@
 //! (or with another uid) is reported as [`AwsError::NotOwned`] and never changed or
 //! deleted.
 
+pub mod account;
+pub mod actions;
 pub mod certificates;
 pub mod dns;
 pub mod error;
@@ -30,6 +34,7 @@ pub mod rest_apis;
 pub mod roles;
 pub mod templates;
 
+pub use account::{Account, ApiGatewayAccount};
 pub use certificates::{AcmCertificates, Certificate, CertificateSpec, Certificates};
 pub use dns::{Dns, Record, Route53Dns};
 pub use error::{AwsError, Service};

@@ -161,8 +161,7 @@ impl SqsQueues {
             let url = created.queue_url.ok_or_else(|| {
                 AwsError::unexpected(SQS, "CreateQueue", format!("no URL for {name}"))
             })?;
-            let arn = self
-                .attributes(&url, Attr::QueueArn)
+            let arn = while_new(|| self.attributes(&url, Attr::QueueArn))
                 .await?
                 .remove(&Attr::QueueArn);
             let arn = arn.ok_or_else(|| {
@@ -173,7 +172,7 @@ impl SqsQueues {
                 .filter(|(attr, _)| !initial.contains_key(attr))
                 .collect();
             if !rest.is_empty() {
-                self.set_attributes(&url, rest).await?;
+                while_new(|| self.set_attributes(&url, rest.clone())).await?;
             }
             return Ok(QueueRef { url, arn });
         };
@@ -185,12 +184,12 @@ impl SqsQueues {
         })?;
         let changes: HashMap<Attr, String> = desired(Some(&arn))
             .iter()
-            // SQS may omit an attribute it holds at its default (and emulators omit some
-            // FIFO ones): only a present, different value is drift.
-            .filter(|(attr, want)| {
-                current
-                    .get(*attr)
-                    .is_some_and(|have| !same_value(attr, have, want))
+            .filter(|(attr, want)| match current.get(*attr) {
+                Some(have) => !same_value(attr, have, want),
+                // SQS may omit an attribute it holds at its default (and emulators omit
+                // some FIFO ones), but a policy or setting only the operator writes is
+                // missing when absent: a lost first write, or a manual removal.
+                None => ALWAYS_RETURNED.contains(*attr),
             })
             .map(|(attr, want)| (attr.clone(), want.clone()))
             .collect();
@@ -261,6 +260,43 @@ impl SqsQueues {
                 })
                 .await,
         )
+    }
+}
+
+/// Attributes the operator sets that SQS returns whenever they are set, so their
+/// absence is drift. RedriveAllowPolicy is written only after CreateQueue (it needs
+/// the source queue's ARN), so a failure right after creation leaves it unset.
+const ALWAYS_RETURNED: [Attr; 4] = [
+    Attr::RedrivePolicy,
+    Attr::RedriveAllowPolicy,
+    Attr::VisibilityTimeout,
+    Attr::MessageRetentionPeriod,
+];
+
+/// Tries of a call on a queue that was just created.
+const NEW_QUEUE_TRIES: u32 = 6;
+/// Pause between them: 6 × 250 ms spans the second SQS asks for.
+const NEW_QUEUE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs `call` on a queue created a moment ago, again while it answers NotFound:
+/// "After you create a queue, you must wait at least one second after the queue is
+/// created to be able to use the queue" (SQS API reference, CreateQueue). Bounded;
+/// the last NotFound is returned.
+async fn while_new<T, F, Fut>(mut call: F) -> Result<T, AwsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AwsError>>,
+{
+    let mut tries = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_not_found() && tries < NEW_QUEUE_TRIES => {
+                tracing::debug!(error = %e, "new queue not usable yet");
+                tries += 1;
+                tokio::time::sleep(NEW_QUEUE_PAUSE).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -464,6 +500,45 @@ mod tests {
             r#"{"deadLetterTargetArn":"arn:aws:sqs:eu-west-1:1:q-dlq.fifo","maxReceiveCount":6}"#;
         assert!(!same_value(&Attr::RedrivePolicy, other, want));
         assert!(!same_value(&Attr::VisibilityTimeout, "60", "61"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_queue_is_retried_while_not_found_and_no_longer() {
+        let not_found = || AwsError::NotFound {
+            service: SQS,
+            operation: "GetQueueAttributes",
+            message: "The specified queue does not exist".into(),
+        };
+        let mut calls = 0;
+        let answer = while_new(|| {
+            calls += 1;
+            let result = if calls < 3 {
+                Err(not_found())
+            } else {
+                Ok(calls)
+            };
+            async move { result }
+        })
+        .await;
+        assert_eq!(answer, Ok(3), "usable on the third try");
+
+        let mut calls = 0;
+        let answer: Result<(), _> = while_new(|| {
+            calls += 1;
+            async { Err(not_found()) }
+        })
+        .await;
+        assert!(answer.is_err_and(|e| e.is_not_found()));
+        assert_eq!(calls, NEW_QUEUE_TRIES, "bounded");
+
+        let mut calls = 0;
+        let answer: Result<(), _> = while_new(|| {
+            calls += 1;
+            async { Err(AwsError::unexpected(SQS, "GetQueueAttributes", "other")) }
+        })
+        .await;
+        assert!(answer.is_err());
+        assert_eq!(calls, 1, "only NotFound is retried");
     }
 
     #[test]

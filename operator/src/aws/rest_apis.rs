@@ -131,9 +131,10 @@ impl AuthorizerSpec {
 
 /// The invocation URI of a Lambda authorizer.
 fn lambda_authorizer_uri(function_arn: &str) -> String {
-    let region = function_arn.split(':').nth(3).unwrap_or_default();
+    let part = |n| function_arn.split(':').nth(n).unwrap_or_default();
+    let (partition, region) = (part(1), part(3));
     format!(
-        "arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
+        "arn:{partition}:apigateway:{region}:lambda:path/2015-03-31/functions/{function_arn}/invocations"
     )
 }
 
@@ -2332,6 +2333,10 @@ mod tests {
         assert_eq!(
             lambda_authorizer_uri("arn:aws:lambda:eu-west-1:123456789012:function:auth"),
             "arn:aws:apigateway:eu-west-1:lambda:path/2015-03-31/functions/arn:aws:lambda:eu-west-1:123456789012:function:auth/invocations"
+        );
+        assert_eq!(
+            lambda_authorizer_uri("arn:aws-us-gov:lambda:us-gov-west-1:1:function:auth"),
+            "arn:aws-us-gov:apigateway:us-gov-west-1:lambda:path/2015-03-31/functions/arn:aws-us-gov:lambda:us-gov-west-1:1:function:auth/invocations"
         );
     }
 

@@ -7,6 +7,7 @@ use std::future::Future;
 
 use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
+use crate::names;
 
 const IAM: Service = Service::Iam;
 const POLICY_NAME: &str = "hookline-send-to-queues";
@@ -16,9 +17,11 @@ const POLICY_NAME: &str = "hookline-send-to-queues";
 pub struct RoleSpec {
     /// Role name (64 characters at most).
     pub name: String,
-    /// ARN pattern of the queues API Gateway may send to, e.g.
-    /// `arn:aws:sqs:eu-west-1:123456789012:hl-*`.
-    pub queue_arn_pattern: String,
+    /// Region of the queues API Gateway may send to.
+    pub region: String,
+    /// Name prefix of those queues: the role may send to `<prefix>-*` only. The
+    /// partition of their ARNs is the role's own (read from its ARN).
+    pub queue_prefix: String,
     /// The owning resource.
     pub owner: Owner,
 }
@@ -82,7 +85,16 @@ fn same_document(returned: &str, wanted: &Value) -> bool {
 impl Roles for IamRoles {
     async fn ensure(&self, spec: &RoleSpec) -> Result<String, AwsError> {
         let trust = trust_policy();
-        let policy = send_policy(&spec.queue_arn_pattern);
+        let policy_for = |role_arn: &str| {
+            let partition = names::partition_of(role_arn).ok_or_else(|| {
+                AwsError::unexpected(IAM, "GetRole", format!("no partition in {role_arn}"))
+            })?;
+            Ok::<_, AwsError>(send_policy(&names::queue_arn_pattern(
+                partition,
+                &spec.region,
+                &spec.queue_prefix,
+            )))
+        };
         let existing = match self
             .caller
             .call(IAM, "GetRole", || {
@@ -121,7 +133,7 @@ impl Roles for IamRoles {
                     .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))?;
                 tracing::info!(role = %spec.name, "created IAM role");
                 // A new role has no policy yet.
-                self.put_policy(&spec.name, &policy).await?;
+                self.put_policy(&spec.name, &policy_for(&role.arn)?).await?;
                 return Ok(role.arn);
             }
             Some(role) => role,
@@ -166,6 +178,7 @@ impl Roles for IamRoles {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
+        let policy = policy_for(&role.arn)?;
         if !current.is_some_and(|doc| same_document(&doc, &policy)) {
             self.put_policy(&spec.name, &policy).await?;
         }

@@ -349,7 +349,7 @@ pub fn form_encode(text: &str) -> String {
 pub fn sqs_integration_uri(queue_arn: &str) -> Option<String> {
     // arn:aws:sqs:<region>:<account>:<name>
     let mut parts = queue_arn.splitn(6, ':');
-    let (Some("arn"), Some(_partition), Some("sqs"), Some(region), Some(account), Some(name)) = (
+    let (Some("arn"), Some(partition), Some("sqs"), Some(region), Some(account), Some(name)) = (
         parts.next(),
         parts.next(),
         parts.next(),
@@ -360,7 +360,7 @@ pub fn sqs_integration_uri(queue_arn: &str) -> Option<String> {
         return None;
     };
     Some(format!(
-        "arn:aws:apigateway:{region}:sqs:path/{account}/{name}"
+        "arn:{partition}:apigateway:{region}:sqs:path/{account}/{name}"
     ))
 }
 
@@ -595,5 +595,14 @@ mod tests {
             Some("arn:aws:apigateway:eu-west-1:sqs:path/123456789012/hl-payments-stripe.fifo")
         );
         assert_eq!(sqs_integration_uri("arn:aws:sns:eu-west-1:1:x"), None);
+        assert_eq!(
+            sqs_integration_uri("arn:aws-cn:sqs:cn-north-1:123456789012:hl-a.fifo").as_deref(),
+            Some("arn:aws-cn:apigateway:cn-north-1:sqs:path/123456789012/hl-a.fifo")
+        );
+        assert_eq!(
+            sqs_integration_uri("arn:aws-us-gov:sqs:us-gov-west-1:123456789012:hl-a.fifo")
+                .as_deref(),
+            Some("arn:aws-us-gov:apigateway:us-gov-west-1:sqs:path/123456789012/hl-a.fifo")
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::deployer::Deployer;
 use crate::aws::{
-    AcmCertificates, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups, IamRoles,
-    LambdaFunctions, Route53Dns, SqsQueues,
+    AcmCertificates, ApiGatewayAccount, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups,
+    IamRoles, LambdaFunctions, Route53Dns, SqsQueues,
 };
 use crate::desired::Settings;
 use crate::quotas::Quotas;
@@ -36,6 +36,8 @@ pub struct AwsServices {
     pub logs: CloudWatchLogGroups,
     /// Lambda.
     pub functions: LambdaFunctions,
+    /// API Gateway's account settings (read only).
+    pub account: ApiGatewayAccount,
 }
 
 impl AwsServices {
@@ -49,7 +51,8 @@ impl AwsServices {
             dns: Route53Dns::new(clients.route53.clone(), caller.clone()),
             roles: IamRoles::new(clients.iam.clone(), caller.clone()),
             logs: CloudWatchLogGroups::new(clients.logs.clone(), caller.clone()),
-            functions: LambdaFunctions::new(clients.lambda.clone(), caller),
+            functions: LambdaFunctions::new(clients.lambda.clone(), caller.clone()),
+            account: ApiGatewayAccount::new(clients.apigateway.clone(), caller),
         }
     }
 }

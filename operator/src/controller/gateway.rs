@@ -1,11 +1,16 @@
-//! The `WebhookGateway` reconciler: hosted zone → ownership record → role → log
-//! group → REST API + stage → certificate and its validation records → (once
-//! issued) custom domain → alias records → status.
+//! The `WebhookGateway` reconciler: hosted zone → ownership record → role → access
+//! logs (if the account has API Gateway's CloudWatch role) → REST API + stage →
+//! certificate (replaced when ACM gives up on it) and its validation records → (once
+//! issued) custom domain → alias records → status. One part's failure is recorded in
+//! its condition and does not stop the parts that do not depend on it.
 
 use aws_sdk_route53::types::RrType;
-use hookline_crds::conditions::{API_READY, CERTIFICATE_READY, DNS_READY, READY};
+use hookline_crds::conditions::{
+    ACCESS_LOGS_READY, API_READY, CERTIFICATE_READY, DNS_READY, READY,
+};
 use hookline_crds::reasons::{
-    AWS_ERROR, HOSTNAME_CONFLICT, IN_USE, INVALID_SPEC, PROGRESSING, RECONCILED,
+    AWS_ERROR, CLOUDWATCH_ROLE_MISSING, DELETING, DISABLED, HOSTNAME_CONFLICT, IN_USE,
+    INVALID_SPEC, PROGRESSING, RECONCILED,
 };
 use hookline_crds::{DeletionPolicy, Webhook, WebhookGateway, WebhookGatewayStatus};
 use kube::ResourceExt;
@@ -20,8 +25,8 @@ use crate::aws::certificates::Status as CertStatus;
 use crate::aws::dns::{Record, Value};
 use crate::aws::logs::ACCESS_LOG_FORMAT;
 use crate::aws::{
-    ApiRef, ApiSpec, AwsError, CertificateSpec, Certificates, Dns, DomainSpec, LogGroups, RestApis,
-    RoleSpec, Roles, StageSpec,
+    Account, ApiRef, ApiSpec, AwsError, CertificateSpec, Certificates, Dns, DomainSpec, LogGroups,
+    RestApis, RoleSpec, Roles, StageSpec,
 };
 use crate::conditions::Report;
 use crate::desired::gateway_owner;
@@ -103,6 +108,36 @@ fn aws_failure(part: &'static str, error: &AwsError) -> Report {
     Report::failed(part, reason, error.to_string())
 }
 
+/// What one pass found, part by part: one report per condition (a failure beats a
+/// success, and the first failure wins) and the first AWS error. A part that fails
+/// does not stop the parts that do not depend on it; the reconcile returns the error
+/// once every part has had its try, so it is retried with backoff.
+#[derive(Debug, Default)]
+struct Parts {
+    reports: Vec<Report>,
+    error: Option<AwsError>,
+}
+
+impl Parts {
+    fn report(&mut self, report: Report) {
+        match self.reports.iter_mut().find(|r| r.type_ == report.type_) {
+            Some(existing) if existing.ok && !report.ok => *existing = report,
+            Some(_) => {}
+            None => self.reports.push(report),
+        }
+    }
+
+    fn failed(&mut self, part: &'static str, error: AwsError) {
+        self.report(aws_failure(part, &error));
+        self.error.get_or_insert(error);
+    }
+
+    /// A step's value, or `None` with its failure recorded against `part`.
+    fn take<T>(&mut self, part: &'static str, result: Result<T, AwsError>) -> Option<T> {
+        result.map_err(|e| self.failed(part, e)).ok()
+    }
+}
+
 async fn apply(
     api: &Api<WebhookGateway>,
     gateway: &WebhookGateway,
@@ -111,31 +146,43 @@ async fn apply(
     let current = gateway.status.clone();
     let mut status = current.clone().unwrap_or_default();
     status.observed_generation = gateway.metadata.generation;
-    let mut reports = Vec::new();
-    let outcome = converge(api, gateway, ctx, &mut status, &mut reports).await;
+    let mut parts = Parts::default();
+    let outcome = converge(api, gateway, ctx, &mut status, &mut parts).await;
+    // Access logs inform but do not gate Ready: webhooks are served without them.
+    let (informational, gating): (Vec<Report>, Vec<Report>) = parts
+        .reports
+        .into_iter()
+        .partition(|r| r.type_ == ACCESS_LOGS_READY);
     status::merge_reports(
         ctx,
         gateway,
         &mut status.conditions,
-        &reports,
+        &gating,
         "the gateway serves webhooks",
     )
     .await;
+    status::merge_informational(ctx, gateway, &mut status.conditions, &informational).await;
     status::write(api, gateway, current.as_ref(), &status).await?;
-    match outcome {
-        Ok(true) => Ok(Action::requeue(ctx.timing.resync)),
-        Ok(false) => Ok(Action::requeue(ctx.timing.pending)),
-        Err(e) => Err(e),
+    match (outcome, parts.error) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(e)) => Err(e.into()),
+        (Ok(true), None) => Ok(Action::requeue(ctx.timing.resync)),
+        (Ok(false), None) => Ok(Action::requeue(ctx.timing.pending)),
     }
 }
 
 /// Runs the steps, recording a report per part; true when everything is in place.
+/// The hosted zone and the hostname's ownership record gate every part (nothing is
+/// created for a hostname another owner holds); after that, each part is attempted
+/// when what it needs exists: the role, the access logs, the REST API and stage, the
+/// certificate, and (once the certificate is issued and the API exists) the custom
+/// domain and its records.
 async fn converge(
     api: &Api<WebhookGateway>,
     gateway: &WebhookGateway,
     ctx: &Context,
     status: &mut WebhookGatewayStatus,
-    reports: &mut Vec<Report>,
+    parts: &mut Parts,
 ) -> Result<bool> {
     let spec = &gateway.spec;
     let name = gateway.name_any();
@@ -152,12 +199,12 @@ async fn converge(
         {
             Ok(zone) => zone,
             Err(e @ (AwsError::NotFound { .. } | AwsError::Conflict { .. })) => {
-                reports.push(Report::failed(DNS_READY, INVALID_SPEC, e.to_string()));
+                parts.report(Report::failed(DNS_READY, INVALID_SPEC, e.to_string()));
                 return Ok(false);
             }
             Err(e) => {
-                reports.push(aws_failure(DNS_READY, &e));
-                return Err(e.into());
+                parts.failed(DNS_READY, e);
+                return Ok(false);
             }
         },
     };
@@ -166,11 +213,9 @@ async fn converge(
     // Nothing of another owner is touched: a hostname claimed by someone else stops here.
     let owner_name = names::owner_record_name(&spec.hostname);
     let ours = owner_record(ctx, gateway);
-    let existing = aws
-        .dns
-        .records(&zone, &owner_name)
-        .await
-        .inspect_err(|e| reports.push(aws_failure(DNS_READY, e)))?;
+    let Some(existing) = parts.take(DNS_READY, aws.dns.records(&zone, &owner_name).await) else {
+        return Ok(false);
+    };
     if let Some(other) = existing
         .iter()
         .find(|r| r.kind == RrType::Txt && r.value != ours.value)
@@ -179,7 +224,7 @@ async fn converge(
             Value::Plain { values, .. } => values.join(" "),
             Value::Alias { .. } => "an alias".to_owned(),
         };
-        reports.push(Report::failed(
+        parts.report(Report::failed(
             DNS_READY,
             HOSTNAME_CONFLICT,
             format!(
@@ -190,34 +235,21 @@ async fn converge(
         return Ok(false);
     }
 
+    // The role the webhooks' integrations pass to API Gateway.
     let role = aws
         .roles
         .ensure(&RoleSpec {
             name: names::gateway_role(&ctx.settings.name_prefix, &name),
-            queue_arn_pattern: format!(
-                "arn:aws:sqs:{}:*:{}-*",
-                ctx.settings.region, ctx.settings.name_prefix
-            ),
+            region: ctx.settings.region.clone(),
+            queue_prefix: ctx.settings.name_prefix.clone(),
             owner: owner.clone(),
         })
-        .await
-        .inspect_err(|e| reports.push(aws_failure(API_READY, e)))?;
-    status.role_arn = Some(role);
+        .await;
+    if let Some(role) = parts.take(API_READY, role) {
+        status.role_arn = Some(role);
+    }
 
-    let access_log = if spec.access_logs.enabled {
-        let arn = aws
-            .logs
-            .ensure(
-                &names::gateway_log_group(&ctx.settings.name_prefix, &name),
-                spec.access_logs.retention_days,
-                &owner,
-            )
-            .await
-            .inspect_err(|e| reports.push(aws_failure(API_READY, e)))?;
-        Some((arn, ACCESS_LOG_FORMAT.to_owned()))
-    } else {
-        None
-    };
+    let access_log = access_log(ctx, gateway, &owner, parts).await;
 
     let rest_api = aws
         .apis
@@ -229,86 +261,76 @@ async fn converge(
             },
             status.rest_api_id.as_deref(),
         )
-        .await
-        .inspect_err(|e| reports.push(aws_failure(API_READY, e)))?;
-    status.rest_api_id = Some(rest_api.id.clone());
-    status.root_resource_id = Some(rest_api.root_resource_id.clone());
-    status.stage_name = Some(spec.stage_name.clone());
-    // External ids go into status the moment they exist: a crash from here on
-    // finds the API by id rather than by listing.
-    status::write(api, gateway, gateway.status.as_ref(), status).await?;
+        .await;
+    let rest_api = parts.take(API_READY, rest_api);
+    if let Some(rest_api) = &rest_api {
+        status.rest_api_id = Some(rest_api.id.clone());
+        status.root_resource_id = Some(rest_api.root_resource_id.clone());
+        status.stage_name = Some(spec.stage_name.clone());
+        // External ids go into status the moment they exist: a crash from here on
+        // finds the API by id rather than by listing.
+        status::write(api, gateway, gateway.status.as_ref(), status).await?;
 
-    let stage = StageSpec {
-        name: spec.stage_name.clone(),
-        rate_limit: spec.throttling.rate_limit,
-        burst_limit: spec.throttling.burst_limit,
-        route_throttling: Vec::new(),
-        access_log,
-    };
-    ensure_stage(ctx, &rest_api, &stage)
-        .await
-        .inspect_err(|e| reports.push(aws_failure(API_READY, e)))?;
-    reports.push(Report::ok(
-        API_READY,
-        RECONCILED,
-        format!("REST API {} stage {}", rest_api.id, spec.stage_name),
-    ));
-
-    // The certificate: the ARN in status is the cheap read; a lost one is found by tag.
-    let certificate = match &status.certificate_arn {
-        Some(arn) => match aws.certificates.describe(arn).await {
-            Err(e) if e.is_not_found() => None,
-            other => Some(other.inspect_err(|e| reports.push(aws_failure(CERTIFICATE_READY, e)))?),
-        },
-        None => None,
-    };
-    let certificate = match certificate {
-        Some(certificate) => certificate,
-        None => aws
-            .certificates
-            .ensure(&CertificateSpec {
-                domain: spec.hostname.clone(),
-                owner: owner.clone(),
-                tags: spec.tags.clone().into_iter().collect(),
-            })
-            .await
-            .inspect_err(|e| reports.push(aws_failure(CERTIFICATE_READY, e)))?,
-    };
-    if status.certificate_arn.as_deref() != Some(certificate.arn.as_str()) {
-        status.certificate_arn = Some(certificate.arn.clone());
-        status::write(api, gateway, None, status).await?;
+        let stage = StageSpec {
+            name: spec.stage_name.clone(),
+            rate_limit: spec.throttling.rate_limit,
+            burst_limit: spec.throttling.burst_limit,
+            route_throttling: Vec::new(),
+            access_log,
+        };
+        if parts
+            .take(API_READY, ensure_stage(ctx, rest_api, &stage).await)
+            .is_some()
+        {
+            parts.report(Report::ok(
+                API_READY,
+                RECONCILED,
+                format!("REST API {} stage {}", rest_api.id, spec.stage_name),
+            ));
+        }
     }
 
+    let certificate = certificate(ctx, gateway, &owner, status, parts).await;
+    if gateway
+        .status
+        .as_ref()
+        .and_then(|s| s.certificate_arn.as_ref())
+        != status.certificate_arn.as_ref()
+    {
+        status::write(api, gateway, None, status).await?;
+    }
+    retire_certificates(ctx, &owner, status, parts).await;
+
     let mut records = vec![ours];
-    records.extend(validation_records(&certificate));
-    let issued = match &certificate.status {
-        CertStatus::Issued => {
-            reports.push(Report::ok(
-                CERTIFICATE_READY,
-                RECONCILED,
-                format!("certificate {} issued", certificate.arn),
-            ));
-            true
-        }
-        CertStatus::Pending => {
-            reports.push(Report::failed(
+    let mut issued = false;
+    if let Some(certificate) = &certificate {
+        records.extend(validation_records(certificate));
+        match &certificate.status {
+            CertStatus::Issued => {
+                parts.report(Report::ok(
+                    CERTIFICATE_READY,
+                    RECONCILED,
+                    format!("certificate {} issued", certificate.arn),
+                ));
+                issued = true;
+            }
+            CertStatus::Pending => parts.report(Report::failed(
                 CERTIFICATE_READY,
                 PROGRESSING,
                 format!("waiting for ACM to validate {} through DNS", spec.hostname),
-            ));
-            false
-        }
-        CertStatus::Failed(why) => {
-            reports.push(Report::failed(
+            )),
+            // Only a replacement that failed at once lands here; the next pass
+            // replaces it again.
+            CertStatus::Failed(why) => parts.report(Report::failed(
                 CERTIFICATE_READY,
                 AWS_ERROR,
                 format!("certificate {}: {why}", certificate.arn),
-            ));
-            false
+            )),
         }
-    };
+    }
 
-    if issued {
+    let mut aliased = false;
+    if let (true, Some(rest_api), Some(certificate)) = (issued, &rest_api, &certificate) {
         let target = aws
             .apis
             .ensure_domain(&DomainSpec {
@@ -318,31 +340,42 @@ async fn converge(
                 stage: spec.stage_name.clone(),
                 owner: owner.clone(),
             })
-            .await
-            .inspect_err(|e| reports.push(aws_failure(DNS_READY, e)))?;
-        status.regional_domain_name = Some(target.regional_domain_name.clone());
-        records.extend(alias_records(
-            &spec.hostname,
-            &target.regional_domain_name,
-            &target.regional_zone_id,
-        ));
+            .await;
+        if let Some(target) = parts.take(DNS_READY, target) {
+            status.regional_domain_name = Some(target.regional_domain_name.clone());
+            records.extend(alias_records(
+                &spec.hostname,
+                &target.regional_domain_name,
+                &target.regional_zone_id,
+            ));
+            aliased = true;
+        }
     }
-    aws.dns
-        .ensure_records(&zone, &records)
-        .await
-        .inspect_err(|e| reports.push(aws_failure(DNS_READY, e)))?;
-    if issued {
-        reports.push(Report::ok(
-            DNS_READY,
-            RECONCILED,
-            format!("{} points at the REST API", spec.hostname),
-        ));
-    } else {
-        reports.push(Report::failed(
-            DNS_READY,
-            PROGRESSING,
-            "the alias waits for the certificate".to_owned(),
-        ));
+    // The ownership and validation records go in even while the rest waits: ACM
+    // cannot issue without them.
+    if parts
+        .take(DNS_READY, aws.dns.ensure_records(&zone, &records).await)
+        .is_some()
+    {
+        parts.report(if aliased {
+            Report::ok(
+                DNS_READY,
+                RECONCILED,
+                format!("{} points at the REST API", spec.hostname),
+            )
+        } else if issued {
+            Report::failed(
+                DNS_READY,
+                PROGRESSING,
+                "the alias waits for the REST API".to_owned(),
+            )
+        } else {
+            Report::failed(
+                DNS_READY,
+                PROGRESSING,
+                "the alias waits for the certificate".to_owned(),
+            )
+        });
     }
     status.url = Some(format!("https://{}", spec.hostname));
     status.attached_webhooks = Some(
@@ -352,7 +385,127 @@ async fn converge(
             .try_into()
             .unwrap_or(i32::MAX),
     );
-    Ok(issued)
+    Ok(aliased)
+}
+
+/// The stage's access-log destination and format, or `None` when logs are off, the
+/// account has no CloudWatch Logs role for API Gateway (AWS then refuses the stage
+/// update, so logs are skipped and the rest proceeds), or the log group failed.
+async fn access_log(
+    ctx: &Context,
+    gateway: &WebhookGateway,
+    owner: &crate::aws::Owner,
+    parts: &mut Parts,
+) -> Option<(String, String)> {
+    let spec = &gateway.spec;
+    if !spec.access_logs.enabled {
+        parts.report(Report::ok(
+            ACCESS_LOGS_READY,
+            DISABLED,
+            "accessLogs.enabled is false",
+        ));
+        return None;
+    }
+    let role = ctx.aws.account.cloudwatch_role_arn().await;
+    if parts.take(ACCESS_LOGS_READY, role)?.is_none() {
+        parts.report(Report::failed(
+            ACCESS_LOGS_READY,
+            CLOUDWATCH_ROLE_MISSING,
+            format!(
+                "API Gateway in {} has no CloudWatch Logs role (account setting \
+                 cloudwatchRoleArn), so the stage cannot log access; access logs are \
+                 skipped until it is set (aws apigateway update-account)",
+                ctx.settings.region
+            ),
+        ));
+        return None;
+    }
+    let group = names::gateway_log_group(&ctx.settings.name_prefix, &gateway.name_any());
+    let arn = ctx
+        .aws
+        .logs
+        .ensure(&group, spec.access_logs.retention_days, owner)
+        .await;
+    let arn = parts.take(ACCESS_LOGS_READY, arn)?;
+    parts.report(Report::ok(
+        ACCESS_LOGS_READY,
+        RECONCILED,
+        format!("the stage logs access to {group}"),
+    ));
+    Some((arn, ACCESS_LOG_FORMAT.to_owned()))
+}
+
+/// The gateway's certificate: the ARN in status is the cheap read; a lost one is
+/// found by tag; one in a terminal status (FAILED, VALIDATION_TIMED_OUT, EXPIRED,
+/// REVOKED) is replaced, the new ARN goes into status and the old one is retired.
+async fn certificate(
+    ctx: &Context,
+    gateway: &WebhookGateway,
+    owner: &crate::aws::Owner,
+    status: &mut WebhookGatewayStatus,
+    parts: &mut Parts,
+) -> Option<crate::aws::Certificate> {
+    let aws = &ctx.aws;
+    let spec = CertificateSpec {
+        domain: gateway.spec.hostname.clone(),
+        owner: owner.clone(),
+        tags: gateway.spec.tags.clone().into_iter().collect(),
+    };
+    let known = match &status.certificate_arn {
+        Some(arn) => match aws.certificates.describe(arn).await {
+            Ok(certificate) => Some(certificate),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => {
+                parts.failed(CERTIFICATE_READY, e);
+                return None;
+            }
+        },
+        None => None,
+    };
+    let current = match known {
+        Some(certificate) => certificate,
+        None => parts.take(CERTIFICATE_READY, aws.certificates.ensure(&spec).await)?,
+    };
+    let certificate = if current.status.is_terminal() {
+        let new = parts.take(
+            CERTIFICATE_READY,
+            aws.certificates.replace(&spec, &current.arn).await,
+        )?;
+        tracing::info!(old = %current.arn, new = %new.arn, status = ?current.status, "replaced the certificate");
+        if !status.retired_certificate_arns.contains(&current.arn) {
+            status.retired_certificate_arns.push(current.arn);
+        }
+        new
+    } else {
+        current
+    };
+    status.certificate_arn = Some(certificate.arn.clone());
+    Some(certificate)
+}
+
+/// Deletes replaced certificates; one still in use (by the custom domain, until it
+/// moves to the new certificate) stays listed for the next pass.
+async fn retire_certificates(
+    ctx: &Context,
+    owner: &crate::aws::Owner,
+    status: &mut WebhookGatewayStatus,
+    parts: &mut Parts,
+) {
+    let mut kept = Vec::new();
+    for arn in std::mem::take(&mut status.retired_certificate_arns) {
+        if status.certificate_arn.as_deref() == Some(arn.as_str()) {
+            continue;
+        }
+        match ctx.aws.certificates.delete(&arn, owner).await {
+            Ok(()) => tracing::info!(%arn, "deleted a replaced certificate"),
+            Err(AwsError::Conflict { .. }) => kept.push(arn),
+            Err(e) => {
+                kept.push(arn);
+                parts.failed(CERTIFICATE_READY, e);
+            }
+        }
+    }
+    status.retired_certificate_arns = kept;
 }
 
 /// The stage, deployed first if it does not exist yet.
@@ -418,45 +571,117 @@ async fn cleanup(
     let owner = gateway_owner(gateway);
     let aws = &ctx.aws;
     let status = gateway.status.clone().unwrap_or_default();
+    let certificates: Vec<&String> = status
+        .certificate_arn
+        .iter()
+        .chain(&status.retired_certificate_arns)
+        .collect();
 
-    // Records first (they point at the domain), then domain, certificate, API, logs, role.
-    if let Some(zone) = &status.hosted_zone_id {
-        let mut records = vec![owner_record(ctx, gateway)];
-        if let Some(arn) = &status.certificate_arn {
-            match aws.certificates.describe(arn).await {
-                Ok(certificate) => records.extend(validation_records(&certificate)),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+    // Records first (they point at the domain), then the domain; the API only once
+    // the domain (and its base path mapping) is gone. The certificates wait for ACM
+    // to let go of them, which lasts 10–20 minutes after DeleteDomainName; the log
+    // group and role depend on nothing and go regardless. The finalizer stays until
+    // everything is gone: each pass retries what is left.
+    let mut first_error: Option<AwsError> = None;
+    let mut note = |result: Result<(), AwsError>| match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(gateway = %name, error = %e, "cleanup step failed; retried");
+            first_error.get_or_insert(e);
+            false
+        }
+    };
+    let records_gone = match &status.hosted_zone_id {
+        Some(zone) => note(delete_records(ctx, gateway, zone, &status, &certificates).await),
+        None => true,
+    };
+    let domain_gone =
+        records_gone && note(aws.apis.delete_domain(&gateway.spec.hostname, &owner).await);
+    let mut in_use = Vec::new();
+    if domain_gone {
+        for arn in &certificates {
+            match aws.certificates.delete(arn, &owner).await {
+                Ok(()) => {}
+                Err(AwsError::Conflict { message, .. }) => {
+                    in_use.push(format!("{arn} ({message})"))
+                }
+                Err(e) => {
+                    note(Err(e));
+                }
             }
         }
-        if let Ok(existing) = aws.dns.records(zone, &gateway.spec.hostname).await {
-            // Only aliases we would have written: to this API's regional domain.
-            let ours = status.regional_domain_name.as_deref().unwrap_or_default();
-            records.extend(existing.into_iter().filter(|r| matches!(&r.value, Value::Alias { target, .. } if crate::aws::dns::fqdn(target) == crate::aws::dns::fqdn(ours))));
+        if let Some(id) = &status.rest_api_id {
+            note(aws.apis.delete_api(id, &owner).await);
         }
-        aws.dns.delete_records(zone, &records).await?;
     }
-    aws.apis
-        .delete_domain(&gateway.spec.hostname, &owner)
-        .await?;
-    if let Some(arn) = &status.certificate_arn {
-        aws.certificates.delete(arn, &owner).await?;
+    note(
+        aws.logs
+            .delete(
+                &names::gateway_log_group(&ctx.settings.name_prefix, &name),
+                &owner,
+            )
+            .await,
+    );
+    note(
+        aws.roles
+            .delete(
+                &names::gateway_role(&ctx.settings.name_prefix, &name),
+                &owner,
+            )
+            .await,
+    );
+    if let Some(e) = first_error {
+        return Err(e.into());
     }
-    if let Some(id) = &status.rest_api_id {
-        aws.apis.delete_api(id, &owner).await?;
+    if !in_use.is_empty() {
+        let mut status = status.clone();
+        let report = Report::failed(
+            READY,
+            DELETING,
+            format!(
+                "everything else is deleted; waiting for ACM to release {} (it stays in use \
+                 for up to 20 minutes after the custom domain is deleted)",
+                in_use.join(", ")
+            ),
+        );
+        status::merge_reports(ctx, gateway, &mut status.conditions, &[report], "").await;
+        status::write(api, gateway, gateway.status.as_ref(), &status).await?;
+        return Err(Error::Blocked(format!(
+            "gateway {name}: certificate still in use: {}",
+            in_use.join(", ")
+        )));
     }
-    aws.logs
-        .delete(
-            &names::gateway_log_group(&ctx.settings.name_prefix, &name),
-            &owner,
-        )
-        .await?;
-    aws.roles
-        .delete(
-            &names::gateway_role(&ctx.settings.name_prefix, &name),
-            &owner,
-        )
-        .await?;
     tracing::info!(gateway = %name, "deleted the gateway's AWS objects");
     Ok(Action::await_change())
+}
+
+/// The gateway's records: ownership TXT, validation CNAMEs of its certificates, and
+/// aliases to its own regional domain (never someone else's).
+async fn delete_records(
+    ctx: &Context,
+    gateway: &WebhookGateway,
+    zone: &str,
+    status: &WebhookGatewayStatus,
+    certificates: &[&String],
+) -> Result<(), AwsError> {
+    let aws = &ctx.aws;
+    let mut records = vec![owner_record(ctx, gateway)];
+    for arn in certificates {
+        match aws.certificates.describe(arn).await {
+            Ok(certificate) => {
+                for record in validation_records(&certificate) {
+                    if !records.contains(&record) {
+                        records.push(record);
+                    }
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if let Ok(existing) = aws.dns.records(zone, &gateway.spec.hostname).await {
+        let ours = status.regional_domain_name.as_deref().unwrap_or_default();
+        records.extend(existing.into_iter().filter(|r| matches!(&r.value, Value::Alias { target, .. } if crate::aws::dns::fqdn(target) == crate::aws::dns::fqdn(ours))));
+    }
+    aws.dns.delete_records(zone, &records).await
 }

@@ -32,15 +32,34 @@ pub async fn merge_reports<K>(
 where
     K: Resource<DynamicType = ()>,
 {
-    let generation = obj.meta().generation;
-    let now = now();
     let failed = reports.iter().find(|r| !r.ok);
     let ready = match failed {
         None => Report::ok(READY, hookline_crds::reasons::RECONCILED, ready_message),
         Some(first) => Report::failed(READY, &first.reason, first.message.clone()),
     };
     let all_ok = failed.is_none();
-    for report in reports.iter().chain(std::iter::once(&ready)) {
+    let all: Vec<Report> = reports
+        .iter()
+        .cloned()
+        .chain(std::iter::once(ready))
+        .collect();
+    merge_informational(ctx, obj, conditions, &all).await;
+    all_ok
+}
+
+/// Merges `reports` into `conditions` without touching `Ready`, and publishes an
+/// Event per flip: for conditions that inform but do not gate readiness.
+pub async fn merge_informational<K>(
+    ctx: &Context,
+    obj: &K,
+    conditions: &mut Vec<Condition>,
+    reports: &[Report],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let generation = obj.meta().generation;
+    let now = now();
+    for report in reports {
         if conditions::merge(conditions, report, generation, &now) {
             let event = Event {
                 type_: if report.ok {
@@ -68,7 +87,6 @@ where
             }
         }
     }
-    all_ok
 }
 
 /// Applies `status` to the object's status subresource unless it is unchanged.
