@@ -77,11 +77,14 @@ async fn handler() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
     Ok((port, seen))
 }
 
-async fn create_fifo(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+/// A FIFO queue tagged as the operator tags a Webhook's queues: the worker policy
+/// grants a namespace only queues whose owner tag names a Webhook in it.
+async fn create_fifo(sqs: &aws_sdk_sqs::Client, name: &str, owner: &str) -> Result<String> {
     sqs.create_queue()
         .queue_name(name)
         .attributes(QueueAttributeName::FifoQueue, "true")
         .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+        .tags("hookline.dev/resource", owner)
         .send()
         .await
         .with_context(|| format!("creating {name}"))?
@@ -110,8 +113,9 @@ async fn the_worker_runs_with_only_the_charts_worker_policy() -> Result<()> {
     // Named as the operator names a Webhook's queues in namespace `payments` with the
     // chart's default prefix `hl`.
     let id = std::process::id();
-    let queue = create_fifo(&root, &format!("hl-payments-w{id}.fifo")).await?;
-    let dlq = create_fifo(&root, &format!("hl-payments-w{id}-dlq.fifo")).await?;
+    let owner = format!("Webhook payments/w{id}");
+    let queue = create_fifo(&root, &format!("hl-payments-w{id}.fifo"), &owner).await?;
+    let dlq = create_fifo(&root, &format!("hl-payments-w{id}-dlq.fifo"), &owner).await?;
     for (group, body) in [("a", "first"), ("b", "poison")] {
         root.send_message()
             .queue_url(&queue)
