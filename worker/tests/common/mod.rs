@@ -307,6 +307,8 @@ pub struct OrderReport {
     pub overlapping: usize,
     /// Expected messages the handler never saw.
     pub lost: usize,
+    /// What each out-of-order or overlapping call was, for the failure message.
+    pub events: Vec<String>,
 }
 
 impl OrderReport {
@@ -331,12 +333,22 @@ impl OrderReport {
                 if !seen.insert(index) {
                     report.duplicates += 1;
                 }
-                if highest.is_some_and(|h| index < h) {
+                let first = mine[0].started;
+                let at = call.started - first;
+                if let Some(h) = highest.filter(|h| index < *h) {
                     report.out_of_order += 1;
+                    report.events.push(format!(
+                        "{group}-{index} (receive {}) at {at:?}, after {group}-{h}",
+                        call.receive_count
+                    ));
                 }
                 highest = highest.max(Some(index));
                 if running_until.is_some_and(|until| call.started < until) {
                     report.overlapping += 1;
+                    report.events.push(format!(
+                        "{group}-{index} (receive {}) at {at:?} overlaps an earlier call",
+                        call.receive_count
+                    ));
                 }
                 running_until = running_until.max(Some(call.finished));
             }
