@@ -497,14 +497,10 @@ impl<H: Handler> Shared<H> {
     async fn deliver_inner(&self, delivery: &Delivery, hold: &Arc<Hold>) -> Step {
         let id = delivery.message_id.as_str();
         let group = delivery.group_id.as_str();
-        let rejection = self.verifier.as_ref().and_then(|v| {
-            v.verify(
-                &delivery.headers,
-                &delivery.body,
-                std::time::SystemTime::now(),
-            )
-            .err()
-        });
+        let rejection = self
+            .verifier
+            .as_ref()
+            .and_then(|v| v.verify_delivery(delivery).err());
         if let Some(rejection) = rejection {
             self.metrics.verification_failures.inc();
             warn!(message_id = id, group, %rejection, "signature verification failed; moving the message to the dead-letter queue");
