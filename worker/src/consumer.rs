@@ -7,6 +7,11 @@
 //! spans two batches in flight at once, and the consumer only has to keep order
 //! inside a batch, and make sure that when a message fails, the rest of its group
 //! in the batch goes back to the queue behind it instead of being handled.
+//!
+//! That lock lasts only as long as the visibility timeout, so every group's batch
+//! carries its hold (see `hold.rs`): no handler call starts once the hold has
+//! lapsed or an extension was refused, since SQS may then have handed the group to
+//! another consumer.
 
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
@@ -14,13 +19,15 @@ use aws_sdk_sqs::types::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::handler::{Handler, Outcome};
+use crate::hold::{Hold, Lapse, Lost, Timing};
 use crate::metrics::Metrics;
 use crate::signature::Verifier;
 use crate::wire::Delivery;
@@ -68,10 +75,13 @@ pub struct ConsumerConfig {
     pub pollers: usize,
     /// Message groups handled at once.
     pub concurrency: usize,
-    /// The queue's visibility timeout: in-flight messages are extended to this every
-    /// third of it while their handler runs.
+    /// How long a receive hides its messages (sent with every ReceiveMessage, so the
+    /// queue's own setting does not matter; at least 3 s). Messages are extended
+    /// while their handler runs, and no handler call starts on a message with less
+    /// than a sixth of it left.
     pub visibility_timeout: Duration,
-    /// Long-poll wait (SQS allows up to 20 s).
+    /// Long-poll wait (SQS allows up to 20 s; at most a third of the visibility
+    /// timeout is used, so a message arriving late in a poll is still safely held).
     pub wait_time: Duration,
     /// Retry delays.
     pub backoff: Backoff,
@@ -155,7 +165,8 @@ impl<H: Handler> Consumer<H> {
 
     /// Runs until `shutdown` is cancelled, then stops polling, finishes the messages
     /// being handled, puts back the ones not started, flushes deletes and returns.
-    /// The bound after cancellation is one long poll plus one handler call.
+    /// The bound after cancellation is one long poll (at most a third of the
+    /// visibility timeout) plus one handler call.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         if (self.verifier.is_some() || self.config.max_receive_count.is_some())
             && self.config.dead_letter_queue_url.is_none()
@@ -177,6 +188,7 @@ impl<H: Handler> Consumer<H> {
             self.metrics.clone(),
         ));
         let shared = Arc::new(Shared {
+            timing: Timing::new(self.config.visibility_timeout, self.config.wait_time),
             groups: Arc::new(Semaphore::new(self.config.concurrency)),
             in_flight: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
@@ -219,21 +231,50 @@ impl<H: Handler> Consumer<H> {
 struct Shared<H> {
     sqs: aws_sdk_sqs::Client,
     config: ConsumerConfig,
+    timing: Timing,
     handler: Arc<H>,
     verifier: Option<Arc<Verifier>>,
     metrics: Arc<Metrics>,
     /// One permit per message group being handled.
     groups: Arc<Semaphore>,
-    /// Receipt handle → message id of every message received and not yet deleted or
-    /// given back; the extender keeps these hidden while their handlers run.
-    in_flight: Mutex<HashMap<String, String>>,
+    /// Every message received and not yet deleted or given back, by receipt handle;
+    /// the extender keeps these hidden while their holds are valid.
+    in_flight: Mutex<HashMap<String, InFlight>>,
     tracker: TaskTracker,
-    deletes: mpsc::Sender<(String, String)>,
+    deletes: mpsc::Sender<PendingDelete>,
     shutdown: CancellationToken,
 }
 
+/// A message this worker holds.
+struct InFlight {
+    message_id: String,
+    hold: Arc<Hold>,
+}
+
+/// A handled message waiting for its delete.
+struct PendingDelete {
+    receipt_handle: String,
+    message_id: String,
+    hold: Arc<Hold>,
+    done: oneshot::Sender<Deleted>,
+}
+
+/// What became of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deleted {
+    Yes,
+    /// Refused because the receipt handle is stale: the hold on it had lapsed.
+    Stale,
+    /// Refused for another reason, or the request failed.
+    No,
+}
+
 enum Step {
+    /// Done with the message: it was deleted (handled, or moved to the dead-letter queue).
     Deleted,
+    /// Handled but not deleted: SQS will deliver it again, so nothing after it in
+    /// the group may be delivered now.
+    NotDeleted,
     RetryAfter(Duration),
 }
 
@@ -252,12 +293,18 @@ async fn poll_loop<H: Handler>(shared: Arc<Shared<H>>) {
         };
         // A receive already under way is never abandoned: SQS may have handed us
         // messages, and only an answer lets us give them back at once.
+        // The hold is counted from before the request: SQS hides the messages from
+        // when it returns them, which is no earlier.
+        let timing = shared.timing;
+        let sent = Instant::now();
         let received = shared
             .sqs
             .receive_message()
             .queue_url(&shared.config.queue_url)
             .max_number_of_messages(MAX_BATCH as i32)
-            .wait_time_seconds(shared.config.wait_time.as_secs().min(20) as i32)
+            .wait_time_seconds(timing.wait.as_secs() as i32)
+            .visibility_timeout(timing.visibility.as_secs() as i32)
+            // SentTimestamp is what timestamped signatures are checked against.
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()
@@ -298,19 +345,51 @@ async fn poll_loop<H: Handler>(shared: Arc<Shared<H>>) {
             let age = now.duration_since(oldest).unwrap_or_default();
             shared.metrics.queue_age.set(age.as_secs_f64());
         }
+        let groups: Vec<(Vec<Delivery>, Arc<Hold>)> = split_by_group(batch)
+            .into_iter()
+            .map(|group| (group, Arc::new(Hold::received(sent, &timing))))
+            .collect();
         {
             let mut in_flight = shared.in_flight.lock().await;
-            for d in &batch {
-                in_flight.insert(d.receipt_handle.clone(), d.message_id.clone());
+            for (group, hold) in &groups {
+                for d in group {
+                    let entry = InFlight {
+                        message_id: d.message_id.clone(),
+                        hold: hold.clone(),
+                    };
+                    in_flight.insert(d.receipt_handle.clone(), entry);
+                }
             }
         }
         if shared.shutdown.is_cancelled() {
-            shared.release(batch).await;
+            for (group, hold) in groups {
+                shared.give_back(group, &hold).await;
+            }
             return;
+        }
+        // An answer read long after it was sent (the process was stopped while the
+        // poll was under way) may hold messages SQS has already handed to another
+        // consumer.
+        let answered = Instant::now();
+        let late = groups.iter().fold(false, |late, (_, hold)| {
+            shared.check_hold(hold, answered).is_err() || late
+        });
+        if late {
+            let messages: usize = groups.iter().map(|(group, _)| group.len()).sum();
+            warn!(
+                messages,
+                answered_after = ?answered - sent,
+                visibility = ?timing.visibility,
+                "a receive was answered too late to hold its messages safely; giving them back undelivered"
+            );
+            for (group, hold) in groups {
+                shared.give_up(group, &hold).await;
+            }
+            continue;
         }
 
         let mut first_permit = Some(permit);
-        for group in split_by_group(batch) {
+        for (group, hold) in groups {
             let shared_for_group = shared.clone();
             let permit = first_permit.take();
             shared.tracker.spawn(async move {
@@ -319,14 +398,14 @@ async fn poll_loop<H: Handler>(shared: Arc<Shared<H>>) {
                     Some(permit) => permit,
                     None => tokio::select! {
                         biased;
-                        () = shared.shutdown.cancelled() => return shared.release(group).await,
+                        () = shared.shutdown.cancelled() => return shared.give_back(group, &hold).await,
                         permit = shared.groups.clone().acquire_owned() => match permit {
                             Ok(permit) => permit,
-                            Err(_) => return shared.release(group).await,
+                            Err(_) => return shared.give_back(group, &hold).await,
                         },
                     },
                 };
-                shared.process_group(group).await;
+                shared.process_group(group, hold).await;
             });
         }
     }
@@ -350,46 +429,83 @@ fn split_by_group(batch: Vec<Delivery>) -> Vec<Vec<Delivery>> {
 }
 
 impl<H: Handler> Shared<H> {
-    async fn process_group(&self, group: Vec<Delivery>) {
+    async fn process_group(&self, group: Vec<Delivery>, hold: Arc<Hold>) {
         let mut rest = group.into_iter();
         while let Some(delivery) = rest.next() {
             if self.shutdown.is_cancelled() {
-                self.release(std::iter::once(delivery).chain(rest).collect())
+                self.give_back(std::iter::once(delivery).chain(rest).collect(), &hold)
                     .await;
                 return;
             }
-            match self.deliver(&delivery).await {
+            if let Err(lapse) = self.check_hold(&hold, Instant::now()) {
+                let rest: Vec<_> = std::iter::once(delivery).chain(rest).collect();
+                warn!(
+                    group = %rest[0].group_id,
+                    messages = rest.len(),
+                    reason = lapse.describe(),
+                    "this worker's hold on the group lapsed; giving up the rest of its batch undelivered, SQS delivers it again in order"
+                );
+                self.give_up(rest, &hold).await;
+                return;
+            }
+            match self.deliver(&delivery, &hold).await {
                 Step::Deleted => {}
+                Step::NotDeleted => {
+                    let rest: Vec<_> = rest.collect();
+                    if hold.still_ours(Instant::now()) {
+                        self.give_back(rest, &hold).await;
+                    } else if !rest.is_empty() {
+                        warn!(
+                            group = %delivery.group_id,
+                            messages = rest.len(),
+                            "this worker's hold on the group lapsed; giving up the rest of its batch undelivered, SQS delivers it again in order"
+                        );
+                        self.give_up(rest, &hold).await;
+                    }
+                    return;
+                }
                 Step::RetryAfter(delay) => {
-                    self.hide(&delivery, delay).await;
+                    self.hide(&delivery, delay, &hold).await;
                     // Later messages of the group go back now; SQS holds them behind
                     // the failed one, which is still in flight while hidden.
-                    self.release(rest.collect()).await;
+                    self.give_back(rest.collect(), &hold).await;
                     return;
                 }
             }
         }
     }
 
-    async fn deliver(&self, delivery: &Delivery) -> Step {
+    /// Whether a handler call may start on `hold`'s messages at `now`; counts a
+    /// hold found lapsed.
+    fn check_hold(&self, hold: &Hold, now: Instant) -> Result<(), Lapse> {
+        hold.check(now, self.timing.margin)
+            .map_err(|Lost { lapse, first }| {
+                if first && lapse == Lapse::Expired {
+                    self.metrics.holds_lapsed.inc();
+                }
+                lapse
+            })
+    }
+
+    async fn deliver(&self, delivery: &Delivery, hold: &Arc<Hold>) -> Step {
         self.metrics.in_flight.inc();
-        let step = self.deliver_inner(delivery).await;
+        let step = self.deliver_inner(delivery, hold).await;
         self.metrics.in_flight.dec();
         step
     }
 
-    async fn deliver_inner(&self, delivery: &Delivery) -> Step {
+    async fn deliver_inner(&self, delivery: &Delivery, hold: &Arc<Hold>) -> Step {
         let id = delivery.message_id.as_str();
         let group = delivery.group_id.as_str();
-        let rejection = self.verifier.as_ref().and_then(|v| {
-            v.verify(&delivery.headers, &delivery.body, SystemTime::now())
-                .err()
-        });
+        let rejection = self
+            .verifier
+            .as_ref()
+            .and_then(|v| v.verify_delivery(delivery).err());
         if let Some(rejection) = rejection {
             self.metrics.verification_failures.inc();
             warn!(message_id = id, group, %rejection, "signature verification failed; moving the message to the dead-letter queue");
             return self
-                .move_to_dead_letter(delivery, &rejection.to_string())
+                .move_to_dead_letter(delivery, &rejection.to_string(), hold)
                 .await;
         }
 
@@ -402,8 +518,7 @@ impl<H: Handler> Shared<H> {
             Outcome::Done => {
                 self.metrics.handled.inc();
                 debug!(message_id = id, group, "handled");
-                self.delete(delivery).await;
-                Step::Deleted
+                self.delete(delivery, hold).await
             }
             Outcome::Retry { reason, .. }
                 if self
@@ -416,7 +531,7 @@ impl<H: Handler> Shared<H> {
                     delivery.receive_count
                 );
                 warn!(message_id = id, group, %reason, "moving the message to the dead-letter queue");
-                self.move_to_dead_letter(delivery, &reason).await
+                self.move_to_dead_letter(delivery, &reason, hold).await
             }
             Outcome::Retry { after, reason } => {
                 self.metrics.retried.inc();
@@ -429,12 +544,16 @@ impl<H: Handler> Shared<H> {
 
     /// Copies the message to the dead-letter queue, then deletes it. If the copy
     /// fails, the message stays and is retried (SQS's own redrive still applies).
-    async fn move_to_dead_letter(&self, delivery: &Delivery, reason: &str) -> Step {
+    async fn move_to_dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        hold: &Arc<Hold>,
+    ) -> Step {
         match self.dead_letter(delivery, reason).await {
             Ok(()) => {
                 self.metrics.failed.inc();
-                self.delete(delivery).await;
-                Step::Deleted
+                self.delete(delivery, hold).await
             }
             Err(e) => {
                 error!(message_id = %delivery.message_id, group = %delivery.group_id, error = %e, "could not move the message to the dead-letter queue; it stays in the queue");
@@ -474,17 +593,42 @@ impl<H: Handler> Shared<H> {
         self.in_flight.lock().await.remove(&delivery.receipt_handle);
     }
 
-    async fn delete(&self, delivery: &Delivery) {
+    /// Deletes a message and waits for SQS's answer. The group goes on only once
+    /// the delete is confirmed: a handled message that stays in the queue is
+    /// delivered again, and must not then come after the ones behind it.
+    async fn delete(&self, delivery: &Delivery, hold: &Arc<Hold>) -> Step {
         self.forget(delivery).await;
-        let entry = (delivery.receipt_handle.clone(), delivery.message_id.clone());
+        let (done, answer) = oneshot::channel();
+        let entry = PendingDelete {
+            receipt_handle: delivery.receipt_handle.clone(),
+            message_id: delivery.message_id.clone(),
+            hold: hold.clone(),
+            done,
+        };
         if self.deletes.send(entry).await.is_err() {
-            error!(message_id = %delivery.message_id, "the deleter has stopped; the message will be delivered again");
+            error!(message_id = %delivery.message_id, "the deleter has stopped; the handled message will be delivered again");
+            return Step::NotDeleted;
+        }
+        match answer.await.unwrap_or(Deleted::No) {
+            Deleted::Yes => Step::Deleted,
+            Deleted::Stale => {
+                // Counted as lapsed if the deadline passed; lost either way, as SQS
+                // says the handle is no longer ours, whatever our clock says.
+                let _ = self.check_hold(hold, Instant::now());
+                hold.refused();
+                Step::NotDeleted
+            }
+            Deleted::No => Step::NotDeleted,
         }
     }
 
     /// Hides a failed message for `delay` before SQS offers it again.
-    async fn hide(&self, delivery: &Delivery, delay: Duration) {
+    async fn hide(&self, delivery: &Delivery, delay: Duration, hold: &Hold) {
         self.forget(delivery).await;
+        if !hold.still_ours(Instant::now()) {
+            // Its receipt handle may be stale: leave the message to its timeout.
+            return;
+        }
         let result = self
             .sqs
             .change_message_visibility()
@@ -498,8 +642,10 @@ impl<H: Handler> Shared<H> {
         }
     }
 
-    /// Makes messages visible again at once, unhandled.
-    async fn release(&self, deliveries: Vec<Delivery>) {
+    /// Makes messages visible again at once, unhandled, while they are certainly
+    /// still this worker's; otherwise leaves them to their visibility timeout, since
+    /// a stale receipt handle must not touch a message another consumer now holds.
+    async fn give_back(&self, deliveries: Vec<Delivery>, hold: &Hold) {
         if deliveries.is_empty() {
             return;
         }
@@ -509,22 +655,53 @@ impl<H: Handler> Shared<H> {
                 in_flight.remove(&d.receipt_handle);
             }
         }
+        if !hold.still_ours(Instant::now()) {
+            return;
+        }
         let entries: Vec<_> = deliveries
             .iter()
             .map(|d| (d.receipt_handle.clone(), d.message_id.clone()))
             .collect();
-        change_visibility(&self.sqs, &self.config.queue_url, &entries, Duration::ZERO).await;
+        let changes =
+            change_visibility(&self.sqs, &self.config.queue_url, &entries, Duration::ZERO).await;
+        for ((_, message_id), change) in entries.iter().zip(changes) {
+            if let Change::Refused(code) = change {
+                debug!(%message_id, %code, "giving back refused (message already gone?)");
+            }
+        }
+    }
+
+    /// Gives back the messages of a lost hold without delivering them.
+    async fn give_up(&self, deliveries: Vec<Delivery>, hold: &Hold) {
+        self.metrics.batches_given_up.inc();
+        self.metrics
+            .messages_given_up
+            .inc_by(deliveries.len() as u64);
+        self.give_back(deliveries, hold).await;
     }
 }
 
-/// Sets the visibility of up to any number of messages, ten per request. Failures
-/// are logged: the message then reappears when its current timeout ends.
+/// What SQS answered to one entry of a visibility change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Change {
+    /// Accepted; the request was sent at this instant.
+    Accepted(Instant),
+    /// Refused, with SQS's error code.
+    Refused(String),
+    /// The request failed as a whole; nothing is known.
+    Unknown,
+}
+
+/// Sets the visibility of any number of messages, ten per request, and says what
+/// became of each. Request failures are logged: the messages then keep their
+/// current timeout.
 async fn change_visibility(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
     entries: &[(String, String)],
     to: Duration,
-) {
+) -> Vec<Change> {
+    let mut changes = Vec::with_capacity(entries.len());
     for chunk in entries.chunks(MAX_BATCH) {
         let batch: Vec<_> = chunk
             .iter()
@@ -538,6 +715,8 @@ async fn change_visibility(
                     .ok()
             })
             .collect();
+        let sent = Instant::now();
+        let mut outcome = vec![Change::Unknown; chunk.len()];
         match sqs
             .change_message_visibility_batch()
             .queue_url(queue_url)
@@ -546,29 +725,40 @@ async fn change_visibility(
             .await
         {
             Ok(output) => {
+                for ok in &output.successful {
+                    if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| outcome.get_mut(i))
+                    {
+                        *slot = Change::Accepted(sent);
+                    }
+                }
                 for failed in output.failed {
-                    let message_id = failed
+                    if let Some(slot) = failed
                         .id
                         .parse::<usize>()
                         .ok()
-                        .and_then(|i| chunk.get(i))
-                        .map(|(_, id)| id.as_str());
-                    debug!(?message_id, code = %failed.code, "visibility change refused (message already gone?)");
+                        .and_then(|i| outcome.get_mut(i))
+                    {
+                        *slot = Change::Refused(failed.code);
+                    }
                 }
             }
             Err(e) => {
                 warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "changing message visibility failed")
             }
         }
+        changes.extend(outcome);
     }
+    changes
 }
 
-/// Keeps every in-flight message hidden while its handler runs.
+/// Keeps every validly held message hidden while it waits for or runs its handler,
+/// extending each hold before it gets close to its deadline.
 async fn extend_loop<H: Handler>(shared: Arc<Shared<H>>, stop: CancellationToken) {
-    // Every third of the timeout, so a message received just after a tick is still
-    // hidden at the next one; a few seconds at least, or extending races expiry.
-    let extend_to = shared.config.visibility_timeout.max(Duration::from_secs(3));
-    let mut ticks = tokio::time::interval(extend_to / 3);
+    let timing = shared.timing;
+    let mut ticks = tokio::time::interval(timing.tick);
+    // After a stall, one late tick rather than a burst of them: every hold is looked
+    // at afresh anyway.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         tokio::select! {
@@ -578,27 +768,57 @@ async fn extend_loop<H: Handler>(shared: Arc<Shared<H>>, stop: CancellationToken
         // Holding the lock across the call keeps a message from being extended just
         // after it was given a retry delay or put back.
         let in_flight = shared.in_flight.lock().await;
-        if in_flight.is_empty() {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (receipt, held) in in_flight.iter() {
+            // A lapsed hold is not extended: its messages may be someone else's.
+            let lapse = held.hold.due(now, &timing).map_err(|Lost { lapse, first }| {
+                if first && lapse == Lapse::Expired {
+                    shared.metrics.holds_lapsed.inc();
+                    warn!(message_id = %held.message_id, reason = lapse.describe(), "a hold lapsed before its messages were done");
+                }
+            });
+            if lapse == Ok(true) {
+                due.push((receipt.clone(), held.message_id.clone(), held.hold.clone()));
+            }
+        }
+        if due.is_empty() {
             continue;
         }
-        let entries: Vec<_> = in_flight
-            .iter()
-            .map(|(r, m)| (r.clone(), m.clone()))
-            .collect();
         debug!(
-            messages = entries.len(),
-            "extending visibility of in-flight messages"
+            messages = due.len(),
+            "extending visibility of held messages"
         );
-        change_visibility(&shared.sqs, &shared.config.queue_url, &entries, extend_to).await;
+        let entries: Vec<_> = due.iter().map(|(r, m, _)| (r.clone(), m.clone())).collect();
+        let changes = change_visibility(
+            &shared.sqs,
+            &shared.config.queue_url,
+            &entries,
+            timing.visibility,
+        )
+        .await;
+        for ((_, message_id, hold), change) in due.iter().zip(changes) {
+            match change {
+                Change::Accepted(sent) => hold.extended(sent, &timing),
+                Change::Refused(code) => {
+                    shared.metrics.extensions_refused.inc();
+                    if hold.refused() {
+                        warn!(message_id = %message_id, %code, "SQS refused to extend a held message; the rest of its group's batch will not be delivered from here");
+                    }
+                }
+                // The deadline stays; if extensions keep failing, the hold lapses.
+                Change::Unknown => {}
+            }
+        }
     }
 }
 
 /// Deletes handled messages in batches of up to ten, flushing within a few
-/// milliseconds so a handled message is not left in flight.
+/// milliseconds, and tells each waiting group what became of its message.
 async fn delete_loop(
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
-    mut queue: mpsc::Receiver<(String, String)>,
+    mut queue: mpsc::Receiver<PendingDelete>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -615,28 +835,41 @@ async fn delete_loop(
                 () = &mut linger => break,
             }
         }
-        delete_batch(&sqs, &queue_url, &batch, &metrics).await;
-        batch.clear();
+        let results = delete_batch(&sqs, &queue_url, &batch, &metrics).await;
+        for (pending, result) in batch.drain(..).zip(results) {
+            // A group that stopped waiting has nothing left to do with the answer.
+            let _ = pending.done.send(result);
+        }
     }
+}
+
+/// Whether a refused delete was refused because the receipt handle is no longer
+/// valid: SQS answers `ReceiptHandleIsInvalid`, or for FIFO queues
+/// `InvalidParameterValue` with "The receipt handle has expired".
+fn stale_receipt(code: &str, message: Option<&str>) -> bool {
+    code == "ReceiptHandleIsInvalid"
+        || (code == "InvalidParameterValue"
+            && message.is_some_and(|m| m.to_ascii_lowercase().contains("receipt handle")))
 }
 
 async fn delete_batch(
     sqs: &aws_sdk_sqs::Client,
     queue_url: &str,
-    batch: &[(String, String)],
+    batch: &[PendingDelete],
     metrics: &Metrics,
-) {
+) -> Vec<Deleted> {
     let entries: Vec<_> = batch
         .iter()
         .enumerate()
-        .filter_map(|(i, (receipt, _))| {
+        .filter_map(|(i, pending)| {
             DeleteMessageBatchRequestEntry::builder()
                 .id(i.to_string())
-                .receipt_handle(receipt)
+                .receipt_handle(&pending.receipt_handle)
                 .build()
                 .ok()
         })
         .collect();
+    let mut results = vec![Deleted::No; batch.len()];
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=3 {
         match sqs
@@ -647,17 +880,33 @@ async fn delete_batch(
             .await
         {
             Ok(output) => {
-                for failed in output.failed {
-                    metrics.delete_errors.inc();
-                    let message_id = failed
-                        .id
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| batch.get(i))
-                        .map(|(_, id)| id.as_str());
-                    warn!(?message_id, code = %failed.code, "delete refused; the handled message will be delivered again");
+                for ok in &output.successful {
+                    if let Some(slot) = ok.id.parse::<usize>().ok().and_then(|i| results.get_mut(i))
+                    {
+                        *slot = Deleted::Yes;
+                    }
                 }
-                return;
+                for failed in output.failed {
+                    let index = failed.id.parse::<usize>().ok();
+                    let pending = index.and_then(|i| batch.get(i));
+                    let message_id = pending.map(|p| p.message_id.as_str());
+                    let hold_lost = pending.is_some_and(|p| !p.hold.still_ours(Instant::now()));
+                    let result = if hold_lost
+                        || stale_receipt(&failed.code, failed.message.as_deref())
+                    {
+                        metrics.stale_deletes.inc();
+                        warn!(?message_id, code = %failed.code, "delete refused: this worker's hold on the handled message had lapsed (its receipt handle is stale), so SQS hands it out again or already has; the handler sees it more than once");
+                        Deleted::Stale
+                    } else {
+                        metrics.delete_errors.inc();
+                        warn!(?message_id, code = %failed.code, "delete refused; the handled message will be delivered again");
+                        Deleted::No
+                    };
+                    if let Some(slot) = index.and_then(|i| results.get_mut(i)) {
+                        *slot = result;
+                    }
+                }
+                return results;
             }
             Err(e) if attempt < 3 => {
                 debug!(attempt, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete batch failed; retrying");
@@ -670,6 +919,7 @@ async fn delete_batch(
             }
         }
     }
+    results
 }
 
 #[cfg(test)]
@@ -707,6 +957,22 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(b.delay(4, Some(Duration::ZERO)), Duration::ZERO);
+    }
+
+    #[test]
+    fn stale_receipt_handles_are_told_apart_from_other_refusals() {
+        assert!(stale_receipt("ReceiptHandleIsInvalid", None));
+        assert!(stale_receipt(
+            "InvalidParameterValue",
+            Some(
+                "Value AQEB for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+            )
+        ));
+        assert!(!stale_receipt(
+            "InvalidParameterValue",
+            Some("Value 99 for parameter VisibilityTimeout is invalid")
+        ));
+        assert!(!stale_receipt("InternalError", None));
     }
 
     #[test]

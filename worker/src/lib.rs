@@ -27,6 +27,8 @@
 //! - [`signature`]: provider signature schemes, checked before the handler runs.
 //! - [`handler`]: the [`Handler`] trait and the HTTP handler of the sidecar.
 //! - [`consumer`]: polling, per-group ordering, retries, visibility, shutdown.
+//! - `hold`: how long the worker may still act on what it received (deadlines,
+//!   margins, when to extend).
 //! - [`redrive`]: moving a FIFO dead-letter queue back, in order.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging and `/metrics` for the binaries.
@@ -35,6 +37,7 @@
 
 pub mod consumer;
 pub mod handler;
+mod hold;
 pub mod metrics;
 pub mod redrive;
 pub mod signature;

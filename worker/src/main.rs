@@ -99,7 +99,7 @@ struct RunArgs {
     /// Secret key). Repeat, or separate with commas, to accept several during rotation.
     #[arg(long, env = "HOOKLINE_SIGNATURE_SECRET_FILES", value_delimiter = ',')]
     signature_secret_file: Vec<PathBuf>,
-    /// Seconds a timestamped signature stays valid.
+    /// Seconds a timestamped signature may be from the time SQS accepted the message.
     #[arg(
         long,
         env = "HOOKLINE_SIGNATURE_TOLERANCE_SECONDS",

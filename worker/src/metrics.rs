@@ -23,6 +23,20 @@ pub struct Metrics {
     pub poll_errors: Counter,
     /// Handled messages whose delete failed (they will be delivered again).
     pub delete_errors: Counter,
+    /// Handled messages whose delete SQS refused because this worker's hold on them
+    /// had lapsed (a stale receipt handle): the handler sees them again.
+    pub stale_deletes: Counter,
+    /// Holds (one per message group per receive) whose deadline passed before their
+    /// messages were done: the process was stopped, starved or cut off for longer
+    /// than the visibility timeout allows.
+    pub holds_lapsed: Counter,
+    /// Visibility extensions SQS refused (each loses its group's hold).
+    pub extensions_refused: Counter,
+    /// Group batches given up undelivered because their hold lapsed or was refused
+    /// an extension, including receives answered too late to be held safely.
+    pub batches_given_up: Counter,
+    /// Messages of those batches: not delivered from here; SQS delivers them again.
+    pub messages_given_up: Counter,
     /// Messages being handled right now.
     pub in_flight: Gauge,
     /// Handler call duration.
@@ -43,6 +57,11 @@ impl Metrics {
             verification_failures: Counter::default(),
             poll_errors: Counter::default(),
             delete_errors: Counter::default(),
+            stale_deletes: Counter::default(),
+            holds_lapsed: Counter::default(),
+            extensions_refused: Counter::default(),
+            batches_given_up: Counter::default(),
+            messages_given_up: Counter::default(),
             in_flight: Gauge::default(),
             // 5 ms … ~20 s: webhook handlers are usually fast, but not always.
             handler_duration: Histogram::new([
@@ -88,8 +107,33 @@ impl Metrics {
         );
         r.register(
             "delete_errors",
-            "Handled messages whose delete failed",
+            "Handled messages whose delete failed for another reason than a lapsed hold",
             metrics.delete_errors.clone(),
+        );
+        r.register(
+            "stale_deletes",
+            "Handled messages whose delete was refused because this worker's hold had lapsed",
+            metrics.stale_deletes.clone(),
+        );
+        r.register(
+            "holds_lapsed",
+            "Holds on a group's received messages whose deadline passed before they were done",
+            metrics.holds_lapsed.clone(),
+        );
+        r.register(
+            "extensions_refused",
+            "Visibility extensions SQS refused",
+            metrics.extensions_refused.clone(),
+        );
+        r.register(
+            "batches_given_up",
+            "Group batches given up undelivered because their hold lapsed or was refused",
+            metrics.batches_given_up.clone(),
+        );
+        r.register(
+            "messages_given_up",
+            "Messages not delivered because this worker's hold on them lapsed or was refused",
+            metrics.messages_given_up.clone(),
         );
         r.register(
             "messages_in_flight",

@@ -11,6 +11,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::wire::Delivery;
+
 /// A provider's signature scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Preset {
@@ -58,11 +60,13 @@ pub enum Rejection {
     /// A header is present but not in the scheme's format.
     #[error("malformed {0}")]
     Malformed(String),
-    /// The signed timestamp is further from now than the tolerance (a replay, or a
-    /// message that sat in the queue longer than the tolerance; see the docs).
-    #[error("timestamp is {age_seconds}s from now, over the {tolerance_seconds}s tolerance")]
+    /// The signed timestamp is further than the tolerance from when SQS accepted the
+    /// message: a replay of an old request, or a provider clock far off.
+    #[error(
+        "timestamp is {age_seconds}s from when the request was queued, over the {tolerance_seconds}s tolerance"
+    )]
     OutsideTolerance {
-        /// Distance between the signed timestamp and now.
+        /// Distance between the signed timestamp and the time checked against.
         age_seconds: u64,
         /// The configured tolerance.
         tolerance_seconds: u64,
@@ -125,7 +129,19 @@ impl Verifier {
         })
     }
 
-    /// Checks one request's headers and raw body, at time `now`.
+    /// Checks a queued request against the time SQS accepted it (its
+    /// `SentTimestamp`, set by SQS and not by the sender): a backlog of any age still
+    /// verifies, and a replayed request, signed long before it was queued, does not.
+    /// Without a `SentTimestamp` it falls back to the current time, the safe side.
+    pub fn verify_delivery(&self, delivery: &Delivery) -> Result<(), Rejection> {
+        let queued_at = delivery.sent_at.unwrap_or_else(|| {
+            tracing::warn!(message_id = %delivery.message_id, "the message has no SentTimestamp; checking its signature's age against the current time");
+            SystemTime::now()
+        });
+        self.verify(&delivery.headers, &delivery.body, queued_at)
+    }
+
+    /// Checks one request's headers and raw body as if received at `now`.
     pub fn verify(
         &self,
         headers: &HeaderMap,
@@ -340,6 +356,52 @@ mod tests {
             Err(Rejection::Mismatch),
             "timestamp is signed"
         );
+    }
+
+    fn queued(sent_at_ms: Option<&str>, signature: &str) -> Delivery {
+        let mut message = aws_sdk_sqs::types::Message::builder()
+            .message_id("m-1")
+            .receipt_handle("r-1")
+            .body(std::str::from_utf8(STRIPE_BODY).unwrap())
+            .attributes(
+                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+                "g",
+            )
+            .set_message_attributes(Some(crate::wire::header_attributes(&[(
+                "Stripe-Signature",
+                signature,
+            )])));
+        if let Some(ms) = sent_at_ms {
+            message = message.attributes(
+                aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp,
+                ms,
+            );
+        }
+        Delivery::from_sqs(message.build()).unwrap()
+    }
+
+    #[test]
+    fn a_delivery_is_checked_against_when_it_was_queued() {
+        let v = verifier(Preset::Stripe, &["whsec_hookline_test"]);
+        let signature = format!("t=1700000000,v1={STRIPE_SIG}");
+        // Queued 100 s after signing, delivered years later: a backlog, accepted.
+        let backlog = queued(Some("1700000100000"), &signature);
+        assert_eq!(v.verify_delivery(&backlog), Ok(()));
+        // Queued 301 s after signing: a replay, refused however soon it is read.
+        let replay = queued(Some("1700000301000"), &signature);
+        assert!(matches!(
+            v.verify_delivery(&replay),
+            Err(Rejection::OutsideTolerance {
+                age_seconds: 301,
+                ..
+            })
+        ));
+        // Without SentTimestamp the current time is used: the 2023 signature is stale.
+        let unknown = queued(None, &signature);
+        assert!(matches!(
+            v.verify_delivery(&unknown),
+            Err(Rejection::OutsideTolerance { .. })
+        ));
     }
 
     #[test]

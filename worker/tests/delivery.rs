@@ -349,3 +349,64 @@ async fn redrive_brings_dead_letters_back_in_order() -> Result<()> {
     );
     Ok(())
 }
+
+/// A Stripe signature over `body` made at unix time `t`.
+fn stripe_signature(t: u64, body: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, STRIPE_SECRET.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(tag.as_ref()))
+}
+
+#[tokio::test]
+async fn a_backlog_older_than_the_tolerance_verifies_but_a_replay_does_not() -> Result<()> {
+    let sqs = sqs().await?;
+    let pair = QueuePair::create(&sqs, "backlog", 5, 30).await?;
+    let tolerance = Duration::from_secs(3);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let fresh = r#"{"id":"evt_fresh"}"#;
+    let replayed = r#"{"id":"evt_replayed"}"#;
+    // Signed just now and queued at once: valid when queued.
+    send(
+        &sqs,
+        &pair.url,
+        "cus_1",
+        fresh,
+        &[("Stripe-Signature", &stripe_signature(now, fresh))],
+    )
+    .await?;
+    // Signed a minute before it was queued: a replay.
+    send(
+        &sqs,
+        &pair.url,
+        "cus_2",
+        replayed,
+        &[("Stripe-Signature", &stripe_signature(now - 60, replayed))],
+    )
+    .await?;
+    // The worker starts only after the tolerance has passed (an outage, in short).
+    tokio::time::sleep(tolerance + Duration::from_secs(2)).await;
+
+    let verifier = Verifier::new(
+        Preset::Stripe,
+        &[STRIPE_SECRET.as_bytes().to_vec()],
+        tolerance,
+    )?;
+    let recorder = Recorder::start(Duration::ZERO, |_, _| (StatusCode::OK, None)).await?;
+    let running = start(&sqs, config(&pair, 2, 5), &recorder, Some(verifier))?;
+    wait_for("the queue drained", Duration::from_secs(30), || async {
+        Ok(depth(&sqs, &pair.url).await? == (0, 0))
+    })
+    .await?;
+    running.stop().await?;
+
+    let handled: Vec<String> = recorder.snapshot().into_iter().map(|c| c.body).collect();
+    assert_eq!(handled, [fresh], "the backlog is delivered");
+    let dead = drain_bodies(&sqs, &pair.dlq_url).await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, replayed);
+    let reason = &dead[0].2["Hookline-Dead-Letter-Reason"];
+    assert!(reason.contains("over the 3s tolerance"), "{reason}");
+    Ok(())
+}

@@ -1,11 +1,12 @@
 //! The `hookline-worker` binary as a process: SIGTERM in the middle of a batch and
-//! `kill -9` in the middle of a stream lose nothing, and order per group holds.
+//! `kill -9` in the middle of a stream lose nothing, and order per group holds, also
+//! when a worker stalls (SIGSTOP) for longer than the visibility timeout.
 
 mod common;
 
 use anyhow::{Context, Result, bail};
 use axum::http::StatusCode;
-use common::{QueuePair, Recorder, assert_in_order, depth, send, sqs, wait_for};
+use common::{OrderReport, QueuePair, Recorder, assert_in_order, depth, send, sqs, wait_for};
 use hookline_tests::Bench;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -202,5 +203,111 @@ async fn kill_9_mid_stream_loses_nothing() -> Result<()> {
     assert_eq!(dead, (0, 0), "nothing needed the DLQ");
     assert_eq!(by_group.len(), groups);
     assert_in_order(&by_group, per_group);
+    Ok(())
+}
+
+/// Lines of a worker's /metrics whose name contains one of `names`.
+async fn metric_lines(port: u16, names: &[&str]) -> Result<Vec<String>> {
+    let text = http_get(port, "/metrics").await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#') && names.iter().any(|n| l.contains(n)))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Two workers on one queue; each in turn is stopped (SIGSTOP, as a starved node or a
+/// frozen container would be) for more than twice the visibility timeout while it
+/// holds messages, then resumed. The other worker takes its groups over meanwhile.
+#[tokio::test]
+async fn a_worker_stalled_past_the_visibility_timeout_keeps_order_per_group() -> Result<()> {
+    const VISIBILITY: u32 = 5;
+    const STALL: Duration = Duration::from_secs(12);
+    let sqs = sqs().await?;
+    let pair = QueuePair::create(&sqs, "stall", 5, VISIBILITY).await?;
+    let (groups, per_group) = (6, 60);
+    let names: Vec<String> = (0..groups).map(|g| format!("s{g}")).collect();
+    for i in 0..per_group {
+        for group in &names {
+            send(&sqs, &pair.url, group, &format!("{group}-{i}"), &[]).await?;
+        }
+    }
+    let recorder =
+        Recorder::start(Duration::from_millis(200), |_, _| (StatusCode::OK, None)).await?;
+    let ports = [
+        hookline_tests::process::free_port()?,
+        hookline_tests::process::free_port()?,
+    ];
+    let mut workers = Vec::new();
+    for port in ports {
+        workers.push(
+            spawn_worker_on(&pair, &recorder, VISIBILITY, &format!("127.0.0.1:{port}")).await?,
+        );
+    }
+
+    let total = groups * per_group;
+    for (n, (worker, port)) in workers.iter().zip(ports).enumerate() {
+        // Stopped while it is calling the handler, so it holds messages.
+        wait_for("the worker handling", Duration::from_secs(60), || async {
+            // Not listening yet right after start.
+            let lines = metric_lines(port, &["hookline_worker_messages_in_flight "])
+                .await
+                .unwrap_or_default();
+            Ok(lines.iter().any(|l| !l.ends_with(" 0")))
+        })
+        .await?;
+        signal(worker, "STOP")?;
+        tokio::time::sleep(STALL).await;
+        signal(worker, "CONT")?;
+        eprintln!("worker {n} stalled for {STALL:?} and resumed");
+    }
+    wait_for("the queue drained", Duration::from_secs(120), || async {
+        Ok(depth(&sqs, &pair.url).await? == (0, 0))
+    })
+    .await?;
+    // What a resumed worker still held in memory would reach the handler now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut lapsed = Vec::new();
+    for (n, port) in ports.iter().enumerate() {
+        let lines = metric_lines(
+            *port,
+            &[
+                "holds_lapsed",
+                "extensions_refused",
+                "given_up",
+                "stale_deletes",
+                "delete_errors",
+            ],
+        )
+        .await?;
+        eprintln!("worker {n}: {}", lines.join(", "));
+        lapsed.push(
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("hookline_worker_holds_lapsed_total "))
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>(),
+        );
+    }
+    for worker in &mut workers {
+        signal(worker, "TERM")?;
+        wait_exit(worker, EXIT_BOUND).await?;
+    }
+
+    let report = OrderReport::of(&recorder.snapshot(), &names, per_group);
+    eprintln!("stall: {report:?} ({total} messages)");
+    assert_eq!(
+        depth(&sqs, &pair.dlq_url).await?,
+        (0, 0),
+        "nothing needed the DLQ"
+    );
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.out_of_order, 0, "{report:?}");
+    assert_eq!(report.overlapping, 0, "{report:?}");
+    assert_in_order(&recorder.accepted_by_group(|_, _| true), per_group);
+    assert!(
+        lapsed.iter().all(|n| *n > 0),
+        "each stalled worker counts its lapsed holds: {lapsed:?}"
+    );
     Ok(())
 }

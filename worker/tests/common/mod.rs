@@ -15,7 +15,7 @@ pub use hookline_tests::util::wait_for;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static QUEUE_SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -180,6 +180,9 @@ pub struct Call {
     pub message_id: String,
     pub receive_count: u32,
     pub headers: HeaderMap,
+    /// When the request reached the handler, and when the handler answered.
+    pub started: Instant,
+    pub finished: Instant,
 }
 
 type Behaviour = dyn Fn(&Call, usize) -> (StatusCode, Option<u64>) + Send + Sync;
@@ -245,16 +248,20 @@ async fn record(
             .unwrap_or_default()
             .to_owned()
     };
-    let call = Call {
+    let started = Instant::now();
+    let mut call = Call {
         group: header("hookline-group-id"),
         body: String::from_utf8_lossy(&body).into_owned(),
         message_id: header("hookline-message-id"),
         receive_count: header("hookline-receive-count").parse().unwrap_or(0),
         headers: headers.clone(),
+        started,
+        finished: started,
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    call.finished = Instant::now();
     let attempt = {
         let mut calls = calls
             .lock()
@@ -284,5 +291,69 @@ pub fn assert_in_order(groups: &HashMap<String, Vec<String>>, expected_per_group
             .map(|i| format!("{group}-{i}"))
             .collect();
         assert_eq!(seen, expected, "group {group} out of order or incomplete");
+    }
+}
+
+/// What the handler saw of groups whose bodies are `<group>-<index>`, by call start.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OrderReport {
+    /// Handler calls.
+    pub calls: usize,
+    /// Calls for a message the handler had already been given.
+    pub duplicates: usize,
+    /// Calls that started after a call for a later message of the same group.
+    pub out_of_order: usize,
+    /// Calls that started while another call of the same group was still running.
+    pub overlapping: usize,
+    /// Expected messages the handler never saw.
+    pub lost: usize,
+    /// What each out-of-order or overlapping call was, for the failure message.
+    pub events: Vec<String>,
+}
+
+impl OrderReport {
+    /// Reads `calls` against groups `groups` of `per_group` messages each.
+    pub fn of(calls: &[Call], groups: &[String], per_group: usize) -> Self {
+        let mut report = Self {
+            calls: calls.len(),
+            ..Self::default()
+        };
+        for group in groups {
+            let mut mine: Vec<&Call> = calls.iter().filter(|c| &c.group == group).collect();
+            mine.sort_by_key(|c| c.started);
+            let mut seen = std::collections::HashSet::new();
+            let mut highest: Option<usize> = None;
+            let mut running_until: Option<Instant> = None;
+            for call in &mine {
+                let index: usize = call
+                    .body
+                    .strip_prefix(&format!("{group}-"))
+                    .and_then(|i| i.parse().ok())
+                    .unwrap_or(usize::MAX);
+                if !seen.insert(index) {
+                    report.duplicates += 1;
+                }
+                let first = mine[0].started;
+                let at = call.started - first;
+                if let Some(h) = highest.filter(|h| index < *h) {
+                    report.out_of_order += 1;
+                    report.events.push(format!(
+                        "{group}-{index} (receive {}) at {at:?}, after {group}-{h}",
+                        call.receive_count
+                    ));
+                }
+                highest = highest.max(Some(index));
+                if running_until.is_some_and(|until| call.started < until) {
+                    report.overlapping += 1;
+                    report.events.push(format!(
+                        "{group}-{index} (receive {}) at {at:?} overlaps an earlier call",
+                        call.receive_count
+                    ));
+                }
+                running_until = running_until.max(Some(call.finished));
+            }
+            report.lost += (0..per_group).filter(|i| !seen.contains(i)).count();
+        }
+        report
     }
 }
