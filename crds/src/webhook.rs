@@ -361,8 +361,9 @@ pub struct Signature {
     /// The Secret (same namespace) holding the signing secret(s).
     pub secret_ref: SignatureSecretRef,
 
-    /// For timestamped schemes (Stripe, Slack, Standard Webhooks): how old a signature
-    /// may be before it is rejected as a replay.
+    /// For timestamped schemes (Stripe, Slack, Standard Webhooks): how far the signed
+    /// timestamp may be from the moment SQS accepted the request (its SentTimestamp)
+    /// before it is rejected as a replay. A backlog of any age still delivers.
     #[serde(default = "default_tolerance")]
     #[schemars(range(min = 0, max = 86400))]
     pub tolerance_seconds: i32,
@@ -453,8 +454,8 @@ pub struct Delivery {
     #[schemars(range(min = 1, max = 1000))]
     pub max_receive_count: i32,
 
-    /// How long a received message stays hidden from other workers (the worker extends
-    /// it while a slow handler runs).
+    /// How long a received message stays hidden from other workers (the worker sends it
+    /// with every receive and extends it while a slow handler runs).
     #[serde(default = "default_visibility_timeout")]
     #[schemars(range(min = 0, max = 43200))]
     pub visibility_timeout_seconds: i32,
