@@ -12,8 +12,11 @@
 //!
 //! Its own test binary, so its operator is the only one on its API server.
 
+mod common;
+
 use anyhow::{Context as _, Result, bail};
 use aws_sdk_apigateway::types::{Op, PatchOperation};
+use common::Operator;
 use hookline_crds::WebhookGateway;
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
 use hookline_operator::controller::context::{Context, Timing};
@@ -24,34 +27,8 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
-
-struct Operator {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Operator {
-    fn start(ctx: Arc<Context>) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = futures::FutureExt::shared(Box::pin(async move {
-            let _ = stopped.await;
-        }));
-        let task =
-            tokio::spawn(
-                async move { hookline_operator::controller::run::run(ctx, shutdown).await },
-            );
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
-    }
-}
 
 fn condition(gateway: &WebhookGateway, type_: &str) -> Option<Condition> {
     gateway

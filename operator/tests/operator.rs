@@ -9,8 +9,11 @@
 //! reconcile every gateway. The bench has no kubelet, so where the operator waits
 //! for worker pods, the test plays the kubelet and reports the Deployment ready.
 
+mod common;
+
 use anyhow::{Context as _, Result};
 use aws_sdk_route53::types::RrType;
+use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::dns::Record;
 use hookline_operator::aws::{AwsClients, Dns, RateLimits, RetryPolicy, Route53Dns};
@@ -29,39 +32,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
 use serde_json::json;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-
-struct Operator {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Operator {
-    fn start(ctx: Arc<Context>) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = futures::FutureExt::shared(Box::pin(async move {
-            let _ = stopped.await;
-        }));
-        let task =
-            tokio::spawn(
-                async move { hookline_operator::controller::run::run(ctx, shutdown).await },
-            );
-        Self { stop, task }
-    }
-
-    /// Stops it abruptly, as a crash would: in-flight reconciles are dropped.
-    fn kill(self) {
-        self.task.abort();
-        drop(self.stop);
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
-    }
-}
 
 fn condition<'a>(
     conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],

@@ -7,7 +7,10 @@
 //! One test function, as in operator.rs: two operators against one API server would
 //! both reconcile every gateway.
 
+mod common;
+
 use anyhow::{Context as _, Result};
+use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
 use hookline_operator::controller::context::{Context, Timing};
@@ -19,31 +22,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinHandle;
-
-struct Operator {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Operator {
-    fn start(ctx: Arc<Context>) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = futures::FutureExt::shared(Box::pin(async move {
-            let _ = stopped.await;
-        }));
-        let task =
-            tokio::spawn(
-                async move { hookline_operator::controller::run::run(ctx, shutdown).await },
-            );
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
-    }
-}
 
 fn condition(webhook: &Webhook, type_: &str) -> Option<(String, String)> {
     webhook
