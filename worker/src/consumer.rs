@@ -568,13 +568,7 @@ impl<H: Handler> Shared<H> {
             .dead_letter_queue_url
             .as_deref()
             .ok_or("no dead-letter queue configured")?;
-        let mut attributes: HashMap<String, MessageAttributeValue> = delivery.attributes.clone();
-        let reason = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(reason)
-            .build()
-            .map_err(|e| e.to_string())?;
-        attributes.insert(DEAD_LETTER_REASON_ATTRIBUTE.to_owned(), reason);
+        let attributes = dead_letter_attributes(delivery, reason)?;
         self.sqs
             .send_message()
             .queue_url(url)
@@ -922,9 +916,69 @@ async fn delete_batch(
     results
 }
 
+/// What a dead-lettered message carries: its headers, when it was first queued (so
+/// a redrive checks its signature against that, not against the move), and the
+/// reason. Within SQS's ten attributes the reason is the one to give up: it is also
+/// logged, while the headers and the queueing time decide whether it verifies later.
+fn dead_letter_attributes(
+    delivery: &Delivery,
+    reason: &str,
+) -> Result<HashMap<String, MessageAttributeValue>, String> {
+    let mut attributes: HashMap<String, MessageAttributeValue> = delivery.attributes.clone();
+    if let Some(queued_at) = delivery.sent_at.and_then(crate::wire::queued_at_attribute) {
+        attributes.insert(crate::wire::QUEUED_AT_ATTRIBUTE.to_owned(), queued_at);
+    }
+    if attributes.len() < crate::wire::MAX_MESSAGE_ATTRIBUTES {
+        let reason = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(reason)
+            .build()
+            .map_err(|e| e.to_string())?;
+        attributes.insert(DEAD_LETTER_REASON_ATTRIBUTE.to_owned(), reason);
+    } else {
+        warn!(message_id = %delivery.message_id, %reason, "no room for {DEAD_LETTER_REASON_ATTRIBUTE} among SQS's ten attributes; the reason is only logged");
+    }
+    Ok(attributes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn received(headers: usize) -> Delivery {
+        let names: Vec<String> = (0..headers).map(|i| format!("x-h{i}")).collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let message = aws_sdk_sqs::types::Message::builder()
+            .message_id("m-1")
+            .receipt_handle("r-1")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000123")
+            .set_message_attributes(Some(crate::wire::header_attributes(&pairs)))
+            .build();
+        Delivery::from_sqs(message).unwrap()
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_its_headers_and_queueing_time_within_ten_attributes() {
+        let queued_at = |a: &HashMap<String, MessageAttributeValue>| {
+            a[crate::wire::QUEUED_AT_ATTRIBUTE]
+                .string_value()
+                .map(str::to_owned)
+        };
+        let few = dead_letter_attributes(&received(2), "why").unwrap();
+        assert_eq!(few.len(), 4);
+        assert_eq!(queued_at(&few).as_deref(), Some("1700000000123"));
+        assert_eq!(
+            few[DEAD_LETTER_REASON_ATTRIBUTE].string_value(),
+            Some("why")
+        );
+
+        let full =
+            dead_letter_attributes(&received(crate::wire::MAX_FORWARDED_HEADERS), "why").unwrap();
+        assert_eq!(full.len(), crate::wire::MAX_MESSAGE_ATTRIBUTES);
+        assert_eq!(queued_at(&full).as_deref(), Some("1700000000123"));
+        assert!(!full.contains_key(DEAD_LETTER_REASON_ATTRIBUTE));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use tracing::info;
 
 use crate::consumer::DEAD_LETTER_REASON_ATTRIBUTE;
+use crate::wire::QUEUED_AT_ATTRIBUTE;
 
 /// What a redrive did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,6 +132,18 @@ pub async fn redrive(
             let mut attributes: HashMap<_, _> =
                 message.message_attributes.clone().unwrap_or_default();
             attributes.remove(DEAD_LETTER_REASON_ATTRIBUTE);
+            // A dead letter the worker moved says when it was first queued; one that
+            // SQS moved (the worker was not there to) has only its dead-letter
+            // SentTimestamp, which a FIFO queue resets on the move: the best we know.
+            if !attributes.contains_key(QUEUED_AT_ATTRIBUTE)
+                && let Some(queued_at) = message
+                    .attributes
+                    .as_ref()
+                    .and_then(crate::wire::sent_at)
+                    .and_then(crate::wire::queued_at_attribute)
+            {
+                attributes.insert(QUEUED_AT_ATTRIBUTE.to_owned(), queued_at);
+            }
             sqs.send_message()
                 .queue_url(queue_url)
                 .message_body(message.body.clone().unwrap_or_default())

@@ -14,8 +14,13 @@
 //!     encoded form wrote it (messages still queued from them) and as
 //!     [`header_attributes`] writes it for producers that send directly.
 //! - SQS allows ten message attributes per message: the gateway forwards at most
-//!   [`MAX_FORWARDED_HEADERS`], leaving room for the worker's own
-//!   dead-letter reason.
+//!   [`MAX_FORWARDED_HEADERS`], leaving room for one of the worker's own.
+//! - [`QUEUED_AT_ATTRIBUTE`]: when the gateway first queued the request, written by
+//!   the worker whenever it moves a message to another queue (to the dead-letter
+//!   queue, back by a redrive). A moved message is a new message to SQS, with a new
+//!   `SentTimestamp` (and a FIFO queue resets the enqueue time of what it moves to its
+//!   dead-letter queue itself), so without it a redriven Stripe event would be checked
+//!   against the redrive time and refused as a replay.
 //!
 //! A template cannot loop over all headers portably (emulators run a subset of
 //! Velocity), so the operator forwards a fixed list: the signature preset's headers,
@@ -36,8 +41,17 @@ pub const HEADER_VALUE_MARKER: char = ':';
 pub const ENCODED_HEADER_VALUE_MARKER: char = '%';
 
 /// How many headers one message may carry (SQS's limit of ten attributes, less one
-/// for the worker's dead-letter reason).
+/// for the worker's [`QUEUED_AT_ATTRIBUTE`]).
 pub const MAX_FORWARDED_HEADERS: usize = 9;
+
+/// SQS's limit of message attributes per message.
+pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
+
+/// When the gateway first queued the request (epoch milliseconds), carried across
+/// the worker's moves between queues. Only the worker writes it: the gateway writes
+/// `Header.*` attributes only, so a caller of the public endpoint cannot set it;
+/// whoever holds `sqs:SendMessage` on the queue can, and is trusted as the gateway is.
+pub const QUEUED_AT_ATTRIBUTE: &str = "Hookline-Queued-At";
 
 /// Headers the worker adds to every handler call.
 pub mod headers {
@@ -58,7 +72,8 @@ pub struct Delivery {
     pub group_id: String,
     /// SQS's ApproximateReceiveCount: 1 on the first delivery.
     pub receive_count: u32,
-    /// When the gateway put the request on the queue (SQS's SentTimestamp).
+    /// When the gateway put the request on the queue: [`QUEUED_AT_ATTRIBUTE`] for a
+    /// message the worker moved (dead-lettered, redriven), else SQS's SentTimestamp.
     pub sent_at: Option<std::time::SystemTime>,
     /// The raw request body.
     pub body: Bytes,
@@ -102,8 +117,8 @@ impl Delivery {
             .get(&MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
-        let sent_at = sent_at(&system);
         let attributes = message.message_attributes.unwrap_or_default();
+        let sent_at = recorded_queued_at(&message_id, &attributes).or_else(|| sent_at(&system));
         let headers = read_headers(&message_id, &attributes);
         Ok(Self {
             message_id: message_id.clone(),
@@ -127,6 +142,36 @@ pub(crate) fn sent_at(
         .get(&MessageSystemAttributeName::SentTimestamp)
         .and_then(|ms| ms.parse::<u64>().ok())
         .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// The first queueing time a move recorded, if any.
+pub(crate) fn recorded_queued_at(
+    message_id: &str,
+    attributes: &HashMap<String, MessageAttributeValue>,
+) -> Option<std::time::SystemTime> {
+    let raw = attributes.get(QUEUED_AT_ATTRIBUTE)?.string_value()?;
+    match raw.parse::<u64>() {
+        Ok(ms) => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+        Err(_) => {
+            // Never the message: the SentTimestamp is the safe side for signatures.
+            tracing::warn!(
+                message_id,
+                value = raw,
+                "ignoring an unreadable {QUEUED_AT_ATTRIBUTE}"
+            );
+            None
+        }
+    }
+}
+
+/// The [`QUEUED_AT_ATTRIBUTE`] value for `at`.
+pub(crate) fn queued_at_attribute(at: std::time::SystemTime) -> Option<MessageAttributeValue> {
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    MessageAttributeValue::builder()
+        .data_type("Number")
+        .string_value(ms.to_string())
+        .build()
+        .ok()
 }
 
 fn read_headers(
@@ -224,6 +269,32 @@ mod tests {
         assert_eq!(&d.body[..], b"{\"a\":1}");
         assert_eq!(d.headers.get("stripe-signature").unwrap(), "t=1,v1=00");
         assert_eq!(d.headers.get("content-type").unwrap(), "application/json");
+    }
+
+    #[test]
+    fn a_recorded_queueing_time_wins_over_the_sent_timestamp() {
+        let first = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_600_000_000_456);
+        let mut moved = message(&[("Stripe-Signature", "t=1,v1=00")]);
+        moved.message_attributes.as_mut().unwrap().insert(
+            QUEUED_AT_ATTRIBUTE.to_owned(),
+            queued_at_attribute(first).unwrap(),
+        );
+        assert_eq!(Delivery::from_sqs(moved).unwrap().sent_at, Some(first));
+
+        let mut garbled = message(&[]);
+        garbled.message_attributes.as_mut().unwrap().insert(
+            QUEUED_AT_ATTRIBUTE.to_owned(),
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("yesterday")
+                .build()
+                .unwrap(),
+        );
+        assert_eq!(
+            Delivery::from_sqs(garbled).unwrap().sent_at,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123)),
+            "an unreadable value falls back to SQS's own time"
+        );
     }
 
     #[test]

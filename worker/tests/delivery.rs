@@ -410,3 +410,80 @@ async fn a_backlog_older_than_the_tolerance_verifies_but_a_replay_does_not() -> 
     assert!(reason.contains("over the 3s tolerance"), "{reason}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_redriven_event_is_checked_against_when_it_was_first_queued() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sqs = sqs().await?;
+    let pair = QueuePair::create(&sqs, "redrive-signed", 5, 30).await?;
+    let tolerance = Duration::from_secs(3);
+    let verifier = || {
+        Verifier::new(
+            Preset::Stripe,
+            &[STRIPE_SECRET.as_bytes().to_vec()],
+            tolerance,
+        )
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let body = r#"{"id":"evt_handler_was_down"}"#;
+    send(
+        &sqs,
+        &pair.url,
+        "cus_1",
+        body,
+        &[("Stripe-Signature", &stripe_signature(now, body))],
+    )
+    .await?;
+
+    // The handler is down: the worker dead-letters the (genuine) event after two
+    // deliveries.
+    let handler_up = Arc::new(AtomicBool::new(false));
+    let up = handler_up.clone();
+    let recorder = Recorder::start(Duration::ZERO, move |_, _| {
+        if up.load(Ordering::SeqCst) {
+            (StatusCode::OK, None)
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, None)
+        }
+    })
+    .await?;
+    let running = start(&sqs, config(&pair, 1, 2), &recorder, Some(verifier()?))?;
+    wait_for(
+        "the event dead-lettered",
+        Duration::from_secs(30),
+        || async { Ok(depth(&sqs, &pair.dlq_url).await?.0 == 1) },
+    )
+    .await?;
+    running.stop().await?;
+
+    // Fixed later than the signature's tolerance, then redriven.
+    tokio::time::sleep(tolerance + Duration::from_secs(1)).await;
+    handler_up.store(true, Ordering::SeqCst);
+    let report = hookline_worker::redrive(&sqs, &pair.dlq_url, &pair.url).await?;
+    assert_eq!(report.moved, 1);
+    let running = start(&sqs, config(&pair, 1, 2), &recorder, Some(verifier()?))?;
+    wait_for(
+        "the main queue drained",
+        Duration::from_secs(30),
+        || async { Ok(depth(&sqs, &pair.url).await? == (0, 0)) },
+    )
+    .await?;
+    running.stop().await?;
+
+    let dead = drain_bodies(&sqs, &pair.dlq_url).await?;
+    assert!(
+        dead.is_empty(),
+        "refused again after the redrive: {:?}",
+        dead.iter().map(|d| &d.2).collect::<Vec<_>>()
+    );
+    // Accepted on the third call: two failed deliveries, then the redriven one.
+    let accepted = recorder.accepted_by_group(|_, attempt| attempt >= 3);
+    assert_eq!(
+        accepted.get("cus_1").map(Vec::as_slice),
+        Some(&[body.to_owned()][..])
+    );
+    Ok(())
+}
