@@ -4,9 +4,10 @@
 //! The kubelet writes a Secret volume with an atomic writer: each version of the
 //! Secret is a hidden directory `..<timestamp>/` holding one file per key, the
 //! symlink `..data` points at the current one, and each key's visible name is a
-//! symlink `key -> ..data/key`. An update writes a new directory, swaps `..data`
-//! with a rename (atomic), then adds or removes the per-key symlinks and deletes the
-//! old directory. A reader can therefore see dangling or missing key links for a
+//! symlink `key -> ..data/key`. An update writes a new directory, adds the links
+//! of new keys (before the swap in newer kubelets, after it in older ones), swaps
+//! `..data` with a rename (atomic), removes the links of keys that went and deletes
+//! the old directory. A reader can therefore see dangling or missing key links for a
 //! moment, or have a directory deleted under it; what it reads through one
 //! `..data` target is complete. So a [`SecretSource::Dir`] reads the keys through the
 //! resolved `..data` target, and every read checks that `..data` did not move
@@ -257,19 +258,19 @@ mod tests {
             std::fs::rename(&tmp, self.dir.join(DATA_LINK)).unwrap();
         }
 
-        /// Adds the links of new keys and removes those of keys that went.
+        /// Adds the links of new keys, then removes those of keys that went.
         pub fn link_keys(&self, data: &[(&str, &str)]) {
+            for (key, _) in data {
+                let link = self.dir.join(key);
+                if std::fs::symlink_metadata(&link).is_err() {
+                    std::os::unix::fs::symlink(format!("{DATA_LINK}/{key}"), &link).unwrap();
+                }
+            }
             for entry in std::fs::read_dir(&self.dir).unwrap() {
                 let entry = entry.unwrap();
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !name.starts_with("..") && !data.iter().any(|(k, _)| *k == name) {
                     std::fs::remove_file(entry.path()).unwrap();
-                }
-            }
-            for (key, _) in data {
-                let link = self.dir.join(key);
-                if std::fs::symlink_metadata(&link).is_err() {
-                    std::os::unix::fs::symlink(format!("{DATA_LINK}/{key}"), &link).unwrap();
                 }
             }
         }
@@ -321,10 +322,18 @@ mod tests {
         let source = SecretSource::Dir(volume.dir.clone());
         assert_eq!(texts(&source.load().unwrap()), ["old"]);
 
-        // Between the swap and the new key's link the key is already visible.
+        // A new key's link may exist before the swap (dangling until then), or only
+        // after it; the key counts from the swap either way.
         let target = volume.write_version(&[("a", "old"), ("b", "new")]);
+        volume.link_keys(&[("a", "old"), ("b", "new")]);
         assert_eq!(texts(&source.load().unwrap()), ["old"], "not swapped yet");
+        let listed = SecretSource::Files(vec![volume.dir.join("b")]);
+        assert!(
+            matches!(listed.load(), Err(LoadError::Read { .. })),
+            "dangling"
+        );
         volume.swap(&target);
+        assert_eq!(texts(&listed.load().unwrap()), ["new"]);
         assert_eq!(texts(&source.load().unwrap()), ["old", "new"]);
         volume.link_keys(&[("a", "old"), ("b", "new")]);
         volume.remove_old_versions();

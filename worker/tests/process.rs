@@ -330,8 +330,10 @@ async fn a_worker_stalled_past_the_visibility_timeout_keeps_order_per_group() ->
 /// A Secret volume laid out as the kubelet's atomic writer does it. No kubelet runs
 /// on the bench, so the test writes what it would: each version of the Secret in a
 /// hidden `..<version>/` directory, `..data` pointing at the current one (a new
-/// symlink renamed over the old, which is atomic), each key's visible name a
-/// symlink `key -> ..data/key`, and the old version deleted after the swap.
+/// symlink renamed over the old, which is atomic), then each key's visible name as a
+/// symlink `key -> ..data/key`, the links of keys that went removed, and the old
+/// version deleted, as older kubelets' `AtomicWriter.Write` orders it (newer ones
+/// create the new links just before the swap; the worker's unit tests cover both).
 struct KubeletSecretVolume {
     dir: std::path::PathBuf,
     version: u32,
@@ -356,15 +358,15 @@ impl KubeletSecretVolume {
         let tmp = self.dir.join("..data_tmp");
         std::os::unix::fs::symlink(&version, &tmp)?;
         std::fs::rename(&tmp, self.dir.join("..data"))?;
+        for (key, _) in data {
+            if std::fs::symlink_metadata(self.dir.join(key)).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{key}"), self.dir.join(key))?;
+            }
+        }
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if !name.starts_with("..") && !data.iter().any(|(k, _)| *k == name) {
                 std::fs::remove_file(self.dir.join(&name))?;
-            }
-        }
-        for (key, _) in data {
-            if std::fs::symlink_metadata(self.dir.join(key)).is_err() {
-                std::os::unix::fs::symlink(format!("..data/{key}"), self.dir.join(key))?;
             }
         }
         if let Some(old) = old {
