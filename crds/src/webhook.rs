@@ -368,6 +368,17 @@ pub struct Signature {
     #[schemars(range(min = 0, max = 86400))]
     pub tolerance_seconds: i32,
 
+    /// After the signing secrets change (a Secret value replaced, a key removed),
+    /// how long requests signed only with the previous secrets are still accepted,
+    /// counted from when the worker saw the change to when SQS accepted the request.
+    /// Whatever was queued before the change verifies with the previous secrets
+    /// however late it is delivered, even with 0; set 0 when the old secret leaked.
+    /// The worker keeps this in memory: a worker that restarts knows only the
+    /// secrets mounted then.
+    #[serde(default = "default_rotation_window")]
+    #[schemars(range(min = 0, max = 1209600))]
+    pub rotation_window_seconds: i32,
+
     /// Settings of the `GenericHmac` preset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic_hmac: Option<GenericHmac>,
@@ -375,6 +386,10 @@ pub struct Signature {
 
 fn default_tolerance() -> i32 {
     300
+}
+
+fn default_rotation_window() -> i32 {
+    3600
 }
 
 /// Supported signature schemes.
@@ -404,10 +419,12 @@ pub struct SignatureSecretRef {
     pub name: String,
 
     /// Keys in the Secret whose values are accepted signing secrets; a signature valid
-    /// for any of them passes.
+    /// for any of them passes. `[]` accepts every key of the Secret, and a key added
+    /// to it later verifies without a restart; with keys listed, changing the list
+    /// rolls the worker. A changed value is picked up without a restart either way.
     #[serde(default = "default_secret_keys")]
     #[x_kube(validation = Rule::new(format!("self.all(k, k.matches('{}'))", crate::SECRET_KEY_PATTERN)).message("signature.secretRef.keys must be Secret keys: letters, digits, '-', '_' or '.'"))]
-    #[schemars(length(min = 1, max = 5), inner(length(min = 1, max = 253)))]
+    #[schemars(length(max = 5), inner(length(min = 1, max = 253)))]
     pub keys: Vec<String>,
 }
 

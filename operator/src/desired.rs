@@ -368,13 +368,21 @@ pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Setting
             "HOOKLINE_SIGNATURE_TOLERANCE_SECONDS",
             signature.tolerance_seconds.to_string(),
         ));
-        let files: Vec<String> = signature
-            .secret_ref
-            .keys
-            .iter()
-            .map(|k| format!("{SECRET_DIR}/{k}"))
-            .collect();
-        vars.push(env("HOOKLINE_SIGNATURE_SECRET_FILES", files.join(",")));
+        vars.push(env(
+            "HOOKLINE_SIGNATURE_ROTATION_WINDOW_SECONDS",
+            signature.rotation_window_seconds.to_string(),
+        ));
+        // No keys listed: the whole Secret is mounted and every key is a secret, so a
+        // key added for a rotation reaches the worker through the kubelet without a
+        // roll. Listed keys are projected one by one; a new list changes this
+        // template and rolls the worker. Values are re-read by the worker either way.
+        let keys = &signature.secret_ref.keys;
+        if keys.is_empty() {
+            vars.push(env("HOOKLINE_SIGNATURE_SECRET_DIR", SECRET_DIR));
+        } else {
+            let files: Vec<String> = keys.iter().map(|k| format!("{SECRET_DIR}/{k}")).collect();
+            vars.push(env("HOOKLINE_SIGNATURE_SECRET_FILES", files.join(",")));
+        }
         if let Some(generic) = &signature.generic_hmac {
             vars.push(env("HOOKLINE_HMAC_HEADER", generic.header.clone()));
             let encoding = match generic.encoding {
@@ -390,18 +398,15 @@ pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Setting
             name: "hookline-signature".to_owned(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(signature.secret_ref.name.clone()),
-                items: Some(
-                    signature
-                        .secret_ref
-                        .keys
-                        .iter()
+                items: (!keys.is_empty()).then(|| {
+                    keys.iter()
                         .map(|k| KeyToPath {
                             key: k.clone(),
                             path: k.clone(),
                             ..KeyToPath::default()
                         })
-                        .collect(),
-                ),
+                        .collect()
+                }),
                 default_mode: Some(0o440),
                 optional: Some(false),
                 ..SecretVolumeSource::default()
@@ -633,6 +638,8 @@ spec:
             env["HOOKLINE_SIGNATURE_SECRET_FILES"],
             "/var/run/hookline/signature/a,/var/run/hookline/signature/b"
         );
+        assert!(!env.contains_key("HOOKLINE_SIGNATURE_SECRET_DIR"));
+        assert_eq!(env["HOOKLINE_SIGNATURE_ROTATION_WINDOW_SECONDS"], "3600");
         assert_eq!(env["HOOKLINE_MAX_RECEIVE_COUNT"], "5");
         assert!(!env.contains_key("AWS_ENDPOINT_URL"));
         assert_eq!(
@@ -651,6 +658,46 @@ spec:
             (owner.kind.as_str(), owner.controller),
             ("Webhook", Some(true))
         );
+    }
+
+    fn sidecar_signature(yaml: &str) -> (BTreeMap<String, String>, SecretVolumeSource) {
+        let d = worker_deployment(&webhook(yaml), &pair(), &settings());
+        let pod = d.spec.template.spec.unwrap();
+        let sidecar = &pod.init_containers.as_ref().unwrap()[0];
+        let env = sidecar
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name.starts_with("HOOKLINE_SIGNATURE_"))
+            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+            .collect();
+        let volume = pod.volumes.unwrap().remove(0).secret.unwrap();
+        (env, volume)
+    }
+
+    #[test]
+    fn without_listed_keys_the_whole_secret_is_mounted() {
+        let yaml = STRIPE.replace("keys: [a, b]}", "keys: []}, rotationWindowSeconds: 0");
+        let (env, volume) = sidecar_signature(&yaml);
+        assert_eq!(
+            env.get("HOOKLINE_SIGNATURE_SECRET_DIR").map(String::as_str),
+            Some("/var/run/hookline/signature")
+        );
+        assert!(!env.contains_key("HOOKLINE_SIGNATURE_SECRET_FILES"));
+        assert_eq!(env["HOOKLINE_SIGNATURE_ROTATION_WINDOW_SECONDS"], "0");
+        assert_eq!(volume.items, None, "every key, so added keys appear");
+
+        let (env, volume) = sidecar_signature(STRIPE);
+        assert!(!env.contains_key("HOOKLINE_SIGNATURE_SECRET_DIR"));
+        let items: Vec<&str> = volume
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(items, ["a", "b"]);
     }
 
     #[test]

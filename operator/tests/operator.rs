@@ -639,6 +639,34 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
             == ("False".to_owned(), "SecretNotFound".to_owned()))
     })
     .await?;
+    // Every key of a Secret (`keys: []`) that has none.
+    let empty: Secret = serde_json::from_value(json!({"metadata": {"name": "empty-secret"}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &empty)
+        .await?;
+    let mut keyless = webhook_yaml("keyless", &ns, &gw_name, "/keyless");
+    keyless["spec"]["signature"]["secretRef"] = json!({"name": "empty-secret", "keys": []});
+    webhooks
+        .create(&PostParams::default(), &serde_json::from_value(keyless)?)
+        .await?;
+    wait_for(
+        "SecretNotFound (no keys)",
+        Duration::from_secs(30),
+        || async {
+            let webhook = webhooks.get("keyless").await?;
+            let message = webhook
+                .status
+                .as_ref()
+                .and_then(|s| condition(&s.conditions, "Ready"))
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            Ok(
+                webhook_reason(&webhook) == ("False".to_owned(), "SecretNotFound".to_owned())
+                    && message.contains("has no keys"),
+            )
+        },
+    )
+    .await?;
 
     // A Webhook whose dead-letter queue holds a message is not deleted without consent.
     let dlq_url = webhooks

@@ -133,6 +133,7 @@ async fn valid_samples_are_accepted_and_defaulted() -> Result<()> {
         json!({"initialSeconds": 5, "maxSeconds": 900})
     );
     assert_eq!(spec["signature"]["toleranceSeconds"], 300);
+    assert_eq!(spec["signature"]["rotationWindowSeconds"], 3600);
     assert_eq!(spec["worker"]["concurrency"], 10);
     assert_eq!(spec["worker"]["handler"]["timeoutSeconds"], 30);
     assert_eq!(spec["worker"]["scaling"]["scaleDownDelaySeconds"], 300);
@@ -155,6 +156,17 @@ async fn valid_samples_are_accepted_and_defaulted() -> Result<()> {
     );
     assert_eq!(minimal.data["spec"]["delivery"]["maxReceiveCount"], 5);
     assert_eq!(minimal.data["spec"]["worker"]["scaling"]["minReplicas"], 1);
+
+    // `keys: []` is the whole Secret, and stays empty (the default is for absence only).
+    let mut whole = webhook_sample(&namespace)?;
+    whole["metadata"]["name"] = json!("whole-secret");
+    whole["spec"]["path"] = json!("/whole-secret");
+    whole["spec"]["signature"]["secretRef"]["keys"] = json!([]);
+    let whole = create(&webhooks(&client, &namespace), &whole).await?;
+    assert_eq!(
+        whole.data["spec"]["signature"]["secretRef"]["keys"],
+        json!([])
+    );
     Ok(())
 }
 
@@ -249,6 +261,11 @@ const WEBHOOK_CASES: &[Case] = &[
         name: "unknown signature preset",
         change: |w| set(w, "/spec/signature/preset", json!("PayPal")),
         message: "Unsupported value: \"PayPal\"",
+    },
+    Case {
+        name: "rotation window longer than SQS keeps a message",
+        change: |w| set(w, "/spec/signature/rotationWindowSeconds", json!(1_209_601)),
+        message: "spec.signature.rotationWindowSeconds in body should be less than or equal to",
     },
     Case {
         name: "GenericHmac preset without its settings",

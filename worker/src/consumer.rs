@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::handler::{Handler, Outcome};
 use crate::hold::{Hold, Lapse, Lost, Timing};
 use crate::metrics::Metrics;
-use crate::signature::Verifier;
+use crate::signature::{Verified, Verifier};
 use crate::wire::Delivery;
 
 /// SQS's limits for one ReceiveMessage call and one batch request.
@@ -151,8 +151,15 @@ impl<H: Handler> Consumer<H> {
 
     /// Verify signatures before handling; failures go to the dead-letter queue.
     #[must_use]
-    pub fn with_verifier(mut self, verifier: Verifier) -> Self {
-        self.verifier = Some(Arc::new(verifier));
+    pub fn with_verifier(self, verifier: Verifier) -> Self {
+        self.with_shared_verifier(Arc::new(verifier))
+    }
+
+    /// As [`with_verifier`](Self::with_verifier), with a verifier also held
+    /// elsewhere, e.g. by [`secrets::watch`](crate::secrets::watch) to rotate it.
+    #[must_use]
+    pub fn with_shared_verifier(mut self, verifier: Arc<Verifier>) -> Self {
+        self.verifier = Some(verifier);
         self
     }
 
@@ -497,11 +504,15 @@ impl<H: Handler> Shared<H> {
     async fn deliver_inner(&self, delivery: &Delivery, hold: &Arc<Hold>) -> Step {
         let id = delivery.message_id.as_str();
         let group = delivery.group_id.as_str();
-        let rejection = self
-            .verifier
-            .as_ref()
-            .and_then(|v| v.verify_delivery(delivery).err());
-        if let Some(rejection) = rejection {
+        let verified = self.verifier.as_ref().map(|v| v.verify_delivery(delivery));
+        if let Some(Ok(Verified::Retired)) = verified {
+            self.metrics.verified_with_retired_secret.inc();
+            debug!(
+                message_id = id,
+                group, "verified with a signing secret a rotation replaced"
+            );
+        }
+        if let Some(Err(rejection)) = verified {
             self.metrics.verification_failures.inc();
             warn!(message_id = id, group, %rejection, "signature verification failed; moving the message to the dead-letter queue");
             return self

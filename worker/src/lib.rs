@@ -24,7 +24,10 @@
 //!
 //! # Layout
 //! - [`wire`]: the message format the gateway writes (body, group, headers attribute).
-//! - [`signature`]: provider signature schemes, checked before the handler runs.
+//! - [`signature`]: provider signature schemes, checked before the handler runs, and
+//!   the rotation of their secrets.
+//! - [`secrets`]: reading the signing secrets from mounted files, and again when the
+//!   kubelet updates them.
 //! - [`handler`]: the [`Handler`] trait and the HTTP handler of the sidecar.
 //! - [`consumer`]: polling, per-group ordering, retries, visibility, shutdown.
 //! - `hold`: how long the worker may still act on what it received (deadlines,
@@ -40,6 +43,7 @@ pub mod handler;
 mod hold;
 pub mod metrics;
 pub mod redrive;
+pub mod secrets;
 pub mod signature;
 pub mod telemetry;
 pub mod wire;

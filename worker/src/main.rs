@@ -5,6 +5,7 @@ use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand, ValueEnum};
+use hookline_worker::secrets::SecretSource;
 use hookline_worker::signature::{DigestEncoding, GenericHmac, Preset};
 use hookline_worker::{Backoff, Consumer, ConsumerConfig, HttpHandler, Metrics, Verifier};
 use prometheus_client::registry::Registry;
@@ -97,8 +98,30 @@ struct RunArgs {
     signature_preset: Option<PresetArg>,
     /// Files holding accepted signing secrets (one secret per file, as a mounted
     /// Secret key). Repeat, or separate with commas, to accept several during rotation.
-    #[arg(long, env = "HOOKLINE_SIGNATURE_SECRET_FILES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "HOOKLINE_SIGNATURE_SECRET_FILES",
+        value_delimiter = ',',
+        conflicts_with = "signature_secret_dir"
+    )]
     signature_secret_file: Vec<PathBuf>,
+    /// A mounted Secret whose every key is an accepted signing secret (instead of
+    /// --signature-secret-file): keys added later are picked up too.
+    #[arg(long, env = "HOOKLINE_SIGNATURE_SECRET_DIR")]
+    signature_secret_dir: Option<PathBuf>,
+    /// Seconds between reads of the secret files; a change replaces the secrets in
+    /// use. 0 reads them once, at start.
+    #[arg(long, env = "HOOKLINE_SIGNATURE_RELOAD_SECONDS", default_value_t = 5)]
+    signature_reload_seconds: u64,
+    /// Seconds after a secret change during which requests signed with the previous
+    /// secrets are still accepted, by when SQS accepted them; whatever was queued
+    /// before the change verifies with them whenever it is delivered.
+    #[arg(
+        long,
+        env = "HOOKLINE_SIGNATURE_ROTATION_WINDOW_SECONDS",
+        default_value_t = 3600
+    )]
+    signature_rotation_window_seconds: u64,
     /// Seconds a timestamped signature may be from the time SQS accepted the message.
     #[arg(
         long,
@@ -183,12 +206,27 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
         args.handler_url,
         Duration::from_secs(args.handler_timeout_seconds),
     );
-    let mut consumer = Consumer::new(sqs, config, handler).with_metrics(metrics);
-    if let Some(verifier) = verifier {
-        consumer = consumer.with_verifier(verifier);
+    let mut consumer = Consumer::new(sqs, config, handler).with_metrics(metrics.clone());
+    let shutdown = CancellationToken::new();
+    if let Some(Signing {
+        verifier,
+        source,
+        loaded,
+    }) = verifier
+    {
+        consumer = consumer.with_shared_verifier(verifier.clone());
+        if args.signature_reload_seconds > 0 {
+            tokio::spawn(hookline_worker::secrets::watch(
+                source,
+                verifier,
+                loaded,
+                Duration::from_secs(args.signature_reload_seconds),
+                metrics,
+                shutdown.clone(),
+            ));
+        }
     }
 
-    let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| {
@@ -228,10 +266,20 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
     result.context("running the consumer")
 }
 
-fn verifier(args: &RunArgs) -> Result<Option<Verifier>> {
+/// A verifier and where its secrets come from.
+struct Signing {
+    verifier: Arc<Verifier>,
+    source: SecretSource,
+    /// The secrets it was built with.
+    loaded: Vec<Vec<u8>>,
+}
+
+fn verifier(args: &RunArgs) -> Result<Option<Signing>> {
     let Some(preset) = args.signature_preset else {
-        if !args.signature_secret_file.is_empty() {
-            bail!("--signature-secret-file is set but --signature-preset is not");
+        if !args.signature_secret_file.is_empty() || args.signature_secret_dir.is_some() {
+            bail!(
+                "--signature-secret-file or --signature-secret-dir is set but --signature-preset is not"
+            );
         }
         return Ok(None);
     };
@@ -253,24 +301,21 @@ fn verifier(args: &RunArgs) -> Result<Option<Verifier>> {
             prefix: args.hmac_prefix.clone(),
         }),
     };
-    let secrets = args
-        .signature_secret_file
-        .iter()
-        .map(|path| {
-            let mut secret = std::fs::read(path)
-                .with_context(|| format!("reading signing secret {}", path.display()))?;
-            // Secrets written by hand often end in a newline that is not part of them.
-            while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                secret.pop();
-            }
-            Ok(secret)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let source = match &args.signature_secret_dir {
+        Some(dir) => SecretSource::Dir(dir.clone()),
+        None => SecretSource::Files(args.signature_secret_file.clone()),
+    };
+    let loaded = source.load().context("reading the signing secrets")?;
     let verifier = Verifier::new(
         preset,
-        &secrets,
+        &loaded,
         Duration::from_secs(args.signature_tolerance_seconds),
     )
-    .context("configuring signature verification")?;
-    Ok(Some(verifier))
+    .context("configuring signature verification")?
+    .with_rotation_window(Duration::from_secs(args.signature_rotation_window_seconds));
+    Ok(Some(Signing {
+        verifier: Arc::new(verifier),
+        source,
+        loaded,
+    }))
 }

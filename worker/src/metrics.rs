@@ -19,6 +19,14 @@ pub struct Metrics {
     pub failed: Counter,
     /// Signature checks that failed.
     pub verification_failures: Counter,
+    /// Messages verified only by a secret a rotation replaced (queued before the
+    /// end of its rotation window): when this stops growing, the old secret is no
+    /// longer in use.
+    pub verified_with_retired_secret: Counter,
+    /// Changes of the signing secrets picked up from the mounted files.
+    pub secret_reloads: Counter,
+    /// Reads of the signing secrets that failed or were refused (the ones in use stayed).
+    pub secret_reload_errors: Counter,
     /// ReceiveMessage calls that failed.
     pub poll_errors: Counter,
     /// Handled messages whose delete failed (they will be delivered again).
@@ -55,6 +63,9 @@ impl Metrics {
             retried: Counter::default(),
             failed: Counter::default(),
             verification_failures: Counter::default(),
+            verified_with_retired_secret: Counter::default(),
+            secret_reloads: Counter::default(),
+            secret_reload_errors: Counter::default(),
             poll_errors: Counter::default(),
             delete_errors: Counter::default(),
             stale_deletes: Counter::default(),
@@ -99,6 +110,21 @@ impl Metrics {
             "verification_failures",
             "Signature checks that failed",
             metrics.verification_failures.clone(),
+        );
+        r.register(
+            "verified_with_retired_secret",
+            "Messages verified only by a signing secret a rotation replaced",
+            metrics.verified_with_retired_secret.clone(),
+        );
+        r.register(
+            "secret_reloads",
+            "Changes of the signing secrets picked up from the mounted files",
+            metrics.secret_reloads.clone(),
+        );
+        r.register(
+            "secret_reload_errors",
+            "Reads of the signing secrets that failed or were refused; the ones in use stayed",
+            metrics.secret_reload_errors.clone(),
         );
         r.register(
             "poll_errors",

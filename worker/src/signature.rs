@@ -4,11 +4,19 @@
 //! constant time (`aws_lc_rs::hmac::verify`). Several secrets may be configured at
 //! once so a provider's secret can be rotated without dropping deliveries: a
 //! signature valid for any of them passes.
+//!
+//! The secret set can also be replaced while the worker runs ([`Verifier::rotate`]).
+//! A replaced set is retired, not forgotten: it still verifies every message SQS
+//! accepted before the change plus the rotation window, judged by the message's
+//! `SentTimestamp`. A backlog signed with the old secret therefore verifies however
+//! late it is delivered, and a request signed with the old secret that reaches the
+//! gateway after the window does not.
 
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::wire::Delivery;
@@ -85,14 +93,53 @@ pub enum ConfigError {
     /// A Standard Webhooks secret is not `whsec_<base64>` (or plain base64).
     #[error("Standard Webhooks secret #{0} is not base64 after the optional whsec_ prefix")]
     BadStandardWebhooksSecret(usize),
+    /// A secret is empty: anyone could compute an HMAC with an empty key, so it is
+    /// never accepted (it is also what a half-written file looks like).
+    #[error("signing secret #{0} is empty")]
+    EmptySecret(usize),
 }
 
-/// Verifies messages for one preset and a set of secrets.
+/// Which secrets a signature matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// One of the secrets configured now.
+    Current,
+    /// A secret replaced by a rotation, still accepted for this message because SQS
+    /// queued it before that rotation's window ended.
+    Retired,
+}
+
+/// Retired sets are dropped once no message they could verify can still be in a
+/// queue: SQS keeps a message at most 14 days (`MessageRetentionPeriod`).
+const LONGEST_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Bounds memory if a Secret flaps; older sets go first.
+const MAX_RETIRED_SETS: usize = 16;
+
+/// The secret sets a [`Verifier`] holds.
+#[derive(Debug)]
+struct Keyring {
+    current: Vec<hmac::Key>,
+    /// Newest first.
+    retired: Vec<Retired>,
+}
+
+/// A replaced secret set.
+#[derive(Debug)]
+struct Retired {
+    keys: Vec<hmac::Key>,
+    /// Messages SQS accepted before this instant still verify with these keys.
+    until: SystemTime,
+}
+
+/// Verifies messages for one preset and a set of secrets, which
+/// [`rotate`](Self::rotate) may replace while messages are being verified.
 #[derive(Debug)]
 pub struct Verifier {
     preset: Preset,
-    keys: Vec<hmac::Key>,
+    keys: RwLock<Keyring>,
     tolerance: Duration,
+    rotation_window: Duration,
 }
 
 impl Verifier {
@@ -104,41 +151,70 @@ impl Verifier {
         secrets: &[Vec<u8>],
         tolerance: Duration,
     ) -> Result<Self, ConfigError> {
-        if secrets.is_empty() {
-            return Err(ConfigError::NoSecret);
-        }
-        let keys = secrets
-            .iter()
-            .enumerate()
-            .map(|(i, secret)| {
-                let bytes = if preset == Preset::StandardWebhooks {
-                    let text = secret.strip_prefix(b"whsec_").unwrap_or(secret);
-                    BASE64
-                        .decode(text)
-                        .map_err(|_| ConfigError::BadStandardWebhooksSecret(i))?
-                } else {
-                    secret.clone()
-                };
-                Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
-            })
-            .collect::<Result<_, _>>()?;
+        let current = hmac_keys(&preset, secrets)?;
         Ok(Self {
             preset,
-            keys,
+            keys: RwLock::new(Keyring {
+                current,
+                retired: Vec::new(),
+            }),
             tolerance,
+            rotation_window: Duration::ZERO,
         })
+    }
+
+    /// How long after a [`rotate`](Self::rotate) messages signed with the replaced
+    /// secrets are still accepted, counted by when SQS accepted them. Zero (the
+    /// default) still accepts everything queued before the rotation.
+    #[must_use]
+    pub fn with_rotation_window(mut self, window: Duration) -> Self {
+        self.rotation_window = window;
+        self
+    }
+
+    /// The rotation window.
+    pub fn rotation_window(&self) -> Duration {
+        self.rotation_window
+    }
+
+    /// Replaces the secret set, as of `changed_at`. The previous set keeps verifying
+    /// messages queued before `changed_at` plus the rotation window; the new set
+    /// verifies every message, whenever it was queued (a provider may switch before
+    /// the Secret does). Invalid secrets leave the current set untouched. Returns
+    /// the instant the previous set stops verifying new messages.
+    pub fn rotate(
+        &self,
+        secrets: &[Vec<u8>],
+        changed_at: SystemTime,
+    ) -> Result<SystemTime, ConfigError> {
+        let current = hmac_keys(&self.preset, secrets)?;
+        let until = changed_at + self.rotation_window;
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let previous = std::mem::replace(&mut keys.current, current);
+        keys.retired.insert(
+            0,
+            Retired {
+                keys: previous,
+                until,
+            },
+        );
+        keys.retired
+            .retain(|r| r.until + LONGEST_RETENTION > changed_at);
+        keys.retired.truncate(MAX_RETIRED_SETS);
+        Ok(until)
     }
 
     /// Checks a queued request against the time SQS accepted it (its
     /// `SentTimestamp`, set by SQS and not by the sender): a backlog of any age still
     /// verifies, and a replayed request, signed long before it was queued, does not.
     /// Without a `SentTimestamp` it falls back to the current time, the safe side.
-    pub fn verify_delivery(&self, delivery: &Delivery) -> Result<(), Rejection> {
+    /// The same time also decides which retired secrets still apply.
+    pub fn verify_delivery(&self, delivery: &Delivery) -> Result<Verified, Rejection> {
         let queued_at = delivery.sent_at.unwrap_or_else(|| {
             tracing::warn!(message_id = %delivery.message_id, "the message has no SentTimestamp; checking its signature's age against the current time");
             SystemTime::now()
         });
-        self.verify(&delivery.headers, &delivery.body, queued_at)
+        self.check(&delivery.headers, &delivery.body, queued_at)
     }
 
     /// Checks one request's headers and raw body as if received at `now`.
@@ -148,6 +224,15 @@ impl Verifier {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), Rejection> {
+        self.check(headers, body, now).map(|_| ())
+    }
+
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Verified, Rejection> {
         match &self.preset {
             Preset::Stripe => {
                 let header = required(headers, "stripe-signature")?;
@@ -167,18 +252,22 @@ impl Verifier {
                 }
                 self.check_timestamp(timestamp, "Stripe-Signature", now)?;
                 let signed = [timestamp.as_bytes(), b".", body].concat();
-                self.any_matches(&signed, &signatures)
+                self.any_matches(&signed, &signatures, now)
             }
             Preset::GitHub => {
                 let header = required(headers, "x-hub-signature-256")?;
                 let hex = header
                     .strip_prefix("sha256=")
                     .ok_or_else(|| malformed("X-Hub-Signature-256 (no sha256= prefix)"))?;
-                self.any_matches(body, &[decode_hex(hex, "X-Hub-Signature-256")?])
+                self.any_matches(body, &[decode_hex(hex, "X-Hub-Signature-256")?], now)
             }
             Preset::Shopify => {
                 let header = required(headers, "x-shopify-hmac-sha256")?;
-                self.any_matches(body, &[decode_base64(header, "X-Shopify-Hmac-Sha256")?])
+                self.any_matches(
+                    body,
+                    &[decode_base64(header, "X-Shopify-Hmac-Sha256")?],
+                    now,
+                )
             }
             Preset::Slack => {
                 let header = required(headers, "x-slack-signature")?;
@@ -188,7 +277,7 @@ impl Verifier {
                     .ok_or_else(|| malformed("X-Slack-Signature (no v0= prefix)"))?;
                 self.check_timestamp(timestamp, "X-Slack-Request-Timestamp", now)?;
                 let signed = [b"v0:", timestamp.as_bytes(), b":", body].concat();
-                self.any_matches(&signed, &[decode_hex(hex, "X-Slack-Signature")?])
+                self.any_matches(&signed, &[decode_hex(hex, "X-Slack-Signature")?], now)
             }
             Preset::StandardWebhooks => {
                 let id = required(headers, "webhook-id")?;
@@ -204,7 +293,7 @@ impl Verifier {
                     return Err(malformed("webhook-signature (no v1, entry)"));
                 }
                 let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body].concat();
-                self.any_matches(&signed, &signatures)
+                self.any_matches(&signed, &signatures, now)
             }
             Preset::GenericHmac(generic) => {
                 let header = required(headers, &generic.header)?;
@@ -218,22 +307,29 @@ impl Verifier {
                     DigestEncoding::Hex => decode_hex(digest, &generic.header)?,
                     DigestEncoding::Base64 => decode_base64(digest, &generic.header)?,
                 };
-                self.any_matches(body, &[expected])
+                self.any_matches(body, &[expected], now)
             }
         }
     }
 
-    fn any_matches(&self, signed: &[u8], signatures: &[Vec<u8>]) -> Result<(), Rejection> {
-        // Every pair is tried; `hmac::verify` compares in constant time.
-        let matched = self
-            .keys
+    /// `queued_at` picks the retired sets that still apply.
+    fn any_matches(
+        &self,
+        signed: &[u8],
+        signatures: &[Vec<u8>],
+        queued_at: SystemTime,
+    ) -> Result<Verified, Rejection> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        if matches_any(&keys.current, signed, signatures) {
+            return Ok(Verified::Current);
+        }
+        let retired = keys
+            .retired
             .iter()
-            .flat_map(|key| signatures.iter().map(move |sig| (key, sig)))
-            .fold(false, |found, (key, sig)| {
-                hmac::verify(key, signed, sig).is_ok() || found
-            });
-        if matched {
-            Ok(())
+            .filter(|r| queued_at < r.until)
+            .any(|r| matches_any(&r.keys, signed, signatures));
+        if retired {
+            Ok(Verified::Retired)
         } else {
             Err(Rejection::Mismatch)
         }
@@ -254,6 +350,39 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+fn hmac_keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<hmac::Key>, ConfigError> {
+    if secrets.is_empty() {
+        return Err(ConfigError::NoSecret);
+    }
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(i, secret)| {
+            let bytes = if *preset == Preset::StandardWebhooks {
+                let text = secret.strip_prefix(b"whsec_").unwrap_or(secret);
+                BASE64
+                    .decode(text)
+                    .map_err(|_| ConfigError::BadStandardWebhooksSecret(i))?
+            } else {
+                secret.clone()
+            };
+            if bytes.is_empty() {
+                return Err(ConfigError::EmptySecret(i));
+            }
+            Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+        })
+        .collect()
+}
+
+fn matches_any(keys: &[hmac::Key], signed: &[u8], signatures: &[Vec<u8>]) -> bool {
+    // Every pair is tried; `hmac::verify` compares in constant time.
+    keys.iter()
+        .flat_map(|key| signatures.iter().map(move |sig| (key, sig)))
+        .fold(false, |found, (key, sig)| {
+            hmac::verify(key, signed, sig).is_ok() || found
+        })
 }
 
 fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
@@ -386,7 +515,7 @@ mod tests {
         let signature = format!("t=1700000000,v1={STRIPE_SIG}");
         // Queued 100 s after signing, delivered years later: a backlog, accepted.
         let backlog = queued(Some("1700000100000"), &signature);
-        assert_eq!(v.verify_delivery(&backlog), Ok(()));
+        assert_eq!(v.verify_delivery(&backlog), Ok(Verified::Current));
         // Queued 301 s after signing: a replay, refused however soon it is read.
         let replay = queued(Some("1700000301000"), &signature);
         assert!(matches!(
@@ -639,6 +768,159 @@ mod tests {
             Verifier::new(Preset::GitHub, &[], Duration::ZERO).err(),
             Some(ConfigError::NoSecret)
         );
+    }
+
+    /// GitHub's documented example, and the same body signed with two other secrets
+    /// (computed with Python's `hmac`).
+    const GITHUB_OLD: &str = "It's a Secret to Everybody";
+    const GITHUB_SIG_OLD: &str = "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    const GITHUB_SIG_NEW: &str = "e82415efc3aac26d58147990db281872a9eb819065ab6b085552ccf79c86586b";
+    const GITHUB_SIG_THIRD: &str =
+        "0b2483c4a66839092ef7f53c265cb4bed832f98dcbb39cb907a0e067fc44361f";
+
+    fn github_check(v: &Verifier, signature: &str, queued_at: u64) -> Result<Verified, Rejection> {
+        let h = headers(&[("X-Hub-Signature-256", &format!("sha256={signature}"))]);
+        v.check(&h, b"Hello, World!", at(queued_at))
+    }
+
+    fn secrets(values: &[&str]) -> Vec<Vec<u8>> {
+        values.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_rotated_secret_verifies_what_was_queued_before_the_window_ended() {
+        let v =
+            verifier(Preset::GitHub, &[GITHUB_OLD]).with_rotation_window(Duration::from_secs(60));
+        assert_eq!(github_check(&v, GITHUB_SIG_OLD, 900), Ok(Verified::Current));
+        let until = v.rotate(&secrets(&["new secret"]), at(1_000)).unwrap();
+        assert_eq!(until, at(1_060));
+        // A backlog queued before the rotation verifies however late it is read.
+        assert_eq!(github_check(&v, GITHUB_SIG_OLD, 900), Ok(Verified::Retired));
+        // Within the window the provider may still sign with the old secret.
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 1_059),
+            Ok(Verified::Retired)
+        );
+        // From the end of the window on, the old secret is refused.
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 1_060),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 90_000),
+            Err(Rejection::Mismatch)
+        );
+        // The new secret verifies everything, also what was queued before the Secret
+        // changed (the provider switched first).
+        assert_eq!(github_check(&v, GITHUB_SIG_NEW, 900), Ok(Verified::Current));
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_NEW, 90_000),
+            Ok(Verified::Current)
+        );
+    }
+
+    #[test]
+    fn a_zero_window_still_verifies_the_backlog() {
+        let v = verifier(Preset::GitHub, &[GITHUB_OLD]);
+        assert_eq!(v.rotation_window(), Duration::ZERO);
+        v.rotate(&secrets(&["new secret"]), at(1_000)).unwrap();
+        assert_eq!(github_check(&v, GITHUB_SIG_OLD, 999), Ok(Verified::Retired));
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 1_000),
+            Err(Rejection::Mismatch)
+        );
+    }
+
+    #[test]
+    fn each_rotation_retires_its_own_set_with_its_own_window() {
+        let v =
+            verifier(Preset::GitHub, &[GITHUB_OLD]).with_rotation_window(Duration::from_secs(60));
+        v.rotate(&secrets(&["new secret"]), at(1_000)).unwrap();
+        v.rotate(&secrets(&["third secret"]), at(2_000)).unwrap();
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 1_059),
+            Ok(Verified::Retired)
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 1_500),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_NEW, 2_059),
+            Ok(Verified::Retired)
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_NEW, 2_060),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(github_check(&v, GITHUB_SIG_THIRD, 1), Ok(Verified::Current));
+    }
+
+    #[test]
+    fn an_invalid_secret_set_never_replaces_a_good_one() {
+        let v = verifier(Preset::GitHub, &[GITHUB_OLD]);
+        assert_eq!(v.rotate(&[], at(1_000)), Err(ConfigError::NoSecret));
+        assert_eq!(
+            v.rotate(&[b"new secret".to_vec(), Vec::new()], at(1_000)),
+            Err(ConfigError::EmptySecret(1))
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 5_000),
+            Ok(Verified::Current)
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_NEW, 5_000),
+            Err(Rejection::Mismatch)
+        );
+
+        let std = verifier(
+            Preset::StandardWebhooks,
+            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+        );
+        assert_eq!(
+            std.rotate(&secrets(&["whsec_not base64!"]), at(1)),
+            Err(ConfigError::BadStandardWebhooksSecret(0))
+        );
+        assert_eq!(
+            std.rotate(&secrets(&["whsec_"]), at(1)),
+            Err(ConfigError::EmptySecret(0)),
+            "a whsec_ prefix with nothing after it"
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused_at_start() {
+        assert_eq!(
+            Verifier::new(
+                Preset::GitHub,
+                &[b"ok".to_vec(), Vec::new()],
+                Duration::ZERO
+            )
+            .err(),
+            Some(ConfigError::EmptySecret(1))
+        );
+    }
+
+    #[test]
+    fn retired_sets_are_dropped_once_no_queue_can_hold_their_messages() {
+        let v = verifier(Preset::GitHub, &[GITHUB_OLD]);
+        v.rotate(&secrets(&["new secret"]), at(1_000)).unwrap();
+        let later = 1_000 + LONGEST_RETENTION.as_secs();
+        v.rotate(&secrets(&["third secret"]), at(later)).unwrap();
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_OLD, 999),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(
+            github_check(&v, GITHUB_SIG_NEW, later - 1),
+            Ok(Verified::Retired)
+        );
+        for n in 0..(2 * MAX_RETIRED_SETS as u64) {
+            v.rotate(&secrets(&[&format!("s{n}")]), at(later + n))
+                .unwrap();
+        }
+        let kept = v.keys.read().unwrap().retired.len();
+        assert_eq!(kept, MAX_RETIRED_SETS);
     }
 
     #[test]

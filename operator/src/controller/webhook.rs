@@ -189,6 +189,14 @@ async fn validate(
             )));
         };
         let data = secret.data.unwrap_or_default();
+        // No keys listed means every key of the Secret: it needs at least one.
+        if signature.secret_ref.keys.is_empty() && data.is_empty() {
+            return Ok(Err(invalid(
+                WORKER_READY,
+                SECRET_NOT_FOUND,
+                format!("Secret {} has no keys", signature.secret_ref.name),
+            )));
+        }
         let missing: Vec<&String> = signature
             .secret_ref
             .keys
