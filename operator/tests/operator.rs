@@ -658,6 +658,21 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     })
     .await?;
 
+    // A custom domain someone else created, untagged, under a free hostname: the
+    // gateway never recorded it, so it is not adopted (on either emulator, whether
+    // or not it keeps tags), and the gateway says so. Boxed: the test's future is
+    // large enough as it is for the test thread's stack.
+    let certificate = gw_status.certificate_arn.clone().context("certificate")?;
+    Box::pin(a_foreign_domain_is_not_adopted(
+        &clients,
+        &gateways,
+        &format!("squatter-{id}"),
+        &format!("squatted.{zone_name}"),
+        &zone_name,
+        &certificate,
+    ))
+    .await?;
+
     // A signature Secret that does not exist.
     let mut unsigned = webhook_yaml("unsigned", &ns, &gw_name, "/unsigned");
     unsigned["spec"]["signature"]["secretRef"]["name"] = json!("missing-secret");
@@ -785,6 +800,12 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
         Ok(webhooks.get_opt("stripe").await?.is_none())
     })
     .await?;
+    // stripe-copy took the path over once stripe was being deleted (a deleting
+    // Webhook claims no path), so the path is free only once it is gone too.
+    wait_for("stripe-copy gone", Duration::from_secs(60), || async {
+        Ok(webhooks.get_opt("stripe-copy").await?.is_none())
+    })
+    .await?;
     assert!(
         clients
             .sqs
@@ -816,6 +837,9 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     gateways
         .delete(&format!("rival-{id}"), &DeleteParams::default())
         .await?;
+    gateways
+        .delete(&format!("squatter-{id}"), &DeleteParams::default())
+        .await?;
     let waited = wait_for("the gateway gone", Duration::from_secs(60), || async {
         Ok(gateways.get_opt(&gw_name).await?.is_none())
     })
@@ -844,6 +868,71 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     );
     operator.stop().await;
     every_call_is_in_the_chart_iam_policy(&operator_aws.caller.snapshot())?;
+    Ok(())
+}
+
+/// The gateway `name` for `squatted`, where someone else has created an untagged
+/// custom domain, reports NotOwned and leaves that domain untouched; then the
+/// squatter deletes its domain.
+async fn a_foreign_domain_is_not_adopted(
+    clients: &AwsClients,
+    gateways: &Api<WebhookGateway>,
+    name: &str,
+    squatted: &str,
+    zone_name: &str,
+    certificate: &str,
+) -> Result<()> {
+    clients
+        .apigateway
+        .create_domain_name()
+        .domain_name(squatted)
+        .regional_certificate_arn(certificate)
+        .endpoint_configuration(
+            aws_sdk_apigateway::types::EndpointConfiguration::builder()
+                .types(aws_sdk_apigateway::types::EndpointType::Regional)
+                .build(),
+        )
+        .send()
+        .await?;
+    let squatter: WebhookGateway = serde_json::from_value(json!({
+        "apiVersion": "hookline.dev/v1alpha1",
+        "kind": "WebhookGateway",
+        "metadata": {"name": name},
+        "spec": {"hostname": squatted, "hostedZone": {"name": zone_name}}
+    }))?;
+    gateways.create(&PostParams::default(), &squatter).await?;
+    let waited = wait_for(
+        "NotOwned for the foreign domain",
+        Duration::from_secs(60),
+        || async {
+            let status = gateways.get(name).await?.status.unwrap_or_default();
+            Ok(status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "DnsReady" && c.status == "False" && c.reason == "NotOwned"))
+        },
+    )
+    .await;
+    explain(waited, gateways, name).await?;
+    let foreign = clients
+        .apigateway
+        .get_base_path_mappings()
+        .domain_name(squatted)
+        .send()
+        .await?
+        .items
+        .unwrap_or_default();
+    assert!(
+        foreign.is_empty(),
+        "the foreign domain is left untouched: {foreign:?}"
+    );
+    // The squatter leaves; the gateway's own parts can then be deleted with it.
+    clients
+        .apigateway
+        .delete_domain_name()
+        .domain_name(squatted)
+        .send()
+        .await?;
     Ok(())
 }
 
