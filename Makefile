@@ -7,7 +7,7 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worker, signed webhooks (ARGS=--keep keeps it up)
+demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worker, signed webhooks (ARGS=--keep keeps it up; ARGS=--emulator=localstack on LocalStack)
 	$(CARGO) build -q --workspace --bins
 	$(CARGO) run -q -p hookline-demo -- $(ARGS)
 

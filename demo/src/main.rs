@@ -1,10 +1,11 @@
 //! The README's first command: Hookline end to end on this machine, with nothing
-//! faked but the cloud. Starts the bench (a real kube-apiserver + etcd, MiniStack),
-//! runs the operator binary against them, applies the sample WebhookGateway and
-//! Webhook, runs the worker binary and a sample handler, and sends Stripe-signed
-//! webhooks through the gateway's custom domain; the handler prints them, in order per
-//! customer. A poison event goes to the dead-letter queue and is redriven.
-//! `--keep` leaves everything running.
+//! faked but the cloud. Starts the bench (a real kube-apiserver + etcd, MiniStack or
+//! with `--emulator=localstack` LocalStack), runs the operator binary against them,
+//! applies the sample WebhookGateway and Webhook, runs the worker binary and a sample
+//! handler, and sends Stripe-signed webhooks through the gateway's custom domain
+//! (on LocalStack, which serves no custom domains, through the stage's execute-api
+//! URL); the handler prints them, in order per customer. A poison event goes to the
+//! dead-letter queue and is redriven. `--keep` leaves everything running.
 
 // Printing to the terminal is this program's job.
 #![allow(clippy::print_stdout)]
@@ -16,9 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
 use hookline_crds::{Webhook, WebhookGateway};
-use hookline_tests::Bench;
 use hookline_tests::process::Supervised;
 use hookline_tests::util::wait_for as wait;
+use hookline_tests::{Bench, EmulatorKind};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
@@ -38,6 +39,33 @@ struct Args {
     /// Keep everything running until Ctrl-C, and print how to reach it.
     #[arg(long)]
     keep: bool,
+    /// The AWS emulator: MiniStack serves the custom domain by `Host`; LocalStack
+    /// (community edition) does not, so events go to the stage's execute-api URL.
+    #[arg(long, value_enum, default_value_t = Emulator::Ministack)]
+    emulator: Emulator,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Emulator {
+    Ministack,
+    Localstack,
+}
+
+impl Emulator {
+    fn kind(self) -> EmulatorKind {
+        match self {
+            Self::Ministack => EmulatorKind::MiniStack,
+            Self::Localstack => EmulatorKind::LocalStack,
+        }
+    }
+}
+
+/// Where the events go: the gateway's custom domain, picked by `Host` (where the
+/// emulator serves custom domains, as AWS does), or the stage's execute-api URL.
+struct Target {
+    port: u16,
+    host: String,
+    path: String,
 }
 
 fn step(title: &str) {
@@ -49,12 +77,21 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let started = Instant::now();
 
-    step("Starting the bench: etcd + kube-apiserver and MiniStack on 127.0.0.1");
+    let kind = args.emulator.kind();
+    let emulator = match kind {
+        EmulatorKind::LocalStack => "LocalStack",
+        EmulatorKind::MiniStack | EmulatorKind::Moto => "MiniStack",
+    };
+    step(&format!(
+        "Starting the bench: etcd + kube-apiserver and {emulator} on 127.0.0.1"
+    ));
     println!("  (the first run builds kube-apiserver from the Go modules and installs the");
     println!("   emulators into a venv under ~/.cache/hookline: a few minutes, once)");
-    let bench = Bench::start().await.context("starting the bench")?;
+    let bench = Bench::start_on(kind, hookline_tests::aws::Options::default())
+        .await
+        .context("starting the bench")?;
     println!(
-        "  API server {} ({}), MiniStack {}, ready in {:.1}s",
+        "  API server {} ({}), {emulator} {}, ready in {:.1}s",
         bench.kube.server_url(),
         bench.kube.version(),
         bench.aws.endpoint(),
@@ -62,7 +99,6 @@ async fn main() -> Result<()> {
     );
     let client = bench.kube.client().await?;
     let sdk = bench.aws.sdk_config().await;
-    let port = bench.aws.port();
 
     step("Starting the operator (target/debug/hookline-operator) against them");
     let metrics_port = hookline_tests::process::free_port()?;
@@ -157,6 +193,30 @@ async fn main() -> Result<()> {
     )
     .await?;
     println!("  Ready after {:.1}s", t.elapsed().as_secs_f64());
+    let gateway_status = gateways
+        .get("public")
+        .await?
+        .status
+        .context("gateway status")?;
+    let target = if kind.serves_custom_domains() {
+        Target {
+            port: bench.aws.port(),
+            host: "hooks.example.com".to_owned(),
+            path: "/payments/stripe".to_owned(),
+        }
+    } else {
+        Target {
+            port: bench.aws.port(),
+            host: "127.0.0.1".to_owned(),
+            path: format!(
+                "/restapis/{}/{}/_user_request_/payments/stripe",
+                gateway_status
+                    .rest_api_id
+                    .context("REST API id in status")?,
+                gateway_status.stage_name.context("stage in status")?
+            ),
+        }
+    };
 
     step("Waiting for the webhook: FIFO queue pair, route, worker Deployment");
     wait(
@@ -239,10 +299,18 @@ async fn main() -> Result<()> {
     );
 
     step("Sending Stripe-signed events to https://hooks.example.com/payments/stripe");
-    println!(
-        "  (MiniStack serves the custom domain by Host header on {})",
-        bench.aws.endpoint()
-    );
+    if kind.serves_custom_domains() {
+        println!(
+            "  (MiniStack serves the custom domain by Host header on {})",
+            bench.aws.endpoint()
+        );
+    } else {
+        println!(
+            "  (LocalStack serves no custom domains: POST {}{}, the stage's execute-api URL)",
+            bench.aws.endpoint(),
+            target.path
+        );
+    }
     let events = [
         ("cus_A", 1),
         ("cus_B", 1),
@@ -255,14 +323,14 @@ async fn main() -> Result<()> {
         let body = format!(
             r#"{{"id":"evt_{customer}_{n}","type":"invoice.paid","data":{{"object":{{"customer":"{customer}","seq":{n}}}}}}}"#
         );
-        let status = send(port, &body, Some(SIGNING_SECRET)).await?;
+        let status = send(&target, &body, Some(SIGNING_SECRET)).await?;
         println!("  POST {customer} #{n} -> {status}");
     }
     let forged =
         r#"{"id":"evt_forged","type":"payout.paid","data":{"object":{"customer":"cus_A"}}}"#;
     println!(
         "  POST a forged event (wrong secret) -> {}",
-        send(port, forged, Some("whsec_wrong")).await?
+        send(&target, forged, Some("whsec_wrong")).await?
     );
 
     wait(
@@ -299,7 +367,7 @@ async fn main() -> Result<()> {
     let poison = r#"{"id":"evt_cus_POISON_1","type":"invoice.paid","data":{"object":{"customer":"cus_POISON"}}}"#;
     println!(
         "  POST cus_POISON #1 -> {}",
-        send(port, poison, Some(SIGNING_SECRET)).await?
+        send(&target, poison, Some(SIGNING_SECRET)).await?
     );
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     wait(
@@ -357,8 +425,10 @@ async fn main() -> Result<()> {
             hookline_tests::aws::REGION
         );
         println!(
-            "  curl -H 'Host: hooks.example.com' -d '{{}}' {}/payments/stripe",
-            bench.aws.endpoint()
+            "  curl -H 'Host: {}' -d '{{}}' {}{}",
+            target.host,
+            bench.aws.endpoint(),
+            target.path
         );
         println!("  logs: {}", bench.workdir().display());
         tokio::signal::ctrl_c()
@@ -475,13 +545,11 @@ async fn sample_handler(
     Ok(url)
 }
 
-/// POSTs a Stripe-style signed event through the custom domain; returns the status.
-async fn send(port: u16, body: &str, secret: Option<&str>) -> Result<u16> {
+/// POSTs a Stripe-style signed event to the gateway; returns the status.
+async fn send(target: &Target, body: &str, secret: Option<&str>) -> Result<u16> {
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let mut headers = String::from(
-        "Content-Type: application/json
-User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)
-",
+        "Content-Type: application/json\r\nUser-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)\r\n",
     );
     if let Some(secret) = secret {
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
@@ -492,10 +560,12 @@ User-Agent: Stripe/1.0 (+https://stripe.com/docs/webhooks)
         ));
     }
     let request = format!(
-        "POST /payments/stripe HTTP/1.1\r\nHost: hooks.example.com\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        target.path,
+        target.host,
         body.len()
     );
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", target.port)).await?;
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;

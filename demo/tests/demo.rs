@@ -1,12 +1,23 @@
 //! The README's first command must keep working: run the demo to its end and check
-//! what it reports.
+//! what it reports, on MiniStack (`make demo`) and on LocalStack
+//! (`make demo ARGS=--emulator=localstack`).
 
 use anyhow::{Context, Result};
 use std::process::Command;
 
 #[test]
 fn demo_delivers_signed_webhooks_end_to_end() -> Result<()> {
+    demo_delivers(&[])
+}
+
+#[test]
+fn demo_delivers_signed_webhooks_end_to_end_on_localstack() -> Result<()> {
+    demo_delivers(&["--emulator=localstack"])
+}
+
+fn demo_delivers(args: &[&str]) -> Result<()> {
     let output = Command::new(env!("CARGO_BIN_EXE_hookline-demo"))
+        .args(args)
         .output()
         .context("running hookline-demo")?;
     let stdout = String::from_utf8_lossy(&output.stdout);

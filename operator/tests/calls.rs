@@ -171,10 +171,15 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
         api_id: api.id.clone(),
         stage: "live".into(),
         owner: owner.clone(),
+        created: None,
     };
     let target = measure!(
         "RestApis::ensure_domain",
         apis.ensure_domain(&domain).await?
+    );
+    measure!(
+        "RestApis::ensure_base_path_mapping",
+        apis.ensure_base_path_mapping(&domain).await?
     );
 
     clients
@@ -241,9 +246,10 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
                 "ListTagsForCertificate×1",
             ],
         ),
+        ("RestApis::ensure_domain", vec!["GetDomainName×1"]),
         (
-            "RestApis::ensure_domain",
-            vec!["GetBasePathMappings×1", "GetDomainName×1"],
+            "RestApis::ensure_base_path_mapping",
+            vec!["GetBasePathMappings×1"],
         ),
         ("Dns::ensure_records", vec!["ListResourceRecordSets×2"]),
     ]);

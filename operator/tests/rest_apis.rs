@@ -176,15 +176,16 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
             tags: vec![],
         })
         .await?;
-    let target = apis
-        .ensure_domain(&DomainSpec {
-            domain: host.clone(),
-            certificate_arn: certificate.arn.clone(),
-            api_id: api.id.clone(),
-            stage: "live".to_owned(),
-            owner: gateway.clone(),
-        })
-        .await?;
+    let domain = DomainSpec {
+        domain: host.clone(),
+        certificate_arn: certificate.arn.clone(),
+        api_id: api.id.clone(),
+        stage: "live".to_owned(),
+        owner: gateway.clone(),
+        created: None,
+    };
+    let target = apis.ensure_domain(&domain).await?;
+    apis.ensure_base_path_mapping(&domain).await?;
     assert!(!target.regional_domain_name.is_empty());
 
     // Nothing changed: a repeat only reads.

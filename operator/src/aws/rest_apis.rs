@@ -584,6 +584,40 @@ pub struct DomainSpec {
     pub stage: String,
     /// The owning gateway.
     pub owner: Owner,
+    /// The regional domain name the gateway's status holds for the domain it created
+    /// (or proved its own before): the proof of ownership where the domain's owner
+    /// tag cannot be read (see [`domain_owned`]).
+    pub created: Option<String>,
+}
+
+/// Whether a custom domain read back from API Gateway is the gateway's own.
+///
+/// The owner tag decides when it is there: ours, or another owner's and never
+/// touched, whatever else is known. Without an owner tag, the domain is ours only if
+/// the gateway recorded it: `created` is the regional domain name that
+/// `CreateDomainName` answered, written to the gateway's status right after the call,
+/// and the domain read must carry that same name. API Gateway returns the name
+/// (`d-<id>.execute-api…`) when it creates the domain, so a domain we never created
+/// matches nothing, and one someone else created under the hostname (say, after ours
+/// was deleted by hand) would have to come back untagged with our id (AWS documents
+/// no reuse of it; LocalStack derives it from the name). This keeps our domain ours
+/// where its tags are not readable (AWS's tagging is eventually consistent;
+/// LocalStack drops a domain's tags) and refuses everything else.
+pub fn domain_owned(
+    owner: &Owner,
+    tags: &HashMap<String, String>,
+    regional_domain_name: Option<&str>,
+    created: Option<&str>,
+    operation: &'static str,
+    domain: &str,
+) -> Result<(), AwsError> {
+    if tags.contains_key(OWNER_TAG) {
+        return owner.check(tags, APIGW, operation, "custom domain", domain);
+    }
+    match (regional_domain_name, created) {
+        (Some(read), Some(recorded)) if !read.is_empty() && read == recorded => Ok(()),
+        _ => owner.check(tags, APIGW, operation, "custom domain", domain),
+    }
 }
 
 /// Where the alias record of a custom domain points.
@@ -633,11 +667,19 @@ pub trait RestApis: Send + Sync {
         api_id: &str,
         spec: &StageSpec,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
-    /// The custom domain and its `(none)` base path mapping to the API's stage.
+    /// The custom domain (found, or created with the gateway's certificate), with
+    /// that certificate. The caller records the returned regional domain name in the
+    /// gateway's status before anything else ([`DomainSpec::created`]).
     fn ensure_domain(
         &self,
         spec: &DomainSpec,
     ) -> impl Future<Output = Result<DomainTarget, AwsError>> + Send;
+    /// The domain's `(none)` base path mapping to the API's stage; a root mapped to
+    /// anything else is a conflict, left untouched.
+    fn ensure_base_path_mapping(
+        &self,
+        spec: &DomainSpec,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// An API key with this value, enabled, in a usage plan for the API's stage.
     fn ensure_api_key(
         &self,
@@ -687,11 +729,13 @@ pub trait RestApis: Send + Sync {
         api: &ApiRef,
         path: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// Deletes the custom domain if it is ours.
+    /// Deletes the custom domain if it is ours (by its tag, or by `created`, the
+    /// regional domain name the gateway recorded: see [`domain_owned`]).
     fn delete_domain(
         &self,
         domain: &str,
         owner: &Owner,
+        created: Option<&str>,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Deletes the API if it is ours.
     fn delete_api(
@@ -1501,9 +1545,14 @@ impl RestApis for ApiGatewayRestApis {
         };
         let (regional_domain_name, regional_zone_id) = match existing {
             Some(domain) => {
-                let tags = domain.tags.clone().unwrap_or_default();
-                spec.owner
-                    .check(&tags, APIGW, "GetDomainName", "custom domain", &spec.domain)?;
+                domain_owned(
+                    &spec.owner,
+                    &domain.tags.clone().unwrap_or_default(),
+                    domain.regional_domain_name.as_deref(),
+                    spec.created.as_deref(),
+                    "GetDomainName",
+                    &spec.domain,
+                )?;
                 if domain.regional_certificate_arn.as_deref() != Some(spec.certificate_arn.as_str())
                 {
                     self.caller
@@ -1546,7 +1595,17 @@ impl RestApis for ApiGatewayRestApis {
                 )
             }
         };
+        Ok(DomainTarget {
+            regional_domain_name: regional_domain_name.ok_or_else(|| {
+                AwsError::unexpected(APIGW, "GetDomainName", "no regional domain name")
+            })?,
+            regional_zone_id: regional_zone_id.ok_or_else(|| {
+                AwsError::unexpected(APIGW, "GetDomainName", "no regional zone id")
+            })?,
+        })
+    }
 
+    async fn ensure_base_path_mapping(&self, spec: &DomainSpec) -> Result<(), AwsError> {
         let mappings = self
             .caller
             .call(APIGW, "GetBasePathMappings", || {
@@ -1590,14 +1649,7 @@ impl RestApis for ApiGatewayRestApis {
                     .await?;
             }
         }
-        Ok(DomainTarget {
-            regional_domain_name: regional_domain_name.ok_or_else(|| {
-                AwsError::unexpected(APIGW, "GetDomainName", "no regional domain name")
-            })?,
-            regional_zone_id: regional_zone_id.ok_or_else(|| {
-                AwsError::unexpected(APIGW, "GetDomainName", "no regional zone id")
-            })?,
-        })
+        Ok(())
     }
 
     async fn ensure_api_key(
@@ -1963,7 +2015,12 @@ impl RestApis for ApiGatewayRestApis {
         Ok(())
     }
 
-    async fn delete_domain(&self, domain: &str, owner: &Owner) -> Result<(), AwsError> {
+    async fn delete_domain(
+        &self,
+        domain: &str,
+        owner: &Owner,
+        created: Option<&str>,
+    ) -> Result<(), AwsError> {
         let existing = match self
             .caller
             .call(APIGW, "GetDomainName", || {
@@ -1975,11 +2032,12 @@ impl RestApis for ApiGatewayRestApis {
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
         };
-        owner.check(
+        domain_owned(
+            owner,
             &existing.tags.unwrap_or_default(),
-            APIGW,
+            existing.regional_domain_name.as_deref(),
+            created,
             "GetDomainName",
-            "custom domain",
             domain,
         )?;
         gone_is_fine(
@@ -2019,6 +2077,47 @@ impl RestApis for ApiGatewayRestApis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domain_is_ours_by_its_tag_or_by_the_recorded_name_never_otherwise() {
+        let owner = Owner {
+            uid: "uid-ours".into(),
+            resource: "WebhookGateway public".into(),
+        };
+        let tagged = |uid: &str| HashMap::from([(OWNER_TAG.to_owned(), uid.to_owned())]);
+        let untagged = HashMap::new();
+        let other_tags = HashMap::from([("team".to_owned(), "payments".to_owned())]);
+        let ours = Some("d-ours.execute-api.us-east-1.amazonaws.com");
+        let theirs = Some("d-theirs.execute-api.us-east-1.amazonaws.com");
+        // (tags, regional name read, name recorded in status, ours?)
+        let cases = [
+            (tagged("uid-ours"), ours, None, true),
+            (tagged("uid-ours"), theirs, ours, true),
+            // Another owner's tag is never overridden by what status says.
+            (tagged("uid-other"), ours, ours, false),
+            (tagged("uid-other"), ours, None, false),
+            (tagged(""), ours, ours, false),
+            // No owner tag: only the domain the gateway recorded.
+            (untagged.clone(), ours, ours, true),
+            (other_tags.clone(), ours, ours, true),
+            (untagged.clone(), theirs, ours, false),
+            (untagged.clone(), ours, None, false),
+            (other_tags, theirs, None, false),
+            (untagged.clone(), None, ours, false),
+            (untagged, Some(""), Some(""), false),
+        ];
+        for (tags, read, recorded, expected) in cases {
+            let result = domain_owned(&owner, &tags, read, recorded, "GetDomainName", "hooks.x");
+            assert_eq!(
+                result.is_ok(),
+                expected,
+                "tags {tags:?}, read {read:?}, recorded {recorded:?}: {result:?}"
+            );
+            if let Err(e) = result {
+                assert!(matches!(e, AwsError::NotOwned { .. }), "{e:?}");
+            }
+        }
+    }
 
     #[test]
     fn source_ip_policy_denies_listed_routes_from_elsewhere() {

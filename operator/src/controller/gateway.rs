@@ -331,24 +331,32 @@ async fn converge(
 
     let mut aliased = false;
     if let (true, Some(rest_api), Some(certificate)) = (issued, &rest_api, &certificate) {
-        let target = aws
-            .apis
-            .ensure_domain(&DomainSpec {
-                domain: spec.hostname.clone(),
-                certificate_arn: certificate.arn.clone(),
-                api_id: rest_api.id.clone(),
-                stage: spec.stage_name.clone(),
-                owner: owner.clone(),
-            })
-            .await;
+        let domain = DomainSpec {
+            domain: spec.hostname.clone(),
+            certificate_arn: certificate.arn.clone(),
+            api_id: rest_api.id.clone(),
+            stage: spec.stage_name.clone(),
+            owner: owner.clone(),
+            created: status.regional_domain_name.clone(),
+        };
+        let target = aws.apis.ensure_domain(&domain).await;
         if let Some(target) = parts.take(DNS_READY, target) {
-            status.regional_domain_name = Some(target.regional_domain_name.clone());
-            records.extend(alias_records(
-                &spec.hostname,
-                &target.regional_domain_name,
-                &target.regional_zone_id,
-            ));
-            aliased = true;
+            if status.regional_domain_name.as_ref() != Some(&target.regional_domain_name) {
+                // The checkpoint that proves the domain ours where its owner tag
+                // cannot be read (rest_apis::domain_owned): written before anything
+                // else is done with the domain.
+                status.regional_domain_name = Some(target.regional_domain_name.clone());
+                status::write(api, gateway, None, status).await?;
+            }
+            let mapped = aws.apis.ensure_base_path_mapping(&domain).await;
+            if parts.take(DNS_READY, mapped).is_some() {
+                records.extend(alias_records(
+                    &spec.hostname,
+                    &target.regional_domain_name,
+                    &target.regional_zone_id,
+                ));
+                aliased = true;
+            }
         }
     }
     // The ownership and validation records go in even while the rest waits: ACM
@@ -595,8 +603,16 @@ async fn cleanup(
         Some(zone) => note(delete_records(ctx, gateway, zone, &status, &certificates).await),
         None => true,
     };
-    let domain_gone =
-        records_gone && note(aws.apis.delete_domain(&gateway.spec.hostname, &owner).await);
+    let domain_gone = records_gone
+        && note(
+            aws.apis
+                .delete_domain(
+                    &gateway.spec.hostname,
+                    &owner,
+                    status.regional_domain_name.as_deref(),
+                )
+                .await,
+        );
     let mut in_use = Vec::new();
     if domain_gone {
         for arn in &certificates {
