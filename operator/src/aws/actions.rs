@@ -41,6 +41,8 @@ const TAGS: &str = "arn:PARTITION:apigateway:REGION::/tags/arn%3Aaws%3Aapigatewa
 const CERT: &str = "arn:PARTITION:acm:REGION:ACCOUNT:certificate/0a1b2c3d";
 const ZONE: &str = "arn:PARTITION:route53:::hostedzone/ZONE_ID";
 const ROLE: &str = "arn:PARTITION:iam::ACCOUNT:role/hookline/PREFIX-gw-public";
+/// A namespace's IRSA worker role (`workerIdentity.irsaRolePerNamespace`).
+const NAMESPACE_ROLE: &str = "arn:PARTITION:iam::ACCOUNT:role/hookline/PREFIX-ns-payments";
 const API_GATEWAY_SLR: &str = "arn:PARTITION:iam::ACCOUNT:role/aws-service-role/ops.apigateway.amazonaws.com/AWSServiceRoleForAPIGateway";
 const LOG_GROUP: &str =
     "arn:PARTITION:logs:REGION:ACCOUNT:log-group:/hookline/PREFIX/gateways/public";
@@ -387,22 +389,60 @@ pub const CALLS: &[Call] = &[
         "ListHostedZonesByName",
         &[("route53:ListHostedZonesByName", "*")],
     ),
-    // IAM: CreateRole with tags needs iam:TagRole (IAM API reference, CreateRole).
-    call("iam", "GetRole", &[("iam:GetRole", ROLE)]),
+    // IAM: CreateRole with tags needs iam:TagRole (IAM API reference, CreateRole). The
+    // same calls make the gateway roles and the namespaces' IRSA worker roles.
+    call(
+        "iam",
+        "GetRole",
+        &[("iam:GetRole", ROLE), ("iam:GetRole", NAMESPACE_ROLE)],
+    ),
     call(
         "iam",
         "CreateRole",
-        &[("iam:CreateRole", ROLE), ("iam:TagRole", ROLE)],
+        &[
+            ("iam:CreateRole", ROLE),
+            ("iam:TagRole", ROLE),
+            ("iam:CreateRole", NAMESPACE_ROLE),
+            ("iam:TagRole", NAMESPACE_ROLE),
+        ],
     ),
     call(
         "iam",
         "UpdateAssumeRolePolicy",
-        &[("iam:UpdateAssumeRolePolicy", ROLE)],
+        &[
+            ("iam:UpdateAssumeRolePolicy", ROLE),
+            ("iam:UpdateAssumeRolePolicy", NAMESPACE_ROLE),
+        ],
     ),
-    call("iam", "PutRolePolicy", &[("iam:PutRolePolicy", ROLE)]),
-    call("iam", "GetRolePolicy", &[("iam:GetRolePolicy", ROLE)]),
-    call("iam", "DeleteRolePolicy", &[("iam:DeleteRolePolicy", ROLE)]),
-    call("iam", "DeleteRole", &[("iam:DeleteRole", ROLE)]),
+    call(
+        "iam",
+        "PutRolePolicy",
+        &[
+            ("iam:PutRolePolicy", ROLE),
+            ("iam:PutRolePolicy", NAMESPACE_ROLE),
+        ],
+    ),
+    call(
+        "iam",
+        "GetRolePolicy",
+        &[
+            ("iam:GetRolePolicy", ROLE),
+            ("iam:GetRolePolicy", NAMESPACE_ROLE),
+        ],
+    ),
+    call(
+        "iam",
+        "DeleteRolePolicy",
+        &[
+            ("iam:DeleteRolePolicy", ROLE),
+            ("iam:DeleteRolePolicy", NAMESPACE_ROLE),
+        ],
+    ),
+    call(
+        "iam",
+        "DeleteRole",
+        &[("iam:DeleteRole", ROLE), ("iam:DeleteRole", NAMESPACE_ROLE)],
+    ),
     // CloudWatch Logs: tags on create need logs:TagResource (Logs API reference,
     // CreateLogGroup).
     call(
@@ -461,7 +501,14 @@ pub fn needs(service: &str, operation: &str) -> Option<&'static [(&'static str, 
 pub fn markdown_table() -> String {
     let mut out = String::from("| service | operation | IAM actions |\n| --- | --- | --- |\n");
     for c in CALLS {
-        let actions: Vec<String> = c.needs.iter().map(|(a, _)| format!("`{a}`")).collect();
+        let mut actions: Vec<String> = Vec::new();
+        for (action, _) in c.needs {
+            let action = format!("`{action}`");
+            // An action needed on two kinds of resource is listed once.
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
         out.push_str(&format!(
             "| {} | {} | {} |\n",
             c.service,
@@ -659,6 +706,8 @@ mod tests {
         for file in [
             "operator-iam-policy.json",
             "worker-iam-policy.json",
+            "worker-iam-policy-pod-identity.json",
+            "keda-iam-policy.json",
             "trust-irsa.json",
         ] {
             let text = chart_policy(file).to_string();
