@@ -368,7 +368,10 @@ pub const CALLS: &[Call] = &[
         "DeleteCertificate",
         &[("acm:DeleteCertificate", CERT)],
     ),
-    // Route 53.
+    // Route 53. The chart policy narrows ChangeResourceRecordSets to the gateways'
+    // record names and types with `route53:ChangeResourceRecordSetsNormalizedRecordNames`
+    // and `…RecordTypes` (Route 53 developer guide, "Using IAM policy conditions for
+    // fine-grained access control").
     call(
         "route53",
         "ChangeResourceRecordSets",
@@ -724,6 +727,55 @@ mod tests {
             doc.contains(&table),
             "docs/aws-calls.md is stale; its IAM table should read:\n{table}"
         );
+    }
+
+    /// The names and types `ChangeOnlyTheGatewayRecords` allows, with `HOSTNAME`
+    /// filled in, against what a gateway writes and what external-dns would own.
+    #[test]
+    fn the_chart_policy_changes_only_the_gateways_records() {
+        let policy = chart_policy("operator-iam-policy.json")
+            .to_string()
+            .replace("HOSTNAME", "hooks.example.com");
+        let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        let changing: Vec<_> = statements
+            .iter()
+            .filter(|s| s.to_string().contains("route53:ChangeResourceRecordSets\""))
+            .collect();
+        assert_eq!(changing.len(), 1, "one statement allows record changes");
+        let condition = &changing[0]["Condition"];
+        let patterns: Vec<&str> = condition["ForAllValues:StringLike"]
+            ["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect();
+        let allowed = |name: &str| patterns.iter().any(|p| iam_match(name, p));
+        // What the gateway writes: alias A/AAAA, the ownership TXT, ACM's validation
+        // CNAME (names as Route 53 normalizes them: lowercase, no trailing dot).
+        for name in [
+            "hooks.example.com",
+            crate::names::owner_record_name("hooks.example.com").as_str(),
+            "_3639ac514e785e898d2646601fa951d5.hooks.example.com",
+        ] {
+            assert!(allowed(name), "{name} must be writable");
+        }
+        // What external-dns (or anyone else) owns in the same zone.
+        for name in [
+            "example.com",
+            "api.example.com",
+            "www.hooks.example.com",
+            "hooks.example.com.evil.com",
+            "_hookline.other.example.com",
+        ] {
+            assert!(!allowed(name), "{name} must not be writable");
+        }
+        let types =
+            condition["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsRecordTypes"]
+                .as_array()
+                .unwrap();
+        assert_eq!(types.len(), 4, "A, AAAA, CNAME, TXT only: {types:?}");
     }
 
     #[test]
