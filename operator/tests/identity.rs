@@ -4,7 +4,8 @@
 //! the IRSA role the operator made for that namespace (trust from the cluster's OIDC
 //! provider, the namespace's queues only). The role outlives the first Webhook's
 //! deletion and goes with the last. KEDA's TriggerAuthentication is written as the
-//! gateway asks, against KEDA's own CRD schema.
+//! gateway asks, against KEDA's own CRD schema. An operator without the OIDC provider
+//! reports `IrsaNotConfigured`.
 //!
 //! Its own test binary, so its operator is the only one on its API server. The bench
 //! has no garbage collector (no kube-controller-manager): the test checks the owner
@@ -338,6 +339,57 @@ async fn a_namespace_shares_one_service_account_and_one_irsa_role() -> Result<()
         "the namespace's role is deleted with its last Webhook: {gone:?}"
     );
     assert_eq!(owners(&accounts.get("hookline-worker").await?), ["orders"]);
+    operator.stop().await;
+
+    // An operator started without the OIDC provider says why it makes no role.
+    let mut settings = ctx.settings.clone();
+    settings.irsa_oidc_provider_arn = None;
+    let unconfigured = Context::new(
+        client.clone(),
+        &clients,
+        settings,
+        timing,
+        "bench".to_owned(),
+        Vec::new(),
+    );
+    let operator = Operator::start(unconfigured);
+    let other = bench.kube.namespace(&client, "team").await?;
+    Api::<Secret>::namespaced(client.clone(), &other)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &other);
+    webhooks
+        .create(
+            &PostParams::default(),
+            &webhook("invoices", &gw_name, "Builtin")?,
+        )
+        .await?;
+    wait_for(
+        "WorkerReady=False IrsaNotConfigured",
+        Duration::from_secs(60),
+        || async {
+            let status = webhooks.get("invoices").await?.status.unwrap_or_default();
+            Ok(status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "WorkerReady" && c.reason == "IrsaNotConfigured"))
+        },
+    )
+    .await?;
+    assert!(
+        Api::<ServiceAccount>::namespaced(client.clone(), &other)
+            .get_opt("hookline-worker")
+            .await?
+            .is_none(),
+        "no ServiceAccount without its role"
+    );
+    webhooks
+        .delete("invoices", &DeleteParams::default())
+        .await?;
+    wait_for("invoices deleted", Duration::from_secs(60), || async {
+        Ok(webhooks.get_opt("invoices").await?.is_none())
+    })
+    .await?;
     operator.stop().await;
     Ok(())
 }
