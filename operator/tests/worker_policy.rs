@@ -479,7 +479,26 @@ async fn an_operator_made_irsa_role_serves_one_namespaces_service_account() -> R
         },
     };
     let arn = roles.ensure_namespace_role(&spec).await?;
+    // Every Webhook of the namespace ensures the role; a recent check is not repeated.
+    let reads = |caller: &hookline_operator::aws::Caller| {
+        caller.count(hookline_operator::aws::Service::Iam, "GetRole", "ok")
+            + caller.count(hookline_operator::aws::Service::Iam, "GetRolePolicy", "ok")
+    };
+    let before = reads(&operator.caller);
     assert_eq!(arn, roles.ensure_namespace_role(&spec).await?, "idempotent");
+    assert_eq!(
+        reads(&operator.caller),
+        before,
+        "no IAM read for a role just checked"
+    );
+    let mut other = spec.clone();
+    other.service_account = "other".to_owned();
+    roles.ensure_namespace_role(&other).await?;
+    assert!(
+        reads(&operator.caller) > before,
+        "a changed spec is checked again"
+    );
+    roles.ensure_namespace_role(&spec).await?;
 
     let (status, body) = assume_with_token(
         port,

@@ -5,7 +5,10 @@
 
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
@@ -45,12 +48,51 @@ pub trait Roles: Send + Sync {
 pub struct IamRoles {
     iam: aws_sdk_iam::Client,
     caller: Caller,
+    /// Namespace roles checked lately: every Webhook of a namespace ensures the same
+    /// role, and IAM's rate limit (8/s here) would otherwise be spent on identical
+    /// reads, two per Webhook per resync.
+    checked: Arc<Mutex<HashMap<String, CheckedRole>>>,
 }
+
+/// A namespace role as last found matching its spec: the spec, its ARN, and when.
+type CheckedRole = (NamespaceRoleSpec, String, Instant);
+
+/// How long a namespace role that matched stays trusted without a re-read: below the
+/// default resync (300 s), so drift is still repaired about once per resync.
+const NAMESPACE_ROLE_RECHECK: Duration = Duration::from_secs(240);
 
 impl IamRoles {
     /// Uses `iam` for calls and `caller` for limits, retries and counts.
     pub fn new(iam: aws_sdk_iam::Client, caller: Caller) -> Self {
-        Self { iam, caller }
+        Self {
+            iam,
+            caller,
+            checked: Arc::default(),
+        }
+    }
+
+    fn checked_lately(&self, spec: &NamespaceRoleSpec) -> Option<String> {
+        let checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        checked
+            .get(&spec.name)
+            .filter(|(known, _, at)| known == spec && at.elapsed() < NAMESPACE_ROLE_RECHECK)
+            .map(|(_, arn, _)| arn.clone())
+    }
+
+    /// Remembers `arn` as `spec`'s role (or, with none, forgets the role of that name).
+    fn remember(&self, name: &str, checked: Option<(&NamespaceRoleSpec, &str)>) {
+        let mut known = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        match checked {
+            Some((spec, arn)) => {
+                known.insert(
+                    name.to_owned(),
+                    (spec.clone(), arn.to_owned(), Instant::now()),
+                );
+            }
+            None => {
+                known.remove(name);
+            }
+        }
     }
 }
 
@@ -387,7 +429,20 @@ fn account_of(arn: &str) -> Option<&str> {
 
 impl IamRoles {
     /// Creates the namespace's worker role, or brings ours in line; returns its ARN.
+    /// A role found matching `spec` is not read again for a few minutes.
     pub async fn ensure_namespace_role(
+        &self,
+        spec: &NamespaceRoleSpec,
+    ) -> Result<String, AwsError> {
+        if let Some(arn) = self.checked_lately(spec) {
+            return Ok(arn);
+        }
+        let arn = self.ensure_namespace_role_now(spec).await?;
+        self.remember(&spec.name, Some((spec, &arn)));
+        Ok(arn)
+    }
+
+    async fn ensure_namespace_role_now(
         &self,
         spec: &NamespaceRoleSpec,
     ) -> Result<String, AwsError> {
@@ -427,6 +482,7 @@ impl IamRoles {
 
     /// Deletes the namespace's worker role if it is `owner`'s; one already gone is fine.
     pub async fn delete_namespace_role(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
+        self.remember(name, None);
         self.delete_role(name, owner, WORKER_POLICY_NAME).await
     }
 }
