@@ -106,6 +106,11 @@ pub struct WebhookGatewaySpec {
     #[schemars(extend("maxProperties" = 32))]
     pub worker_service_account_annotations: BTreeMap<String, String>,
 
+    /// Which ServiceAccount the workers of this gateway's Webhooks run as, whether the
+    /// operator creates their IRSA role, and how KEDA reads their queues.
+    #[serde(default)]
+    pub worker_identity: WorkerIdentity,
+
     /// Tags added to every AWS object of this gateway, on top of Hookline's ownership
     /// tags. At most 40; keys starting with `aws:` or `hookline.dev/` are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -198,6 +203,90 @@ impl Default for AccessLogs {
 
 fn default_retention_days() -> i32 {
     30
+}
+
+/// How workers get their AWS identity (docs/operations.md, "One AWS identity per team").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!self.irsaRolePerNamespace || self.serviceAccount == 'PerNamespace'").message("workerIdentity.irsaRolePerNamespace needs serviceAccount PerNamespace: the role trusts exactly one ServiceAccount per namespace"),
+    validation = Rule::new("(self.keda == 'Role') == has(self.kedaRoleArn)").message("workerIdentity.kedaRoleArn must be set when keda is Role, and only then")
+)]
+pub struct WorkerIdentity {
+    /// `PerWebhook`: each Webhook's worker runs as its own ServiceAccount
+    /// `<name>-worker`. `PerNamespace`: the workers of all Webhooks of a namespace on
+    /// this gateway share `serviceAccountName`, so EKS Pod Identity needs one
+    /// association per namespace, and one role serves every team through its
+    /// `kubernetes-namespace` session tag.
+    #[serde(default)]
+    pub service_account: ServiceAccountScope,
+
+    /// Name of the shared ServiceAccount with `serviceAccount: PerNamespace`. It belongs
+    /// to every Webhook that uses it (one owner reference each) and goes with the last.
+    #[serde(default = "default_shared_service_account")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("serviceAccountName must be a DNS label"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub service_account_name: String,
+
+    /// The operator creates one IAM role per namespace for IRSA (`<prefix>-ns-<namespace>`
+    /// under `/hookline/`), trusted by that namespace's shared ServiceAccount only and
+    /// allowed only that namespace's queues, puts its ARN in the ServiceAccount's
+    /// `eks.amazonaws.com/role-arn`, and deletes it when the namespace's last Webhook
+    /// goes. Needs the operator's `--irsa-oidc-provider-arn`.
+    #[serde(default)]
+    pub irsa_role_per_namespace: bool,
+
+    /// Identity KEDA reads the queue attributes with (`scaling.engine: Keda`), through
+    /// a TriggerAuthentication with the `aws` pod identity provider: `Keda` (KEDA's own
+    /// role), `Workload` (the role in the worker ServiceAccount's
+    /// `eks.amazonaws.com/role-arn`, which KEDA's role must be trusted to assume) or
+    /// `Role` (`kedaRoleArn`).
+    #[serde(default)]
+    pub keda: KedaIdentity,
+
+    /// Role KEDA assumes with `keda: Role`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^arn:[a-z-]+:iam::[0-9]{12}:role/.+$')").message("kedaRoleArn must be an IAM role ARN"))]
+    #[schemars(length(min = 20, max = 2048))]
+    pub keda_role_arn: Option<String>,
+}
+
+impl Default for WorkerIdentity {
+    fn default() -> Self {
+        Self {
+            service_account: ServiceAccountScope::default(),
+            service_account_name: default_shared_service_account(),
+            irsa_role_per_namespace: false,
+            keda: KedaIdentity::default(),
+            keda_role_arn: None,
+        }
+    }
+}
+
+fn default_shared_service_account() -> String {
+    "hookline-worker".to_owned()
+}
+
+/// Whose ServiceAccount a worker runs as.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceAccountScope {
+    // One ServiceAccount per Webhook, `<name>-worker`.
+    #[default]
+    PerWebhook,
+    // One ServiceAccount per namespace, shared by its Webhooks.
+    PerNamespace,
+}
+
+/// The identity of KEDA's TriggerAuthentication.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KedaIdentity {
+    // KEDA's own role (`identityOwner: keda`).
+    #[default]
+    Keda,
+    // The worker's role, from its ServiceAccount (`identityOwner: workload`).
+    Workload,
+    // A role KEDA assumes (`roleArn`).
+    Role,
 }
 
 /// What the operator observed and created for a gateway.

@@ -115,6 +115,10 @@ pub mod reasons {
     pub const CLOUDWATCH_ROLE_MISSING: &str = "CloudWatchRoleMissing";
     /// `accessLogs.enabled` is false.
     pub const DISABLED: &str = "Disabled";
+    /// The gateway's `workerIdentity.irsaRolePerNamespace` is set, but the operator
+    /// was started without `--irsa-oidc-provider-arn` (chart value
+    /// `aws.irsaOidcProviderArn`).
+    pub const IRSA_NOT_CONFIGURED: &str = "IrsaNotConfigured";
     /// `scaling.engine: Keda`, but KEDA's ScaledObject CRD is not installed.
     pub const KEDA_NOT_INSTALLED: &str = "KedaNotInstalled";
     /// The gateway's REST API would exceed API Gateway's resources per API (300 by

@@ -40,6 +40,7 @@ async fn main() -> Result<()> {
         region: hookline_tests::aws::REGION.to_owned(),
         worker_image: "hookline-worker:bench".to_owned(),
         aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+        irsa_oidc_provider_arn: None,
     };
     let timing = Timing {
         pending: Duration::from_secs(1),

@@ -2,7 +2,8 @@
 //! computed from the Webhook, its gateway and the operator's settings.
 
 use hookline_crds::{
-    AuthMode, DedupSource, GroupSource, Signature, SignaturePreset, Webhook, WebhookGateway,
+    AuthMode, DedupSource, GroupSource, KedaIdentity, ServiceAccountScope, Signature,
+    SignaturePreset, Webhook, WebhookGateway,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -27,6 +28,9 @@ pub struct Settings {
     pub worker_image: String,
     /// An endpoint override handed to workers (for emulators); none in production.
     pub aws_endpoint_url: Option<String>,
+    /// ARN of the cluster's IAM OIDC provider, which the namespace roles the operator
+    /// creates for IRSA trust (`workerIdentity.irsaRolePerNamespace`); none disables them.
+    pub irsa_oidc_provider_arn: Option<String>,
 }
 
 /// Name of the worker sidecar container; a team container may not use it.
@@ -182,7 +186,6 @@ pub fn keda_scaled_object(
         "queueLength": scaling.target_backlog_per_replica.to_string(),
         "awsRegion": settings.region,
         "scaleOnInFlight": "true",
-        "identityOwner": "operator",
     });
     if let Some(endpoint) = &settings.aws_endpoint_url {
         trigger["awsEndpoint"] = serde_json::json!(endpoint);
@@ -202,8 +205,47 @@ pub fn keda_scaled_object(
             "maxReplicaCount": scaling.max_replicas,
             "cooldownPeriod": scaling.scale_down_delay_seconds,
             "pollingInterval": 10,
-            "triggers": [{"type": "aws-sqs-queue", "metadata": trigger}],
+            "triggers": [{
+                "type": "aws-sqs-queue",
+                "metadata": trigger,
+                "authenticationRef": {"name": worker_name(webhook), "kind": "TriggerAuthentication"},
+            }],
         },
+    })
+}
+
+/// Name of KEDA's TriggerAuthentication CRD, installed with the ScaledObject one.
+pub const KEDA_TRIGGER_AUTHENTICATION_CRD: &str = "triggerauthentications.keda.sh";
+
+/// The TriggerAuthentication the ScaledObject's trigger reads the queue with: KEDA's
+/// `aws` pod identity provider (IRSA or EKS Pod Identity), with the identity the
+/// gateway chose. The older `aws-eks` provider and the trigger's own `identityOwner`
+/// are deprecated in KEDA.
+pub fn keda_trigger_authentication(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+) -> serde_json::Value {
+    let identity = &gateway.spec.worker_identity;
+    let pod_identity = match identity.keda {
+        KedaIdentity::Keda => serde_json::json!({"provider": "aws", "identityOwner": "keda"}),
+        KedaIdentity::Workload => {
+            serde_json::json!({"provider": "aws", "identityOwner": "workload"})
+        }
+        KedaIdentity::Role => serde_json::json!({
+            "provider": "aws",
+            "roleArn": identity.keda_role_arn.clone().unwrap_or_default(),
+        }),
+    };
+    serde_json::json!({
+        "apiVersion": KEDA_API_VERSION,
+        "kind": "TriggerAuthentication",
+        "metadata": {
+            "name": worker_name(webhook),
+            "namespace": webhook.metadata.namespace,
+            "labels": worker_labels(webhook),
+            "ownerReferences": owner_reference(webhook),
+        },
+        "spec": {"podIdentity": pod_identity},
     })
 }
 
@@ -253,20 +295,76 @@ fn owner_reference(webhook: &Webhook) -> Vec<OwnerReference> {
     webhook.controller_owner_ref(&()).into_iter().collect()
 }
 
-/// The worker's ServiceAccount, annotated for IRSA / Pod Identity from the gateway.
-pub fn worker_service_account(webhook: &Webhook, gateway: &WebhookGateway) -> ServiceAccount {
+/// The annotation IRSA reads the worker's role from.
+pub const IRSA_ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+
+/// Whether the gateway's workers share one ServiceAccount per namespace.
+pub fn shares_service_account(gateway: &WebhookGateway) -> bool {
+    gateway.spec.worker_identity.service_account == ServiceAccountScope::PerNamespace
+}
+
+/// Name of the ServiceAccount a webhook's worker runs as.
+pub fn worker_service_account_name(webhook: &Webhook, gateway: &WebhookGateway) -> String {
+    if shares_service_account(gateway) {
+        gateway.spec.worker_identity.service_account_name.clone()
+    } else {
+        worker_name(webhook)
+    }
+}
+
+/// The worker's ServiceAccount, annotated for IRSA / Pod Identity from the gateway,
+/// and with `role_arn` (the namespace role the operator made) for IRSA. A shared one
+/// carries a plain owner reference to each Webhook using it, not a controller one:
+/// Kubernetes allows one controller, and the garbage collector keeps an object
+/// while any owner is left.
+pub fn worker_service_account(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+    role_arn: Option<&str>,
+) -> ServiceAccount {
+    use kube::Resource;
+    let shared = shares_service_account(gateway);
+    let mut annotations = gateway.spec.worker_service_account_annotations.clone();
+    if let Some(arn) = role_arn {
+        annotations.insert(IRSA_ROLE_ANNOTATION.to_owned(), arn.to_owned());
+    }
+    let mut labels = worker_labels(webhook);
+    if shared {
+        labels.remove("hookline.dev/webhook");
+    }
+    let owners = if shared {
+        webhook.owner_ref(&()).into_iter().collect()
+    } else {
+        owner_reference(webhook)
+    };
     ServiceAccount {
         metadata: ObjectMeta {
-            name: Some(worker_name(webhook)),
+            name: Some(worker_service_account_name(webhook, gateway)),
             namespace: webhook.metadata.namespace.clone(),
-            labels: Some(worker_labels(webhook)),
-            annotations: (!gateway.spec.worker_service_account_annotations.is_empty())
-                .then(|| gateway.spec.worker_service_account_annotations.clone()),
-            owner_references: Some(owner_reference(webhook)),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(owners),
             ..ObjectMeta::default()
         },
         ..ServiceAccount::default()
     }
+}
+
+/// The worker Deployment running as `service_account` rather than its own.
+pub fn with_service_account(mut deployment: Deployment, service_account: &str) -> Deployment {
+    if let Some(pod) = deployment.spec.template.spec.as_mut() {
+        pod.service_account_name = Some(service_account.to_owned());
+    }
+    deployment
+}
+
+/// Server-side apply field manager of one Webhook's share of a shared ServiceAccount:
+/// its owner reference and annotations stay while another Webhook applies its own.
+pub fn shared_service_account_manager(webhook: &Webhook) -> String {
+    format!(
+        "hookline-sa-{}",
+        webhook.metadata.uid.as_deref().unwrap_or_default()
+    )
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
@@ -531,6 +629,7 @@ spec:
             region: "eu-west-1".to_owned(),
             worker_image: "ghcr.io/hookline/worker:0.1.0".to_owned(),
             aws_endpoint_url: None,
+            irsa_oidc_provider_arn: None,
         }
     }
 
@@ -714,6 +813,84 @@ spec:
         assert_eq!(trigger["metadata"]["queueLength"], "50");
         assert_eq!(trigger["metadata"]["scaleOnInFlight"], "true");
         assert_eq!(so["metadata"]["ownerReferences"][0]["kind"], "Webhook");
+        assert_eq!(
+            trigger["authenticationRef"]["name"], "stripe-worker",
+            "the trigger reads the queue through the TriggerAuthentication"
+        );
+        assert!(trigger["metadata"].get("identityOwner").is_none());
+    }
+
+    fn gateway_with(identity: &str) -> WebhookGateway {
+        serde_saphyr::from_str(&format!(
+            "metadata: {{name: public}}\nspec: {{hostname: hooks.example.com, hostedZone: {{name: example.com}}, workerServiceAccountAnnotations: {{team: all}}, workerIdentity: {identity}}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn keda_authenticates_with_the_identity_the_gateway_names() {
+        let w = webhook(STRIPE);
+        let cases = [
+            (
+                "{}",
+                serde_json::json!({"provider": "aws", "identityOwner": "keda"}),
+            ),
+            (
+                "{keda: Workload}",
+                serde_json::json!({"provider": "aws", "identityOwner": "workload"}),
+            ),
+            (
+                "{keda: Role, kedaRoleArn: 'arn:aws:iam::123456789012:role/keda'}",
+                serde_json::json!({"provider": "aws", "roleArn": "arn:aws:iam::123456789012:role/keda"}),
+            ),
+        ];
+        for (identity, want) in cases {
+            let auth = keda_trigger_authentication(&w, &gateway_with(identity));
+            assert_eq!(auth["kind"], "TriggerAuthentication");
+            assert_eq!(auth["metadata"]["name"], "stripe-worker");
+            assert_eq!(auth["spec"]["podIdentity"], want, "{identity}");
+        }
+    }
+
+    #[test]
+    fn a_shared_service_account_is_owned_by_each_webhook_without_a_controller() {
+        let w = webhook(STRIPE);
+        let own = worker_service_account(&w, &gateway_with("{}"), None);
+        assert_eq!(own.metadata.name.as_deref(), Some("stripe-worker"));
+        assert_eq!(
+            own.metadata.owner_references.as_ref().unwrap()[0].controller,
+            Some(true)
+        );
+
+        let gateway = gateway_with("{serviceAccount: PerNamespace, irsaRolePerNamespace: true}");
+        let shared = worker_service_account(
+            &w,
+            &gateway,
+            Some("arn:aws:iam::1:role/hookline/hl-ns-payments"),
+        );
+        assert_eq!(shared.metadata.name.as_deref(), Some("hookline-worker"));
+        let owner = &shared.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.uid.as_str(), owner.controller), ("uid-1", None));
+        let annotations = shared.metadata.annotations.unwrap();
+        assert_eq!(
+            annotations[IRSA_ROLE_ANNOTATION],
+            "arn:aws:iam::1:role/hookline/hl-ns-payments"
+        );
+        assert_eq!(annotations["team"], "all");
+        assert!(
+            !shared
+                .metadata
+                .labels
+                .unwrap()
+                .contains_key("hookline.dev/webhook"),
+            "one Webhook's label on a shared account would be wrong for the others"
+        );
+        let d = with_service_account(
+            worker_deployment(&w, &pair(), &settings()),
+            &worker_service_account_name(&w, &gateway),
+        );
+        let pod = d.spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("hookline-worker"));
     }
 
     #[test]

@@ -42,6 +42,12 @@ struct Args {
     /// the drain stalled (deletion keeps waiting either way).
     #[arg(long, env = "HOOKLINE_DRAIN_STALL_SECONDS", default_value_t = 3600)]
     drain_stall_seconds: u64,
+    /// ARN of the cluster's IAM OIDC provider
+    /// (`arn:aws:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID`): the
+    /// operator then creates one IRSA role per namespace for gateways with
+    /// `workerIdentity.irsaRolePerNamespace`.
+    #[arg(long, env = "HOOKLINE_IRSA_OIDC_PROVIDER_ARN")]
+    irsa_oidc_provider_arn: Option<String>,
     /// Prefix of AWS names; distinct per cluster sharing an AWS account.
     #[arg(long, env = "HOOKLINE_NAME_PREFIX", default_value = "hl")]
     name_prefix: String,
@@ -132,6 +138,7 @@ async fn main() -> Result<()> {
         region,
         worker_image: args.worker_image,
         aws_endpoint_url: args.aws_endpoint_url,
+        irsa_oidc_provider_arn: args.irsa_oidc_provider_arn.filter(|arn| !arn.is_empty()),
     };
     let timing = Timing {
         resync: Duration::from_secs(args.resync_seconds),

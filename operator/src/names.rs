@@ -62,6 +62,12 @@ pub fn gateway_role(prefix: &str, gateway: &str) -> String {
     bounded(&safe(&format!("{prefix}-gw-{gateway}")), MAX_ROLE)
 }
 
+/// The IRSA role of one namespace's workers, under the `/hookline/` path like the
+/// gateway roles (the operator's policy allows `PREFIX-ns-*` there).
+pub fn namespace_role(prefix: &str, namespace: &str) -> String {
+    bounded(&safe(&format!("{prefix}-ns-{namespace}")), MAX_ROLE)
+}
+
 /// The REST API name of a gateway.
 pub fn gateway_api(prefix: &str, gateway: &str) -> String {
     bounded(&format!("{prefix}-{gateway}"), 128)

@@ -94,6 +94,7 @@ async fn gateway_parts_converge_apart_and_deletion_waits_for_acm() -> Result<()>
         region: hookline_tests::aws::REGION.to_owned(),
         worker_image: "hookline-worker:test".to_owned(),
         aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+        irsa_oidc_provider_arn: None,
     };
     let timing = Timing {
         resync: Duration::from_secs(2),

@@ -146,6 +146,7 @@ fn settings(bench: &Bench, prefix: &str) -> Settings {
         region: hookline_tests::aws::REGION.to_owned(),
         worker_image: "hookline-worker:test".to_owned(),
         aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+        irsa_oidc_provider_arn: None,
     }
 }
 
@@ -561,23 +562,33 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
             .any(|c| c.type_ == "WorkerReady" && c.reason == "KedaNotInstalled"))
     })
     .await?;
-    let crd = hookline_tests::keda_scaled_object_crd()?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "scaledobjects.keda.sh",
-        &PatchParams::apply("hookline-test").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        kube::runtime::wait::await_condition(
-            crds.clone(),
+    for (name, crd) in [
+        (
             "scaledobjects.keda.sh",
-            kube::runtime::wait::conditions::is_crd_established(),
+            hookline_tests::keda_scaled_object_crd()?,
         ),
-    )
-    .await??;
+        (
+            "triggerauthentications.keda.sh",
+            hookline_tests::keda_trigger_authentication_crd()?,
+        ),
+    ] {
+        crds.patch(
+            name,
+            &PatchParams::apply("hookline-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(
+                crds.clone(),
+                name,
+                kube::runtime::wait::conditions::is_crd_established(),
+            ),
+        )
+        .await??;
+    }
     let scaled_objects: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         &ns,
@@ -596,6 +607,27 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     assert_eq!(
         scaled_object.data["spec"]["triggers"][0]["metadata"]["queueLength"],
         "25"
+    );
+    // The trigger reads the queue through a TriggerAuthentication (KEDA's `aws` pod
+    // identity provider, KEDA's own role by default), which KEDA's schema accepted.
+    let authentication = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "keda.sh",
+            "v1alpha1",
+            "TriggerAuthentication",
+        )),
+    )
+    .get("keda-worker")
+    .await?;
+    assert_eq!(
+        scaled_object.data["spec"]["triggers"][0]["authenticationRef"]["name"],
+        "keda-worker"
+    );
+    assert_eq!(
+        authentication.data["spec"]["podIdentity"],
+        json!({"provider": "aws", "identityOwner": "keda"})
     );
     webhooks.delete("keda", &DeleteParams::default()).await?;
 

@@ -92,6 +92,7 @@ async fn a_route_is_ready_only_once_deployed() -> Result<()> {
         region: hookline_tests::aws::REGION.to_owned(),
         worker_image: "hookline-worker:test".to_owned(),
         aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+        irsa_oidc_provider_arn: None,
     };
     let clients = AwsClients::new(&sdk, &RateLimits::unlimited(), RetryPolicy::default());
 

@@ -357,6 +357,22 @@ pub const KEDA_VERSION: &str = "v2.21.0";
 pub fn keda_scaled_object_crd() -> Result<
     k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 > {
+    keda_crd("keda.sh_scaledobjects.yaml")
+}
+
+/// KEDA's TriggerAuthentication CRD, from the same module as the ScaledObject one.
+pub fn keda_trigger_authentication_crd() -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+> {
+    keda_crd("keda.sh_triggerauthentications.yaml")
+}
+
+/// `file` of KEDA's `config/crd/bases/`.
+fn keda_crd(
+    file: &str,
+) -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+> {
     let module = format!("github.com/kedacore/keda/v2@{KEDA_VERSION}");
     let output = std::process::Command::new("go")
         .args(["mod", "download", "-json", &module])
@@ -374,7 +390,7 @@ pub fn keda_scaled_object_crd() -> Result<
     let dir = info["Dir"]
         .as_str()
         .ok_or_else(|| anyhow!("go mod download gave no directory for {module}"))?;
-    let path = Path::new(dir).join("config/crd/bases/keda.sh_scaledobjects.yaml");
+    let path = Path::new(dir).join("config/crd/bases").join(file);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))

@@ -391,6 +391,44 @@ const GATEWAY_CASES: &[Case] = &[
         change: |g| set(g, "/spec/stageName", json!("live-1")),
         message: "stageName may contain only letters, digits and '_'",
     },
+    Case {
+        name: "an IRSA role per namespace for per-Webhook ServiceAccounts",
+        change: |g| {
+            set(
+                g,
+                "/spec/workerIdentity",
+                json!({"irsaRolePerNamespace": true}),
+            )
+        },
+        message: "workerIdentity.irsaRolePerNamespace needs serviceAccount PerNamespace",
+    },
+    Case {
+        name: "a KEDA role without its ARN",
+        change: |g| set(g, "/spec/workerIdentity", json!({"keda": "Role"})),
+        message: "workerIdentity.kedaRoleArn must be set when keda is Role, and only then",
+    },
+    Case {
+        name: "a KEDA role ARN with another identity",
+        change: |g| {
+            set(
+                g,
+                "/spec/workerIdentity",
+                json!({"kedaRoleArn": "arn:aws:iam::123456789012:role/keda"}),
+            )
+        },
+        message: "workerIdentity.kedaRoleArn must be set when keda is Role, and only then",
+    },
+    Case {
+        name: "a shared ServiceAccount name that is no DNS label",
+        change: |g| {
+            set(
+                g,
+                "/spec/workerIdentity",
+                json!({"serviceAccount": "PerNamespace", "serviceAccountName": "Hookline_Worker"}),
+            )
+        },
+        message: "serviceAccountName must be a DNS label",
+    },
 ];
 
 #[tokio::test]

@@ -75,9 +75,12 @@ app.kubernetes.io/component: operator
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
+# `list`: a Webhook being deleted finds the shared worker ServiceAccounts it owns a
+# share of (workerIdentity.serviceAccount: PerNamespace); the garbage collector,
+# not the operator, deletes them.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [create, patch]
+  verbs: [list, create, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
@@ -85,6 +88,9 @@ app.kubernetes.io/component: operator
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [create, patch, delete]
+- apiGroups: [keda.sh]
+  resources: [triggerauthentications]
+  verbs: [create, patch]
 {{- end }}
 {{- end }}
 

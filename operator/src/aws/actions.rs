@@ -41,6 +41,8 @@ const TAGS: &str = "arn:PARTITION:apigateway:REGION::/tags/arn%3Aaws%3Aapigatewa
 const CERT: &str = "arn:PARTITION:acm:REGION:ACCOUNT:certificate/0a1b2c3d";
 const ZONE: &str = "arn:PARTITION:route53:::hostedzone/ZONE_ID";
 const ROLE: &str = "arn:PARTITION:iam::ACCOUNT:role/hookline/PREFIX-gw-public";
+/// A namespace's IRSA worker role (`workerIdentity.irsaRolePerNamespace`).
+const NAMESPACE_ROLE: &str = "arn:PARTITION:iam::ACCOUNT:role/hookline/PREFIX-ns-payments";
 const API_GATEWAY_SLR: &str = "arn:PARTITION:iam::ACCOUNT:role/aws-service-role/ops.apigateway.amazonaws.com/AWSServiceRoleForAPIGateway";
 const LOG_GROUP: &str =
     "arn:PARTITION:logs:REGION:ACCOUNT:log-group:/hookline/PREFIX/gateways/public";
@@ -366,7 +368,10 @@ pub const CALLS: &[Call] = &[
         "DeleteCertificate",
         &[("acm:DeleteCertificate", CERT)],
     ),
-    // Route 53.
+    // Route 53. The chart policy narrows ChangeResourceRecordSets to the gateways'
+    // record names and types with `route53:ChangeResourceRecordSetsNormalizedRecordNames`
+    // and `…RecordTypes` (Route 53 developer guide, "Using IAM policy conditions for
+    // fine-grained access control").
     call(
         "route53",
         "ChangeResourceRecordSets",
@@ -387,22 +392,60 @@ pub const CALLS: &[Call] = &[
         "ListHostedZonesByName",
         &[("route53:ListHostedZonesByName", "*")],
     ),
-    // IAM: CreateRole with tags needs iam:TagRole (IAM API reference, CreateRole).
-    call("iam", "GetRole", &[("iam:GetRole", ROLE)]),
+    // IAM: CreateRole with tags needs iam:TagRole (IAM API reference, CreateRole). The
+    // same calls make the gateway roles and the namespaces' IRSA worker roles.
+    call(
+        "iam",
+        "GetRole",
+        &[("iam:GetRole", ROLE), ("iam:GetRole", NAMESPACE_ROLE)],
+    ),
     call(
         "iam",
         "CreateRole",
-        &[("iam:CreateRole", ROLE), ("iam:TagRole", ROLE)],
+        &[
+            ("iam:CreateRole", ROLE),
+            ("iam:TagRole", ROLE),
+            ("iam:CreateRole", NAMESPACE_ROLE),
+            ("iam:TagRole", NAMESPACE_ROLE),
+        ],
     ),
     call(
         "iam",
         "UpdateAssumeRolePolicy",
-        &[("iam:UpdateAssumeRolePolicy", ROLE)],
+        &[
+            ("iam:UpdateAssumeRolePolicy", ROLE),
+            ("iam:UpdateAssumeRolePolicy", NAMESPACE_ROLE),
+        ],
     ),
-    call("iam", "PutRolePolicy", &[("iam:PutRolePolicy", ROLE)]),
-    call("iam", "GetRolePolicy", &[("iam:GetRolePolicy", ROLE)]),
-    call("iam", "DeleteRolePolicy", &[("iam:DeleteRolePolicy", ROLE)]),
-    call("iam", "DeleteRole", &[("iam:DeleteRole", ROLE)]),
+    call(
+        "iam",
+        "PutRolePolicy",
+        &[
+            ("iam:PutRolePolicy", ROLE),
+            ("iam:PutRolePolicy", NAMESPACE_ROLE),
+        ],
+    ),
+    call(
+        "iam",
+        "GetRolePolicy",
+        &[
+            ("iam:GetRolePolicy", ROLE),
+            ("iam:GetRolePolicy", NAMESPACE_ROLE),
+        ],
+    ),
+    call(
+        "iam",
+        "DeleteRolePolicy",
+        &[
+            ("iam:DeleteRolePolicy", ROLE),
+            ("iam:DeleteRolePolicy", NAMESPACE_ROLE),
+        ],
+    ),
+    call(
+        "iam",
+        "DeleteRole",
+        &[("iam:DeleteRole", ROLE), ("iam:DeleteRole", NAMESPACE_ROLE)],
+    ),
     // CloudWatch Logs: tags on create need logs:TagResource (Logs API reference,
     // CreateLogGroup).
     call(
@@ -461,7 +504,14 @@ pub fn needs(service: &str, operation: &str) -> Option<&'static [(&'static str, 
 pub fn markdown_table() -> String {
     let mut out = String::from("| service | operation | IAM actions |\n| --- | --- | --- |\n");
     for c in CALLS {
-        let actions: Vec<String> = c.needs.iter().map(|(a, _)| format!("`{a}`")).collect();
+        let mut actions: Vec<String> = Vec::new();
+        for (action, _) in c.needs {
+            let action = format!("`{action}`");
+            // An action needed on two kinds of resource is listed once.
+            if !actions.contains(&action) {
+                actions.push(action);
+            }
+        }
         out.push_str(&format!(
             "| {} | {} | {} |\n",
             c.service,
@@ -659,6 +709,8 @@ mod tests {
         for file in [
             "operator-iam-policy.json",
             "worker-iam-policy.json",
+            "worker-iam-policy-pod-identity.json",
+            "keda-iam-policy.json",
             "trust-irsa.json",
         ] {
             let text = chart_policy(file).to_string();
@@ -675,6 +727,55 @@ mod tests {
             doc.contains(&table),
             "docs/aws-calls.md is stale; its IAM table should read:\n{table}"
         );
+    }
+
+    /// The names and types `ChangeOnlyTheGatewayRecords` allows, with `HOSTNAME`
+    /// filled in, against what a gateway writes and what external-dns would own.
+    #[test]
+    fn the_chart_policy_changes_only_the_gateways_records() {
+        let policy = chart_policy("operator-iam-policy.json")
+            .to_string()
+            .replace("HOSTNAME", "hooks.example.com");
+        let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        let statements = policy["Statement"].as_array().unwrap();
+        let changing: Vec<_> = statements
+            .iter()
+            .filter(|s| s.to_string().contains("route53:ChangeResourceRecordSets\""))
+            .collect();
+        assert_eq!(changing.len(), 1, "one statement allows record changes");
+        let condition = &changing[0]["Condition"];
+        let patterns: Vec<&str> = condition["ForAllValues:StringLike"]
+            ["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect();
+        let allowed = |name: &str| patterns.iter().any(|p| iam_match(name, p));
+        // What the gateway writes: alias A/AAAA, the ownership TXT, ACM's validation
+        // CNAME (names as Route 53 normalizes them: lowercase, no trailing dot).
+        for name in [
+            "hooks.example.com",
+            crate::names::owner_record_name("hooks.example.com").as_str(),
+            "_3639ac514e785e898d2646601fa951d5.hooks.example.com",
+        ] {
+            assert!(allowed(name), "{name} must be writable");
+        }
+        // What external-dns (or anyone else) owns in the same zone.
+        for name in [
+            "example.com",
+            "api.example.com",
+            "www.hooks.example.com",
+            "hooks.example.com.evil.com",
+            "_hookline.other.example.com",
+        ] {
+            assert!(!allowed(name), "{name} must not be writable");
+        }
+        let types =
+            condition["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsRecordTypes"]
+                .as_array()
+                .unwrap();
+        assert_eq!(types.len(), 4, "A, AAAA, CNAME, TXT only: {types:?}");
     }
 
     #[test]

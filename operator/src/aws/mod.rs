@@ -46,7 +46,7 @@ pub use rest_apis::{
     ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, DeletedAuthorizer, DomainSpec,
     DomainTarget, RestApis, RouteAuth, RouteSpec, StageSpec,
 };
-pub use roles::{IamRoles, RoleSpec, Roles};
+pub use roles::{IamRoles, NamespaceRoleSpec, RoleSpec, Roles};
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;

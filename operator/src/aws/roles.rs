@@ -1,9 +1,14 @@
 //! [`Roles`]: the IAM role API Gateway assumes to call `sqs:SendMessage`, with a
-//! least-privilege inline policy (only SendMessage, only the gateway's queues).
+//! least-privilege inline policy (only SendMessage, only the gateway's queues); and
+//! the IRSA role of one namespace's workers ([`IamRoles::ensure_namespace_role`]),
+//! trusted by that namespace's ServiceAccount and allowed only its queues.
 
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
@@ -43,12 +48,51 @@ pub trait Roles: Send + Sync {
 pub struct IamRoles {
     iam: aws_sdk_iam::Client,
     caller: Caller,
+    /// Namespace roles checked lately: every Webhook of a namespace ensures the same
+    /// role, and IAM's rate limit (8/s here) would otherwise be spent on identical
+    /// reads, two per Webhook per resync.
+    checked: Arc<Mutex<HashMap<String, CheckedRole>>>,
 }
+
+/// A namespace role as last found matching its spec: the spec, its ARN, and when.
+type CheckedRole = (NamespaceRoleSpec, String, Instant);
+
+/// How long a namespace role that matched stays trusted without a re-read: below the
+/// default resync (300 s), so drift is still repaired about once per resync.
+const NAMESPACE_ROLE_RECHECK: Duration = Duration::from_secs(240);
 
 impl IamRoles {
     /// Uses `iam` for calls and `caller` for limits, retries and counts.
     pub fn new(iam: aws_sdk_iam::Client, caller: Caller) -> Self {
-        Self { iam, caller }
+        Self {
+            iam,
+            caller,
+            checked: Arc::default(),
+        }
+    }
+
+    fn checked_lately(&self, spec: &NamespaceRoleSpec) -> Option<String> {
+        let checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        checked
+            .get(&spec.name)
+            .filter(|(known, _, at)| known == spec && at.elapsed() < NAMESPACE_ROLE_RECHECK)
+            .map(|(_, arn, _)| arn.clone())
+    }
+
+    /// Remembers `arn` as `spec`'s role (or, with none, forgets the role of that name).
+    fn remember(&self, name: &str, checked: Option<(&NamespaceRoleSpec, &str)>) {
+        let mut known = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        match checked {
+            Some((spec, arn)) => {
+                known.insert(
+                    name.to_owned(),
+                    (spec.clone(), arn.to_owned(), Instant::now()),
+                );
+            }
+            None => {
+                known.remove(name);
+            }
+        }
     }
 }
 
@@ -84,7 +128,6 @@ fn same_document(returned: &str, wanted: &Value) -> bool {
 
 impl Roles for IamRoles {
     async fn ensure(&self, spec: &RoleSpec) -> Result<String, AwsError> {
-        let trust = trust_policy();
         let policy_for = |role_arn: &str| {
             let partition = names::partition_of(role_arn).ok_or_else(|| {
                 AwsError::unexpected(IAM, "GetRole", format!("no partition in {role_arn}"))
@@ -95,97 +138,33 @@ impl Roles for IamRoles {
                 &spec.queue_prefix,
             )))
         };
-        let existing = match self
-            .caller
-            .call(IAM, "GetRole", || {
-                self.iam.get_role().role_name(&spec.name).send()
-            })
-            .await
-        {
-            Ok(out) => out.role,
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        let role = match existing {
-            None => {
-                let tags: Vec<Tag> = spec
-                    .owner
-                    .tags()
-                    .into_iter()
-                    .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
-                    .collect();
-                let role = self
-                    .caller
-                    .call(IAM, "CreateRole", || {
-                        self.iam
-                            .create_role()
-                            .role_name(&spec.name)
-                            .path("/hookline/")
-                            .assume_role_policy_document(trust.to_string())
-                            .description(
-                                "API Gateway sends webhook requests to Hookline's SQS queues",
-                            )
-                            .set_tags(Some(tags.clone()))
-                            .send()
-                    })
-                    .await?
-                    .role
-                    .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))?;
-                tracing::info!(role = %spec.name, "created IAM role");
-                // A new role has no policy yet.
-                self.put_policy(&spec.name, &policy_for(&role.arn)?).await?;
-                return Ok(role.arn);
-            }
-            Some(role) => role,
-        };
-        let tags = role.tags.clone().unwrap_or_default();
-        let owner = tags
-            .iter()
-            .find(|t| t.key == super::OWNER_TAG)
-            .map(|t| t.value.as_str());
-        if owner != Some(spec.owner.uid.as_str()) {
-            return Err(AwsError::not_owned(
-                IAM, "GetRole", "IAM role", &spec.name, owner,
-            ));
-        }
-        if !role
-            .assume_role_policy_document
-            .as_deref()
-            .is_some_and(|doc| same_document(doc, &trust))
-        {
-            self.caller
-                .call(IAM, "UpdateAssumeRolePolicy", || {
-                    self.iam
-                        .update_assume_role_policy()
-                        .role_name(&spec.name)
-                        .policy_document(trust.to_string())
-                        .send()
-                })
-                .await?;
-        }
-        let current = match self
-            .caller
-            .call(IAM, "GetRolePolicy", || {
-                self.iam
-                    .get_role_policy()
-                    .role_name(&spec.name)
-                    .policy_name(POLICY_NAME)
-                    .send()
-            })
-            .await
-        {
-            Ok(out) => Some(out.policy_document),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(e),
-        };
-        let policy = policy_for(&role.arn)?;
-        if !current.is_some_and(|doc| same_document(&doc, &policy)) {
-            self.put_policy(&spec.name, &policy).await?;
-        }
-        Ok(role.arn)
+        self.ensure_role(
+            &RoleDocuments {
+                name: &spec.name,
+                description: "API Gateway sends webhook requests to Hookline's SQS queues",
+                trust: trust_policy(),
+                policy_name: POLICY_NAME,
+                owner: &spec.owner,
+            },
+            policy_for,
+        )
+        .await
     }
 
     async fn delete(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
+        self.delete_role(name, owner, POLICY_NAME).await
+    }
+}
+
+impl IamRoles {
+    /// Deletes role `name` with its inline policy `policy_name` if it is `owner`'s;
+    /// one already gone is fine.
+    async fn delete_role(
+        &self,
+        name: &str,
+        owner: &Owner,
+        policy_name: &str,
+    ) -> Result<(), AwsError> {
         let role = match self
             .caller
             .call(IAM, "GetRole", || {
@@ -220,7 +199,7 @@ impl Roles for IamRoles {
                 self.iam
                     .delete_role_policy()
                     .role_name(name)
-                    .policy_name(POLICY_NAME)
+                    .policy_name(policy_name)
                     .send()
             })
             .await
@@ -238,19 +217,273 @@ impl Roles for IamRoles {
     }
 }
 
+/// A role as the operator wants it.
+struct RoleDocuments<'a> {
+    name: &'a str,
+    description: &'a str,
+    trust: Value,
+    policy_name: &'a str,
+    owner: &'a Owner,
+}
+
 impl IamRoles {
-    async fn put_policy(&self, role: &str, policy: &Value) -> Result<(), AwsError> {
+    async fn put_policy(&self, role: &str, name: &str, policy: &Value) -> Result<(), AwsError> {
         self.caller
             .call(IAM, "PutRolePolicy", || {
                 self.iam
                     .put_role_policy()
                     .role_name(role)
-                    .policy_name(POLICY_NAME)
+                    .policy_name(name)
                     .policy_document(policy.to_string())
                     .send()
             })
             .await?;
         Ok(())
+    }
+
+    /// Creates the role under `/hookline/` with its trust and inline policy, or brings
+    /// ours in line; returns its ARN. `policy_for` gets the role's ARN (whose
+    /// partition the policy's resources use).
+    async fn ensure_role(
+        &self,
+        want: &RoleDocuments<'_>,
+        policy_for: impl Fn(&str) -> Result<Value, AwsError>,
+    ) -> Result<String, AwsError> {
+        let trust = &want.trust;
+        let existing = match self
+            .caller
+            .call(IAM, "GetRole", || {
+                self.iam.get_role().role_name(want.name).send()
+            })
+            .await
+        {
+            Ok(out) => out.role,
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let role = match existing {
+            None => {
+                let tags: Vec<Tag> = want
+                    .owner
+                    .tags()
+                    .into_iter()
+                    .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
+                    .collect();
+                let role = self
+                    .caller
+                    .call(IAM, "CreateRole", || {
+                        self.iam
+                            .create_role()
+                            .role_name(want.name)
+                            .path("/hookline/")
+                            .assume_role_policy_document(trust.to_string())
+                            .description(want.description)
+                            .set_tags(Some(tags.clone()))
+                            .send()
+                    })
+                    .await?
+                    .role
+                    .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))?;
+                tracing::info!(role = %want.name, "created IAM role");
+                // A new role has no policy yet.
+                self.put_policy(want.name, want.policy_name, &policy_for(&role.arn)?)
+                    .await?;
+                return Ok(role.arn);
+            }
+            Some(role) => role,
+        };
+        let tags = role.tags.clone().unwrap_or_default();
+        let owner = tags
+            .iter()
+            .find(|t| t.key == super::OWNER_TAG)
+            .map(|t| t.value.as_str());
+        if owner != Some(want.owner.uid.as_str()) {
+            return Err(AwsError::not_owned(
+                IAM, "GetRole", "IAM role", want.name, owner,
+            ));
+        }
+        if !role
+            .assume_role_policy_document
+            .as_deref()
+            .is_some_and(|doc| same_document(doc, trust))
+        {
+            self.caller
+                .call(IAM, "UpdateAssumeRolePolicy", || {
+                    self.iam
+                        .update_assume_role_policy()
+                        .role_name(want.name)
+                        .policy_document(trust.to_string())
+                        .send()
+                })
+                .await?;
+        }
+        let current = match self
+            .caller
+            .call(IAM, "GetRolePolicy", || {
+                self.iam
+                    .get_role_policy()
+                    .role_name(want.name)
+                    .policy_name(want.policy_name)
+                    .send()
+            })
+            .await
+        {
+            Ok(out) => Some(out.policy_document),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        let policy = policy_for(&role.arn)?;
+        if !current.is_some_and(|doc| same_document(&doc, &policy)) {
+            self.put_policy(want.name, want.policy_name, &policy)
+                .await?;
+        }
+        Ok(role.arn)
+    }
+}
+
+/// The IRSA role of one namespace's workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceRoleSpec {
+    /// Role name (64 characters at most), [`names::namespace_role`].
+    pub name: String,
+    /// The namespace whose workers assume it.
+    pub namespace: String,
+    /// The one ServiceAccount of that namespace it trusts.
+    pub service_account: String,
+    /// ARN of the cluster's IAM OIDC identity provider,
+    /// `arn:PARTITION:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID`;
+    /// the policy's partition and account come from it.
+    pub oidc_provider_arn: String,
+    /// Region of the queues.
+    pub region: String,
+    /// Name prefix of the queues.
+    pub queue_prefix: String,
+    /// The owning resource: the Namespace.
+    pub owner: Owner,
+}
+
+const WORKER_POLICY_NAME: &str = "hookline-drain-namespace-queues";
+
+/// The chart's worker policy (`charts/hookline/files/worker-iam-policy.json`): the one
+/// document the chart README hands to platform teams and the operator puts on the
+/// roles it creates, so the two cannot drift apart.
+const WORKER_POLICY_TEMPLATE: &str =
+    include_str!("../../../charts/hookline/files/worker-iam-policy.json");
+
+/// What one namespace's workers may do: drain that namespace's queues (by their
+/// `hookline.dev/resource` tag), nothing else.
+pub fn worker_policy(
+    partition: &str,
+    region: &str,
+    account: &str,
+    prefix: &str,
+    namespace: &str,
+) -> Result<Value, AwsError> {
+    let text = WORKER_POLICY_TEMPLATE
+        .replace("PARTITION", partition)
+        .replace("REGION", region)
+        .replace("ACCOUNT", account)
+        .replace("PREFIX", prefix)
+        .replace("NAMESPACE", namespace);
+    serde_json::from_str(&text)
+        .map_err(|e| AwsError::unexpected(IAM, "PutRolePolicy", format!("worker policy: {e}")))
+}
+
+/// Who may assume a namespace role: tokens of that namespace's ServiceAccount from
+/// the cluster's OIDC provider, for STS (IAM user guide, "Create a role for OIDC
+/// federation"; EKS user guide, "Assign IAM roles to Kubernetes service accounts").
+pub fn irsa_trust_policy(
+    oidc_provider_arn: &str,
+    namespace: &str,
+    service_account: &str,
+) -> Result<Value, AwsError> {
+    let issuer = oidc_provider_arn
+        .split_once(":oidc-provider/")
+        .map(|(_, issuer)| issuer)
+        .filter(|issuer| !issuer.is_empty())
+        .ok_or_else(|| {
+            AwsError::unexpected(
+                IAM,
+                "CreateRole",
+                format!("{oidc_provider_arn} is not an IAM OIDC provider ARN"),
+            )
+        })?;
+    Ok(json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Federated": oidc_provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {
+                format!("{issuer}:aud"): "sts.amazonaws.com",
+                format!("{issuer}:sub"): format!("system:serviceaccount:{namespace}:{service_account}"),
+            }}
+        }]
+    }))
+}
+
+/// The account field of an ARN.
+fn account_of(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
+impl IamRoles {
+    /// Creates the namespace's worker role, or brings ours in line; returns its ARN.
+    /// A role found matching `spec` is not read again for a few minutes.
+    pub async fn ensure_namespace_role(
+        &self,
+        spec: &NamespaceRoleSpec,
+    ) -> Result<String, AwsError> {
+        if let Some(arn) = self.checked_lately(spec) {
+            return Ok(arn);
+        }
+        let arn = self.ensure_namespace_role_now(spec).await?;
+        self.remember(&spec.name, Some((spec, &arn)));
+        Ok(arn)
+    }
+
+    async fn ensure_namespace_role_now(
+        &self,
+        spec: &NamespaceRoleSpec,
+    ) -> Result<String, AwsError> {
+        let trust = irsa_trust_policy(
+            &spec.oidc_provider_arn,
+            &spec.namespace,
+            &spec.service_account,
+        )?;
+        let (partition, account) = names::partition_of(&spec.oidc_provider_arn)
+            .zip(account_of(&spec.oidc_provider_arn))
+            .ok_or_else(|| {
+                AwsError::unexpected(
+                    IAM,
+                    "CreateRole",
+                    format!("no partition or account in {}", spec.oidc_provider_arn),
+                )
+            })?;
+        let policy = worker_policy(
+            partition,
+            &spec.region,
+            account,
+            &spec.queue_prefix,
+            &spec.namespace,
+        )?;
+        self.ensure_role(
+            &RoleDocuments {
+                name: &spec.name,
+                description: "Hookline workers of one namespace drain that namespace's SQS queues",
+                trust,
+                policy_name: WORKER_POLICY_NAME,
+                owner: &spec.owner,
+            },
+            |_| Ok(policy.clone()),
+        )
+        .await
+    }
+
+    /// Deletes the namespace's worker role if it is `owner`'s; one already gone is fine.
+    pub async fn delete_namespace_role(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
+        self.remember(name, None);
+        self.delete_role(name, owner, WORKER_POLICY_NAME).await
     }
 }
 
@@ -275,6 +508,45 @@ mod tests {
             &send_policy("arn:aws:sqs:*:*:other-*").to_string(),
             &send_policy("arn:aws:sqs:*:*:hl-*")
         ));
+    }
+
+    #[test]
+    fn a_namespace_role_trusts_one_service_account_of_the_clusters_provider() {
+        let provider =
+            "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/ABC";
+        let trust = irsa_trust_policy(provider, "payments", "hookline-worker").unwrap();
+        let statement = &trust["Statement"][0];
+        assert_eq!(statement["Principal"]["Federated"], provider);
+        assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+        let equals = &statement["Condition"]["StringEquals"];
+        assert_eq!(
+            equals["oidc.eks.eu-west-1.amazonaws.com/id/ABC:sub"],
+            "system:serviceaccount:payments:hookline-worker"
+        );
+        assert_eq!(
+            equals["oidc.eks.eu-west-1.amazonaws.com/id/ABC:aud"],
+            "sts.amazonaws.com"
+        );
+        assert!(irsa_trust_policy("arn:aws:iam::1:role/x", "a", "b").is_err());
+    }
+
+    #[test]
+    fn a_namespace_role_may_drain_only_that_namespaces_queues() {
+        let policy =
+            worker_policy("aws-cn", "cn-north-1", "123456789012", "hl", "payments").unwrap();
+        let statement = &policy["Statement"][0];
+        assert_eq!(
+            statement["Resource"],
+            "arn:aws-cn:sqs:cn-north-1:123456789012:hl-*"
+        );
+        assert_eq!(
+            statement["Condition"]["StringLike"]["aws:ResourceTag/hookline.dev/resource"],
+            "Webhook payments/*"
+        );
+        assert_eq!(
+            account_of("arn:aws:iam::123456789012:oidc-provider/x"),
+            Some("123456789012")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`context`]: what every reconcile shares (clients, AWS services, settings).
 //! - [`gateway`], [`webhook`]: the two reconcilers.
 //! - [`deployer`]: coalesces stage deployments per gateway.
+//! - [`identity`]: a worker's ServiceAccount and, for IRSA, its namespace's role.
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
 //! - [`status`]: status writes and condition Events.
 //! - [`run`]: runs the controllers.
@@ -15,6 +16,7 @@
 pub mod context;
 pub mod deployer;
 pub mod gateway;
+pub mod identity;
 pub mod metrics;
 pub mod run;
 pub mod selector;

@@ -15,7 +15,7 @@ use hookline_crds::{
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch, PatchParams,
@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use super::context::Context;
 use super::{
-    ALLOW_DLQ_LOSS, ALLOW_QUEUE_LOSS, Error, FINALIZER, MANAGER, Result, selector, status,
+    ALLOW_DLQ_LOSS, ALLOW_QUEUE_LOSS, Error, FINALIZER, MANAGER, Result, identity, selector, status,
 };
 use crate::aws::functions::{authorizer_source_arn, authorizer_statement_id};
 use crate::aws::rest_apis::source_ip_policy;
@@ -726,16 +726,22 @@ async fn worker(
     reports: &mut Vec<Report>,
 ) -> Result<()> {
     let params = PatchParams::apply(MANAGER).force();
-    let account = desired::worker_service_account(webhook, gateway);
-    let deployment = desired::worker_deployment(webhook, pair, &ctx.settings);
+    let account = match identity::ensure(ctx, webhook, gateway, namespace).await? {
+        Ok(account) => account,
+        Err(report) => {
+            reports.push(report);
+            return Ok(());
+        }
+    };
+    let deployment = desired::with_service_account(
+        desired::worker_deployment(webhook, pair, &ctx.settings),
+        &account,
+    );
     let name = desired::worker_name(webhook);
-    Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
-        .patch(&name, &params, &Patch::Apply(&account))
-        .await?;
     let applied = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
         .patch(&name, &params, &Patch::Apply(&deployment))
         .await?;
-    if let Some(report) = keda(webhook, ctx, namespace, pair).await? {
+    if let Some(report) = keda(webhook, gateway, ctx, namespace, pair).await? {
         reports.push(report);
         return Ok(());
     }
@@ -762,26 +768,30 @@ async fn worker(
     Ok(())
 }
 
-/// The KEDA ScaledObject when `scaling.engine` is `Keda` (and none otherwise). A
-/// report when KEDA cannot be used.
+/// The KEDA ScaledObject and its TriggerAuthentication when `scaling.engine` is
+/// `Keda` (and none otherwise). A report when KEDA cannot be used.
 async fn keda(
     webhook: &Webhook,
+    gateway: &WebhookGateway,
     ctx: &Context,
     namespace: &str,
     pair: &QueuePair,
 ) -> Result<Option<Report>> {
-    let installed = Api::<CustomResourceDefinition>::all(ctx.client.clone())
-        .get_opt(desired::KEDA_CRD)
-        .await?
-        .is_some();
+    let crds = Api::<CustomResourceDefinition>::all(ctx.client.clone());
+    let installed = crds.get_opt(desired::KEDA_CRD).await?.is_some()
+        && crds
+            .get_opt(desired::KEDA_TRIGGER_AUTHENTICATION_CRD)
+            .await?
+            .is_some();
     let wanted = webhook.spec.worker.scaling.engine == ScalingEngine::Keda;
     if wanted && !installed {
         return Ok(Some(Report::failed(
             WORKER_READY,
             KEDA_NOT_INSTALLED,
             format!(
-                "scaling.engine is Keda, but the {} CRD is not installed; install KEDA or use Builtin",
-                desired::KEDA_CRD
+                "scaling.engine is Keda, but the {} and {} CRDs are not both installed; install KEDA or use Builtin",
+                desired::KEDA_CRD,
+                desired::KEDA_TRIGGER_AUTHENTICATION_CRD
             ),
         )));
     }
@@ -797,6 +807,7 @@ async fn keda(
         Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let name = desired::worker_name(webhook);
     if wanted {
+        keda_trigger_authentication(webhook, gateway, ctx, namespace).await?;
         let object = desired::keda_scaled_object(webhook, pair, &ctx.settings);
         objects
             .patch(
@@ -812,6 +823,31 @@ async fn keda(
         }
     }
     Ok(None)
+}
+
+/// The TriggerAuthentication the ScaledObject names, applied before it (it is owned
+/// by the Webhook and goes with it).
+async fn keda_trigger_authentication(
+    webhook: &Webhook,
+    gateway: &WebhookGateway,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<()> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "keda.sh",
+        "v1alpha1",
+        "TriggerAuthentication",
+    ));
+    let objects: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+    objects
+        .patch(
+            &desired::worker_name(webhook),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&desired::keda_trigger_authentication(webhook, gateway)),
+        )
+        .await?;
+    Ok(())
 }
 
 /// What deletion says while the main queue still holds `queued` messages: draining,
@@ -943,6 +979,7 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
         }
     }
     aws.queues.delete_pair(&name, &owner).await?;
+    identity::release(ctx, webhook, &namespace).await?;
     tracing::info!(webhook = %webhook.name_any(), "deleted the webhook's AWS objects");
     Ok(Action::await_change())
 }
