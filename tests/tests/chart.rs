@@ -806,7 +806,8 @@ async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()
     }
     assert!(last.is_empty(), "server-side dry-run failed: {last}");
 
-    // Uninstall keeps the CRDs (and so every Webhook) and the gateways.
+    // Uninstall keeps the CRDs (and so every Webhook) and the gateways. No kubelet
+    // runs the pre-delete check's Job here (tests/tests/uninstall.rs tests it).
     helm(&[
         "uninstall",
         "hookline",
@@ -814,6 +815,7 @@ async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()
         &kubeconfig,
         "--namespace",
         "hookline-system",
+        "--no-hooks",
     ])?;
     let left = kubectl(
         Path::new(&kubeconfig),
