@@ -144,11 +144,22 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "Job",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "ServiceAccount"
         ]
+    );
+    // The uninstall check (tests/tests/uninstall.rs): a pre-delete hook as the operator.
+    let check = find(&objects, "Job", "hookline-uninstall-check")?;
+    assert_eq!(
+        check["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-delete"
+    );
+    assert_eq!(
+        check["spec"]["template"]["spec"]["serviceAccountName"],
+        "hookline"
     );
     for crd in ["webhooks.hookline.dev", "webhookgateways.hookline.dev"] {
         let crd = find(&objects, "CustomResourceDefinition", crd)?;
