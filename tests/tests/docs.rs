@@ -696,3 +696,82 @@ fn examples_run_as_written() -> Result<()> {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     Ok(())
 }
+
+/// The `sed` commands of docs/install-eks.md fill every placeholder of the chart's
+/// policy files: run as written (with sample values) they give valid JSON with
+/// none left.
+#[test]
+fn install_eks_fills_every_policy_placeholder() -> Result<()> {
+    let guide = read("docs/install-eks.md")?;
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in guide.lines() {
+        let line = line.trim();
+        if current.is_empty() && !line.starts_with("sed ") {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line);
+                commands.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    assert!(commands.len() >= 4, "sed commands found: {commands:?}");
+    let scratch = hookline_tests::Workdir::create()?;
+    let files = repo_root().join("charts/hookline/files");
+    let placeholders = [
+        "PARTITION",
+        "REGION",
+        "ACCOUNT",
+        "ZONE_ID",
+        "PREFIX",
+        "NAMESPACE",
+        "SERVICE_",
+        "OIDC_PROVIDER",
+    ];
+    let mut wrong = Vec::new();
+    for command in &commands {
+        let command = command.replace("charts/hookline/files/", &format!("{}/", files.display()));
+        let output = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&command)
+            .current_dir(scratch.path())
+            .envs([
+                ("PARTITION", "aws"),
+                ("REGION", "eu-west-1"),
+                ("ACCOUNT", "123456789012"),
+                ("ZONE_ID", "Z0123456789ABC"),
+                ("PREFIX", "hl"),
+                (
+                    "OIDC_PROVIDER",
+                    "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE",
+                ),
+            ])
+            .output()
+            .context("running bash")?;
+        if !output.status.success() {
+            wrong.push(format!(
+                "{command}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+            continue;
+        }
+        let Some(target) = command.rsplit("> ").next().map(str::trim) else {
+            continue;
+        };
+        let rendered = std::fs::read_to_string(scratch.path().join(target))
+            .with_context(|| format!("{command} wrote no {target}"))?;
+        if let Err(e) = serde_json::from_str::<Value>(&rendered) {
+            wrong.push(format!("{target} is not JSON: {e}"));
+        }
+        for placeholder in placeholders {
+            if rendered.contains(placeholder) {
+                wrong.push(format!("{target} still holds {placeholder}: {rendered}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    Ok(())
+}
