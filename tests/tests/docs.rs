@@ -40,6 +40,7 @@ const OTHER_TOOLS_FLAGS: &[&str] = &[
     "--cluster-name",
     "--clusterrole",
     "--create-namespace",
+    "--dry-run",
     "--dns-name",
     "--from-file",
     "--from-literal",
@@ -506,7 +507,9 @@ struct DocumentedSecret {
 
 fn documented_secrets(text: &str, source: &str) -> Vec<DocumentedSecret> {
     let mut secrets = Vec::new();
-    for line in text.lines() {
+    // A shell command continued with `\` is one command.
+    let joined = text.replace("\\\n", " ");
+    for line in joined.lines() {
         let words: Vec<&str> = line
             .split(|c: char| c.is_whitespace() || c == '`')
             .filter(|w| !w.is_empty())
