@@ -11,6 +11,7 @@
 //! - [`controller`]: the reconcilers.
 //! - [`leader`]: leader election on a Lease.
 //! - [`scaler`]: backlog autoscaling of worker Deployments.
+//! - [`uninstall`]: the chart's pre-delete check for objects only the operator can release.
 
 #![forbid(unsafe_code)]
 
@@ -22,3 +23,4 @@ pub mod leader;
 pub mod names;
 pub mod quotas;
 pub mod scaler;
+pub mod uninstall;

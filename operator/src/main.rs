@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::routing::get;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
 use hookline_operator::controller::context::{Context, Timing};
 use hookline_operator::controller::run::run;
@@ -99,6 +99,32 @@ struct Args {
     /// API Gateway's usage plans per account and region (one per ApiKey Webhook).
     #[arg(long, env = "HOOKLINE_QUOTA_USAGE_PLANS", default_value_t = 300)]
     quota_usage_plans: usize,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Exit 1, naming them and the ways out, while Webhooks (in --namespaces) or
+    /// WebhookGateways carry the operator's finalizer: the chart's pre-delete hook.
+    UninstallCheck,
+}
+
+/// Needs no AWS: only the Kubernetes API, with the operator's ServiceAccount.
+async fn uninstall_check(namespaces: &[String]) -> Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let blockers = hookline_operator::uninstall::blockers(&client, namespaces)
+        .await
+        .context("listing Webhooks and WebhookGateways")?;
+    if blockers.is_empty() {
+        tracing::info!("no Webhook or WebhookGateway holds the Hookline finalizer: uninstalling");
+        return Ok(());
+    }
+    anyhow::bail!("{}", hookline_operator::uninstall::explain(&blockers))
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -111,6 +137,9 @@ enum LogFormat {
 async fn main() -> Result<()> {
     let args = Args::parse();
     hookline_worker::telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
+    if let Some(Command::UninstallCheck) = args.command {
+        return uninstall_check(&args.namespaces).await;
+    }
     // One crypto provider for rustls, chosen before any client exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 

@@ -144,11 +144,22 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "Job",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "ServiceAccount"
         ]
+    );
+    // The uninstall check (tests/tests/uninstall.rs): a pre-delete hook as the operator.
+    let check = find(&objects, "Job", "hookline-uninstall-check")?;
+    assert_eq!(
+        check["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-delete"
+    );
+    assert_eq!(
+        check["spec"]["template"]["spec"]["serviceAccountName"],
+        "hookline"
     );
     for crd in ["webhooks.hookline.dev", "webhookgateways.hookline.dev"] {
         let crd = find(&objects, "CustomResourceDefinition", crd)?;
@@ -806,7 +817,8 @@ async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()
     }
     assert!(last.is_empty(), "server-side dry-run failed: {last}");
 
-    // Uninstall keeps the CRDs (and so every Webhook) and the gateways.
+    // Uninstall keeps the CRDs (and so every Webhook) and the gateways. No kubelet
+    // runs the pre-delete check's Job here (tests/tests/uninstall.rs tests it).
     helm(&[
         "uninstall",
         "hookline",
@@ -814,6 +826,7 @@ async fn the_chart_installs_on_a_new_cluster_with_least_privilege() -> Result<()
         &kubeconfig,
         "--namespace",
         "hookline-system",
+        "--no-hooks",
     ])?;
     let left = kubectl(
         Path::new(&kubeconfig),
