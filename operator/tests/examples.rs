@@ -232,6 +232,7 @@ async fn every_example_delivers_a_signed_event(kind: EmulatorKind) -> Result<()>
         region: hookline_tests::aws::REGION.to_owned(),
         worker_image: "hookline-worker:test".to_owned(),
         aws_endpoint_url: Some(aws.endpoint().to_owned()),
+        irsa_oidc_provider_arn: None,
     };
     let mut gateway: WebhookGateway = serde_saphyr::from_str(&std::fs::read_to_string(
         repo_root().join("crds/samples/webhookgateway.yaml"),
