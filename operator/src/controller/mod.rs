@@ -8,6 +8,7 @@
 //! - [`context`]: what every reconcile shares (clients, AWS services, settings).
 //! - [`gateway`], [`webhook`]: the two reconcilers.
 //! - [`deployer`]: coalesces stage deployments per gateway.
+//! - [`index`]: the pure gateway index (path owners, quotas, what routes share).
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
 //! - [`status`]: status writes and condition Events.
 //! - [`run`]: runs the controllers.
@@ -15,6 +16,7 @@
 pub mod context;
 pub mod deployer;
 pub mod gateway;
+pub mod index;
 pub mod metrics;
 pub mod run;
 pub mod selector;
