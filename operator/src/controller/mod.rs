@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`context`]: what every reconcile shares (clients, AWS services, settings).
 //! - [`gateway`], [`webhook`]: the two reconcilers.
-//! - [`deployer`]: coalesces stage deployments per gateway.
+//! - [`deployer`]: coalesces stage deployments per gateway; Webhooks' requests for them.
 //! - [`index`]: the pure gateway index (path owners, quotas, what routes share).
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
 //! - [`status`]: status writes and condition Events.

@@ -5,11 +5,14 @@ use hookline_crds::{Webhook, WebhookGateway};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::context::Context;
+use super::index::GatewayConcern;
 use super::{Error, gateway, webhook};
 
 async fn measured(
@@ -27,6 +30,33 @@ async fn measured(
     result
 }
 
+/// The gateways to reconcile for a watch event of `webhook`: none when nothing the
+/// gateway index reads changed (the scaler's writes, most status updates).
+fn gateways_concerned(
+    concerns: &Mutex<HashMap<String, GatewayConcern>>,
+    webhook: &Webhook,
+) -> Vec<ObjectRef<WebhookGateway>> {
+    let Some(uid) = webhook.metadata.uid.clone() else {
+        return Vec::new();
+    };
+    let concern = GatewayConcern::of(webhook);
+    let mut concerns = concerns.lock().unwrap_or_else(PoisonError::into_inner);
+    let changed = if webhook.metadata.deletion_timestamp.is_some() {
+        // Possibly the last event of it: not kept, it would never be removed.
+        concerns.remove(&uid);
+        true
+    } else {
+        concerns.insert(uid, concern.clone()).as_ref() != Some(&concern)
+    };
+    if !changed {
+        return Vec::new();
+    }
+    GatewayConcern::gateways(webhook)
+        .iter()
+        .map(|name| ObjectRef::new(name))
+        .collect()
+}
+
 /// Reconciles of one kind running at once.
 pub const CONCURRENCY: u16 = 16;
 
@@ -42,22 +72,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let client = ctx.client.clone();
-    let gateways = Controller::new(
-        Api::<WebhookGateway>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(gateway::reconcile, error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "gateway controller");
-        }
-    });
     let scopes: Vec<Option<String>> = if ctx.namespaces.is_empty() {
         vec![None]
     } else {
         ctx.namespaces.iter().cloned().map(Some).collect()
     };
+    let mut gateways = Controller::new(
+        Api::<WebhookGateway>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_on(ctx.deploys.gateway_triggers());
+    // The gateway applies what its Webhooks share (stage throttles, resource policy),
+    // so a Webhook's change that the index reads reconciles its gateway.
+    let concerns = Arc::new(Mutex::new(HashMap::new()));
+    for namespace in &scopes {
+        let webhooks = match namespace {
+            Some(ns) => Api::<Webhook>::namespaced(client.clone(), ns),
+            None => Api::<Webhook>::all(client.clone()),
+        };
+        let concerns = concerns.clone();
+        gateways = gateways.watches(webhooks, watcher::Config::default(), move |webhook| {
+            gateways_concerned(&concerns, &webhook)
+        });
+    }
+    let gateways = gateways
+        .graceful_shutdown_on(shutdown.clone())
+        .run(gateway::reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "gateway controller");
+            }
+        });
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|namespace| {
@@ -71,10 +116,13 @@ pub async fn run(
                     Api::<Deployment>::all(client.clone()),
                 ),
             };
-            Controller::new(webhooks, watcher::Config::default()).owns(
-                deployments,
-                watcher::Config::default().labels("app.kubernetes.io/managed-by=hookline"),
-            )
+            Controller::new(webhooks, watcher::Config::default())
+                .owns(
+                    deployments,
+                    watcher::Config::default().labels("app.kubernetes.io/managed-by=hookline"),
+                )
+                // Woken once the deployment its route waited for is live.
+                .reconcile_on(ctx.deploys.webhook_triggers(namespace))
         })
         .collect();
     // Reconciles read other Webhooks from these caches.
