@@ -296,13 +296,11 @@ pub fn policy_enforces(policy: Option<&Value>, path: &str, cidrs: &[String]) -> 
 
 /// What of a Webhook its gateway's reconcile depends on: when a watch event leaves
 /// this unchanged (the scaler's backlog and replica writes, most status updates),
-/// the gateway is not reconciled for it.
+/// the gateway is not reconciled for it (its removal always counts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayConcern {
     generation: Option<i64>,
-    /// While the Webhook is being deleted, every event counts: the last one (the
-    /// object gone) carries the state of the one before, with a new version.
-    deleting: Option<Option<String>>,
+    deleting: bool,
     gateway: Option<String>,
 }
 
@@ -311,11 +309,7 @@ impl GatewayConcern {
     pub fn of(webhook: &Webhook) -> Self {
         Self {
             generation: webhook.metadata.generation,
-            deleting: webhook
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map(|_| webhook.metadata.resource_version.clone()),
+            deleting: webhook.metadata.deletion_timestamp.is_some(),
             gateway: webhook.status.as_ref().and_then(|s| s.gateway.clone()),
         }
     }
@@ -558,14 +552,9 @@ mod tests {
         assert_eq!(GatewayConcern::of(&w), GatewayConcern::of(&backlog));
         let mut spec = w.clone();
         spec.metadata.generation = Some(2);
-        let mut draining = deleting(w.clone());
-        draining.metadata.resource_version = Some("7".to_owned());
-        let mut gone = draining.clone();
-        gone.metadata.resource_version = Some("8".to_owned());
         for changed in [spec, deleting(w.clone()), on("other", &w)] {
             assert_ne!(GatewayConcern::of(&w), GatewayConcern::of(&changed));
         }
-        assert_ne!(GatewayConcern::of(&draining), GatewayConcern::of(&gone));
         assert_eq!(GatewayConcern::gateways(&w), vec!["gw".to_owned()]);
     }
 }

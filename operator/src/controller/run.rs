@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,31 +30,28 @@ async fn measured(
     result
 }
 
-/// The gateways to reconcile for a watch event of `webhook`: none when nothing the
-/// gateway index reads changed (the scaler's writes, most status updates).
-fn gateways_concerned(
+/// The Webhook of a watch event, when its gateway's reconcile depends on the event:
+/// a deletion always, a change only when something the gateway index reads changed
+/// (not the scaler's backlog and replica writes, nor most status updates).
+fn concerning(
     concerns: &Mutex<HashMap<String, GatewayConcern>>,
-    webhook: &Webhook,
-) -> Vec<ObjectRef<WebhookGateway>> {
-    let Some(uid) = webhook.metadata.uid.clone() else {
-        return Vec::new();
-    };
-    let concern = GatewayConcern::of(webhook);
+    event: watcher::Event<Webhook>,
+) -> Option<Webhook> {
     let mut concerns = concerns.lock().unwrap_or_else(PoisonError::into_inner);
-    let changed = if webhook.metadata.deletion_timestamp.is_some() {
-        // Possibly the last event of it: not kept, it would never be removed.
-        concerns.remove(&uid);
-        true
-    } else {
-        concerns.insert(uid, concern.clone()).as_ref() != Some(&concern)
-    };
-    if !changed {
-        return Vec::new();
+    match event {
+        watcher::Event::Delete(webhook) => {
+            if let Some(uid) = &webhook.metadata.uid {
+                concerns.remove(uid);
+            }
+            Some(webhook)
+        }
+        watcher::Event::Apply(webhook) | watcher::Event::InitApply(webhook) => {
+            let uid = webhook.metadata.uid.clone()?;
+            let concern = GatewayConcern::of(&webhook);
+            (concerns.insert(uid, concern.clone()).as_ref() != Some(&concern)).then_some(webhook)
+        }
+        watcher::Event::Init | watcher::Event::InitDone => None,
     }
-    GatewayConcern::gateways(webhook)
-        .iter()
-        .map(|name| ObjectRef::new(name))
-        .collect()
 }
 
 /// Reconciles of one kind running at once.
@@ -91,8 +88,17 @@ pub async fn run(
             None => Api::<Webhook>::all(client.clone()),
         };
         let concerns = concerns.clone();
-        gateways = gateways.watches(webhooks, watcher::Config::default(), move |webhook| {
-            gateways_concerned(&concerns, &webhook)
+        let events = watcher(webhooks, watcher::Config::default())
+            .default_backoff()
+            .filter_map(move |event| {
+                let concerning = event.map(|event| concerning(&concerns, event)).transpose();
+                std::future::ready(concerning)
+            });
+        gateways = gateways.watches_stream(events, |webhook| {
+            GatewayConcern::gateways(&webhook)
+                .iter()
+                .map(|name| ObjectRef::new(name))
+                .collect::<Vec<_>>()
         });
     }
     let gateways = gateways
@@ -147,4 +153,45 @@ pub async fn run(
             })
     }));
     tokio::join!(gateways, webhooks);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(generation: i64) -> Webhook {
+        let mut webhook: Webhook = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hookline.dev/v1alpha1",
+            "kind": "Webhook",
+            "metadata": {"name": "w", "namespace": "n", "uid": "u", "generation": generation},
+            "spec": {"path": "/w", "worker": {"template": {"spec": {"containers": [{"name": "h", "image": "h"}]}}}},
+            "status": {"gateway": "gw"}
+        }))
+        .expect("a valid Webhook");
+        webhook.metadata.generation = Some(generation);
+        webhook
+    }
+
+    #[test]
+    fn a_gateway_hears_of_changes_it_reads_and_of_removals() {
+        let concerns = Mutex::new(HashMap::new());
+        let passes = |event| concerning(&concerns, event).is_some();
+        let mut scaled = webhook(1);
+        scaled.status.get_or_insert_with(Default::default).backlog = Some(Default::default());
+        let cases = [
+            ("first sight", watcher::Event::InitApply(webhook(1)), true),
+            ("the scaler's write", watcher::Event::Apply(scaled), false),
+            ("a spec change", watcher::Event::Apply(webhook(2)), true),
+            ("the same again", watcher::Event::Apply(webhook(2)), false),
+            ("gone", watcher::Event::Delete(webhook(2)), true),
+            (
+                "seen anew after it",
+                watcher::Event::Apply(webhook(2)),
+                true,
+            ),
+        ];
+        for (name, event, expected) in cases {
+            assert_eq!(passes(event), expected, "{name}");
+        }
+    }
 }
