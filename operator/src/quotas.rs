@@ -62,7 +62,7 @@ pub fn policy_chars(lists: &[(String, Vec<String>)]) -> usize {
 }
 
 /// Every resource path a route needs: `/a/b/c` → `/a`, `/a/b`, `/a/b/c`.
-fn segments(path: &str) -> Vec<String> {
+pub fn segments(path: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for part in path.trim_matches('/').split('/').filter(|p| !p.is_empty()) {

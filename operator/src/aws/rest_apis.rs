@@ -1143,6 +1143,78 @@ fn settings_key(path: &str, method: &str) -> String {
     format!("{}/{method}", path.replace('/', "~1"))
 }
 
+/// The `UpdateStage` operations that make a stage's settings `spec`: the stage-wide
+/// throttle (`*/*`), one override per listed route, the access log; and the removal
+/// of every `POST` route override `spec` no longer lists, since the stage is the
+/// gateway's and only the operator writes route settings on it (a Webhook that drops
+/// its `throttling`, or is deleted, leaves none behind).
+pub fn stage_patch_operations(
+    settings: &HashMap<String, aws_sdk_apigateway::types::MethodSetting>,
+    access_log: Option<&aws_sdk_apigateway::types::AccessLogSettings>,
+    spec: &StageSpec,
+) -> Vec<PatchOperation> {
+    // AWS keys route settings as `~1a~1b/POST`; MiniStack decodes them to
+    // `/a/b/POST`. Either spelling is the same setting.
+    let current = |key: &str| {
+        settings
+            .get(key)
+            .or_else(|| settings.get(&key.replace("~1", "/")))
+    };
+    let mut ops = Vec::new();
+    let mut throttle = |key: String, rate: f64, burst: i32| {
+        let setting = current(&key);
+        if setting.is_none_or(|s| (s.throttling_rate_limit - rate).abs() > f64::EPSILON) {
+            ops.push(replace(
+                format!("/{key}/throttling/rateLimit"),
+                rate.to_string(),
+            ));
+        }
+        if setting.is_none_or(|s| s.throttling_burst_limit != burst) {
+            ops.push(replace(
+                format!("/{key}/throttling/burstLimit"),
+                burst.to_string(),
+            ));
+        }
+    };
+    throttle("*/*".to_owned(), spec.rate_limit, spec.burst_limit);
+    for (path, rate, burst) in &spec.route_throttling {
+        throttle(settings_key(path, "POST"), *rate, *burst);
+    }
+    let mut stale: Vec<String> = settings
+        .keys()
+        .filter_map(|key| {
+            let decoded = key.replace("~1", "/");
+            let (path, method) = decoded.rsplit_once('/')?;
+            (method == "POST" && path.starts_with('/')).then(|| path.to_owned())
+        })
+        .filter(|path| !spec.route_throttling.iter().any(|(p, _, _)| p == path))
+        .collect();
+    stale.sort_unstable();
+    stale.dedup();
+    for path in stale {
+        // Removing `/{resourcePath}/{httpMethod}` drops the whole override, as
+        // Terraform's aws_api_gateway_method_settings does on delete.
+        ops.push(
+            PatchOperation::builder()
+                .op(Op::Remove)
+                .path(format!("/{}", settings_key(&path, "POST")))
+                .build(),
+        );
+    }
+    if let Some((destination, format)) = &spec.access_log {
+        if access_log.and_then(|c| c.destination_arn.as_deref()) != Some(destination.as_str()) {
+            ops.push(replace(
+                "/accessLogSettings/destinationArn".into(),
+                destination.clone(),
+            ));
+        }
+        if access_log.and_then(|c| c.format.as_deref()) != Some(format.as_str()) {
+            ops.push(replace("/accessLogSettings/format".into(), format.clone()));
+        }
+    }
+    ops
+}
+
 fn replace(path: String, value: String) -> PatchOperation {
     PatchOperation::builder()
         .op(Op::Replace)
@@ -1475,43 +1547,11 @@ impl RestApis for ApiGatewayRestApis {
                     .send()
             })
             .await?;
-        let settings = stage.method_settings.unwrap_or_default();
-        let mut ops = Vec::new();
-        let mut throttle = |key: String, rate: f64, burst: i32| {
-            // AWS keys route settings as `~1a~1b/POST`; MiniStack decodes them to
-            // `/a/b/POST`. Either spelling is the same setting.
-            let current = settings
-                .get(&key)
-                .or_else(|| settings.get(&key.replace("~1", "/")));
-            if current.is_none_or(|s| (s.throttling_rate_limit - rate).abs() > f64::EPSILON) {
-                ops.push(replace(
-                    format!("/{key}/throttling/rateLimit"),
-                    rate.to_string(),
-                ));
-            }
-            if current.is_none_or(|s| s.throttling_burst_limit != burst) {
-                ops.push(replace(
-                    format!("/{key}/throttling/burstLimit"),
-                    burst.to_string(),
-                ));
-            }
-        };
-        throttle("*/*".to_owned(), spec.rate_limit, spec.burst_limit);
-        for (path, rate, burst) in &spec.route_throttling {
-            throttle(settings_key(path, "POST"), *rate, *burst);
-        }
-        if let Some((destination, format)) = &spec.access_log {
-            let current = stage.access_log_settings.as_ref();
-            if current.and_then(|c| c.destination_arn.as_deref()) != Some(destination.as_str()) {
-                ops.push(replace(
-                    "/accessLogSettings/destinationArn".into(),
-                    destination.clone(),
-                ));
-            }
-            if current.and_then(|c| c.format.as_deref()) != Some(format.as_str()) {
-                ops.push(replace("/accessLogSettings/format".into(), format.clone()));
-            }
-        }
+        let ops = stage_patch_operations(
+            &stage.method_settings.unwrap_or_default(),
+            stage.access_log_settings.as_ref(),
+            spec,
+        );
         if ops.is_empty() {
             return Ok(false);
         }
@@ -2437,6 +2477,90 @@ mod tests {
             lambda_authorizer_uri("arn:aws-us-gov:lambda:us-gov-west-1:1:function:auth"),
             "arn:aws-us-gov:apigateway:us-gov-west-1:lambda:path/2015-03-31/functions/arn:aws-us-gov:lambda:us-gov-west-1:1:function:auth/invocations"
         );
+    }
+
+    #[test]
+    fn stage_patches_set_listed_overrides_and_remove_the_rest() {
+        use aws_sdk_apigateway::types::MethodSetting;
+        let setting = |rate: f64, burst: i32| {
+            MethodSetting::builder()
+                .throttling_rate_limit(rate)
+                .throttling_burst_limit(burst)
+                .build()
+        };
+        let spec = |routes: Vec<(&str, f64, i32)>| StageSpec {
+            name: "live".to_owned(),
+            rate_limit: 100.0,
+            burst_limit: 200,
+            route_throttling: routes
+                .into_iter()
+                .map(|(p, r, b)| (p.to_owned(), r, b))
+                .collect(),
+            access_log: None,
+        };
+        let ops = |current: Vec<(&str, MethodSetting)>, spec: &StageSpec| {
+            let current: HashMap<String, MethodSetting> = current
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            stage_patch_operations(&current, None, spec)
+                .into_iter()
+                .map(|op| {
+                    format!(
+                        "{} {} {}",
+                        op.op().map_or("?", Op::as_str),
+                        op.path().unwrap_or_default(),
+                        op.value().unwrap_or_default()
+                    )
+                    .trim_end()
+                    .to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        type Case = (
+            &'static str,
+            Vec<(&'static str, MethodSetting)>,
+            StageSpec,
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "nothing differs",
+                vec![("*/*", setting(100.0, 200)), ("~1a/POST", setting(5.0, 10))],
+                spec(vec![("/a", 5.0, 10)]),
+                vec![],
+            ),
+            (
+                "a new override, and the stage-wide one set",
+                vec![],
+                spec(vec![("/a/b", 5.0, 10)]),
+                vec![
+                    "replace /*/*/throttling/rateLimit 100",
+                    "replace /*/*/throttling/burstLimit 200",
+                    "replace /~1a~1b/POST/throttling/rateLimit 5",
+                    "replace /~1a~1b/POST/throttling/burstLimit 10",
+                ],
+            ),
+            (
+                "an override no Webhook asks for goes, in either spelling",
+                vec![
+                    ("*/*", setting(100.0, 200)),
+                    ("~1a/POST", setting(5.0, 10)),
+                    ("/b/c/POST", setting(1.0, 1)),
+                ],
+                spec(vec![]),
+                vec!["remove /~1a/POST", "remove /~1b~1c/POST"],
+            ),
+            (
+                "MiniStack's decoded key is the same setting",
+                vec![("*/*", setting(100.0, 200)), ("/a/POST", setting(5.0, 10))],
+                spec(vec![("/a", 5.0, 10)]),
+                vec![],
+            ),
+        ];
+        for (name, current, spec, expected) in cases {
+            assert_eq!(ops(current, &spec), expected, "{name}");
+        }
     }
 
     #[test]

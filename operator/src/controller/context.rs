@@ -7,7 +7,7 @@ use kube::runtime::reflector::Store;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use super::deployer::Deployer;
+use super::deployer::{DeployRequests, Deployer};
 use crate::aws::{
     AcmCertificates, ApiGatewayAccount, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups,
     IamRoles, LambdaFunctions, Route53Dns, SqsQueues,
@@ -100,13 +100,15 @@ pub struct Context {
     pub recorder: Recorder,
     /// Coalesces stage deployments.
     pub deployer: Arc<Deployer>,
+    /// Webhooks' requests for their gateway to deploy their route changes.
+    pub deploys: Arc<DeployRequests>,
     /// Identifies this cluster in hostname ownership records.
     pub cluster: String,
     /// Reconcile counts and durations.
     pub metrics: super::metrics::ReconcileMetrics,
-    /// The resource policy last written or read per REST API, and when: each
-    /// webhook reconcile computes the gateway-wide policy, and re-reading the API
-    /// for every one would spend API Gateway's small quota on the same answer.
+    /// The resource policy last written (and deployed) or read per REST API, and
+    /// when: the gateway reconcile re-reads it only once a resync period, and a
+    /// Webhook with a source-IP allow list reads here whether it is enforced.
     pub policies: Arc<std::sync::Mutex<KnownPolicies>>,
     /// The webhook controllers' caches, replaced each time they start; reconciles read
     /// other Webhooks (path conflicts, a gateway's attachments) from here, not the API.
@@ -146,6 +148,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             aws: AwsServices::new(clients),
             deployer: Arc::new(Deployer::new(timing.deploy_window)),
+            deploys: Arc::default(),
             client,
             settings,
             timing,
@@ -219,6 +222,15 @@ impl Context {
         known.get(api_id).is_some_and(|(value, at)| {
             value.as_ref() == policy && at.elapsed() < self.timing.resync
         })
+    }
+
+    /// The policy the API was last seen with, if any was seen.
+    pub fn known_policy(&self, api_id: &str) -> Option<Option<serde_json::Value>> {
+        self.policies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(api_id)
+            .map(|(value, _)| value.clone())
     }
 
     /// Records the policy the API now has.

@@ -1,12 +1,15 @@
-//! Coalesced stage deployments. A deployment snapshots the whole REST API, so one
-//! started after a change includes it: many webhooks changing at once share one
+//! Coalesced stage deployments, and the requests for them ([`DeployRequests`]). A
+//! deployment snapshots the whole REST API, so one started after a change includes it: many webhooks changing at once share one
 //! `CreateDeployment` per gateway, instead of one each. AWS allows one
 //! `CreateDeployment` per 5 s per *account* (all gateways together), which the
 //! caller's rate limits enforce (see `aws::limits`); coalescing is what keeps many
 //! gateways from queueing behind each other there.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use hookline_crds::{Webhook, WebhookGateway};
+use kube::runtime::reflector::ObjectRef;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -76,5 +79,192 @@ impl Deployer {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.last_started = Some(started);
         Ok(())
+    }
+}
+
+/// What a gateway's next deployment must cover: the latest route change a Webhook
+/// reconcile made on the REST API, and the Webhooks waiting to see theirs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// When the latest change was complete.
+    pub changed_at: Instant,
+    /// The Webhooks whose routes wait for the deployment.
+    pub waiting: Vec<ObjectRef<Webhook>>,
+}
+
+/// Deployment requests from Webhook reconciles to gateway reconciles. A Webhook
+/// reconcile changes only its own route; the gateway reconcile deploys (the stage
+/// and the resource policy are its, and a deployment snapshots the whole API), then
+/// wakes the Webhooks that waited so they report their routes live. Memory only: a
+/// restarted operator finds undeployed routes from AWS's markers
+/// ([`crate::aws::RestApis::route_is_live`]) and asks again.
+#[derive(Debug, Default)]
+pub struct DeployRequests {
+    pending: std::sync::Mutex<HashMap<String, Pending>>,
+    /// Webhooks (by uid) that asked for a deployment and have not yet seen it live:
+    /// once they do, the authorizers their routes stopped using can go.
+    awaiting: std::sync::Mutex<HashSet<String>>,
+    gateways: std::sync::Mutex<Vec<UnboundedSender<ObjectRef<WebhookGateway>>>>,
+    webhooks: std::sync::Mutex<Vec<WebhookTrigger>>,
+}
+
+/// A webhook controller's trigger, with the namespace it watches (all when `None`).
+type WebhookTrigger = (Option<String>, UnboundedSender<ObjectRef<Webhook>>);
+
+fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl DeployRequests {
+    /// Gateways to reconcile because a Webhook asked for a deployment (one stream
+    /// per running gateway controller).
+    pub fn gateway_triggers(&self) -> UnboundedReceiver<ObjectRef<WebhookGateway>> {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        locked(&self.gateways).push(sender);
+        receiver
+    }
+
+    /// Webhooks (of `namespace`, or all) to reconcile because the deployment they
+    /// waited for is live.
+    pub fn webhook_triggers(
+        &self,
+        namespace: Option<String>,
+    ) -> UnboundedReceiver<ObjectRef<Webhook>> {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        locked(&self.webhooks).push((namespace, sender));
+        receiver
+    }
+
+    /// Asks `gateway`'s reconcile to deploy `api_id`, for `webhook`'s route changed
+    /// just now.
+    pub fn request(&self, api_id: &str, gateway: &str, webhook: &Webhook) {
+        let reference = ObjectRef::from_obj(webhook);
+        {
+            let mut pending = locked(&self.pending);
+            let entry = pending.entry(api_id.to_owned()).or_insert_with(|| Pending {
+                changed_at: Instant::now(),
+                waiting: Vec::new(),
+            });
+            entry.changed_at = Instant::now();
+            if !entry.waiting.contains(&reference) {
+                entry.waiting.push(reference);
+            }
+        }
+        if let Some(uid) = &webhook.metadata.uid {
+            locked(&self.awaiting).insert(uid.clone());
+        }
+        locked(&self.gateways)
+            .retain(|sender| sender.unbounded_send(ObjectRef::new(gateway)).is_ok());
+    }
+
+    /// What the next deployment of `api_id` must cover, taken (a deployment that
+    /// fails gives it back with [`Self::restore`]), when every change it covers was
+    /// made before `read_at`, the moment the gateway read the Webhooks it applies:
+    /// a change made since may rest on state it did not see (a new route's
+    /// source-IP allow list), and its request has queued another gateway reconcile.
+    pub fn take_before(&self, api_id: &str, read_at: Instant) -> Option<Pending> {
+        let mut pending = locked(&self.pending);
+        if pending.get(api_id)?.changed_at > read_at {
+            return None;
+        }
+        pending.remove(api_id)
+    }
+
+    /// Puts back what a failed deployment did not cover (merged with what came since).
+    pub fn restore(&self, api_id: &str, taken: Pending) {
+        let mut pending = locked(&self.pending);
+        match pending.get_mut(api_id) {
+            Some(entry) => {
+                for reference in taken.waiting {
+                    if !entry.waiting.contains(&reference) {
+                        entry.waiting.push(reference);
+                    }
+                }
+            }
+            None => {
+                pending.insert(api_id.to_owned(), taken);
+            }
+        }
+    }
+
+    /// Wakes the Webhooks whose routes a deployment made live.
+    pub fn deployed(&self, waiting: &[ObjectRef<Webhook>]) {
+        let mut webhooks = locked(&self.webhooks);
+        for reference in waiting {
+            webhooks.retain(|(namespace, sender)| {
+                if namespace.is_some() && namespace != &reference.namespace {
+                    return !sender.is_closed();
+                }
+                sender.unbounded_send(reference.clone()).is_ok()
+            });
+        }
+    }
+
+    /// Whether the Webhook `uid` asked for a deployment and has not yet done what
+    /// waited for it ([`Self::seen_live`]).
+    pub fn awaits(&self, uid: &str) -> bool {
+        locked(&self.awaiting).contains(uid)
+    }
+
+    /// The Webhook `uid` saw its route live and cleaned up after the deployment.
+    pub fn seen_live(&self, uid: &str) {
+        locked(&self.awaiting).remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(name: &str) -> Webhook {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hookline.dev/v1alpha1",
+            "kind": "Webhook",
+            "metadata": {"name": name, "namespace": "n", "uid": name},
+            "spec": {"path": "/w", "worker": {"template": {"spec": {"containers": [{"name": "h", "image": "h"}]}}}}
+        }))
+        .expect("a valid Webhook")
+    }
+
+    #[tokio::test]
+    async fn a_request_is_taken_only_by_a_reconcile_that_read_after_it() {
+        let requests = DeployRequests::default();
+        let mut gateways = requests.gateway_triggers();
+        let before = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        requests.request("api", "gw", &webhook("a"));
+        assert_eq!(
+            futures::StreamExt::next(&mut gateways).await,
+            Some(ObjectRef::new("gw"))
+        );
+        assert_eq!(requests.take_before("api", before), None, "read too early");
+        let taken = requests.take_before("api", Instant::now());
+        let waiting = taken.as_ref().map(|p| p.waiting.len());
+        assert_eq!(waiting, Some(1));
+        assert_eq!(requests.take_before("api", Instant::now()), None);
+        // A failed deployment gives it back, merged with what came meanwhile.
+        requests.request("api", "gw", &webhook("b"));
+        if let Some(taken) = taken {
+            requests.restore("api", taken);
+        }
+        let again = requests.take_before("api", Instant::now());
+        assert_eq!(again.map(|p| p.waiting.len()), Some(2));
+        assert!(requests.awaits("a"));
+        requests.seen_live("a");
+        assert!(!requests.awaits("a"));
+    }
+
+    #[tokio::test]
+    async fn a_deployment_wakes_the_waiting_webhooks_in_their_namespace() {
+        let requests = DeployRequests::default();
+        let mut here = requests.webhook_triggers(Some("n".to_owned()));
+        let mut elsewhere = requests.webhook_triggers(Some("other".to_owned()));
+        let reference = ObjectRef::from_obj(&webhook("a"));
+        requests.deployed(std::slice::from_ref(&reference));
+        assert_eq!(here.try_recv().ok(), Some(reference));
+        assert!(
+            elsewhere.try_recv().is_err(),
+            "nothing for another namespace"
+        );
     }
 }

@@ -20,6 +20,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use std::sync::Arc;
 
 use super::context::Context;
+use super::index::{self, GatewayIndex};
 use super::{Error, FINALIZER, Result, status};
 use crate::aws::certificates::Status as CertStatus;
 use crate::aws::dns::{Record, Value};
@@ -147,7 +148,17 @@ async fn apply(
     let mut status = current.clone().unwrap_or_default();
     status.observed_generation = gateway.metadata.generation;
     let mut parts = Parts::default();
-    let outcome = converge(api, gateway, ctx, &mut status, &mut parts).await;
+    let read_at = tokio::time::Instant::now();
+    let webhooks = ctx.list_webhooks().await?;
+    let index = GatewayIndex::build(
+        &gateway.name_any(),
+        &index::attachments(&webhooks, None),
+        &ctx.quotas,
+    );
+    let mut outcome = converge(api, gateway, ctx, &index, &mut status, &mut parts).await;
+    if let Ok(ready) = &mut outcome {
+        *ready &= routes(ctx, &status, &index, read_at, &mut parts).await;
+    }
     // Access logs inform but do not gate Ready: webhooks are served without them.
     let (informational, gating): (Vec<Report>, Vec<Report>) = parts
         .reports
@@ -181,6 +192,7 @@ async fn converge(
     api: &Api<WebhookGateway>,
     gateway: &WebhookGateway,
     ctx: &Context,
+    index: &GatewayIndex,
     status: &mut WebhookGatewayStatus,
     parts: &mut Parts,
 ) -> Result<bool> {
@@ -275,7 +287,7 @@ async fn converge(
             name: spec.stage_name.clone(),
             rate_limit: spec.throttling.rate_limit,
             burst_limit: spec.throttling.burst_limit,
-            route_throttling: Vec::new(),
+            route_throttling: index.route_throttling(),
             access_log,
         };
         if parts
@@ -386,14 +398,80 @@ async fn converge(
         });
     }
     status.url = Some(format!("https://{}", spec.hostname));
-    status.attached_webhooks = Some(
-        attached(ctx, &name)
-            .await?
-            .len()
-            .try_into()
-            .unwrap_or(i32::MAX),
-    );
+    status.attached_webhooks = Some(index.attached().try_into().unwrap_or(i32::MAX));
     Ok(aliased)
+}
+
+/// What the gateway's Webhooks share besides the stage: the source-IP resource
+/// policy from the index, and the deployments that make route and policy changes
+/// live (asked for by Webhook reconciles, see [`super::deployer::DeployRequests`]),
+/// covering the requests made before `read_at`, when `index` was read.
+/// Failures go to `ApiReady`; true when nothing waits for a deployment.
+async fn routes(
+    ctx: &Context,
+    status: &WebhookGatewayStatus,
+    index: &GatewayIndex,
+    read_at: tokio::time::Instant,
+    parts: &mut Parts,
+) -> bool {
+    let (Some(api_id), Some(stage)) = (status.rest_api_id.as_deref(), status.stage_name.as_deref())
+    else {
+        return true;
+    };
+    let policy = index.source_ip_policy();
+    let mut policy_changed = false;
+    // Read back unchanged: remembered, so the next passes within a resync skip it.
+    let mut policy_read = false;
+    if !ctx.policy_is_known(api_id, policy.as_ref()) {
+        match ctx.aws.apis.ensure_policy(api_id, policy.as_ref()).await {
+            Ok(true) => {
+                tracing::info!(api = %api_id, limited_routes = index.source_ip_lists().iter().filter(|(_, c)| !c.is_empty()).count(), "updated the REST API's source-IP policy");
+                policy_changed = true;
+            }
+            Ok(false) => policy_read = true,
+            Err(e) => parts.failed(API_READY, e),
+        }
+    }
+    let requested = ctx.deploys.take_before(api_id, read_at);
+    if !policy_changed && requested.is_none() {
+        if policy_read {
+            ctx.remember_policy(api_id, policy);
+        }
+        return true;
+    }
+    // A resource policy takes effect only once deployed.
+    let changed_at = match &requested {
+        Some(pending) if !policy_changed => pending.changed_at,
+        _ => tokio::time::Instant::now(),
+    };
+    match ctx
+        .deployer
+        .deploy_after(&ctx.aws.apis, api_id, stage, changed_at)
+        .await
+    {
+        Ok(()) => {
+            let waiting = requested.map(|p| p.waiting).unwrap_or_default();
+            tracing::info!(api = %api_id, %stage, routes = waiting.len(), "deployed the REST API");
+            if policy_changed || policy_read {
+                ctx.remember_policy(api_id, policy);
+            }
+            ctx.deploys.deployed(&waiting);
+            true
+        }
+        Err(e) => {
+            // Asked again, so that the retry deploys even when the policy it wrote
+            // now reads back unchanged.
+            ctx.deploys.restore(
+                api_id,
+                requested.unwrap_or(super::deployer::Pending {
+                    changed_at,
+                    waiting: Vec::new(),
+                }),
+            );
+            parts.failed(API_READY, e);
+            false
+        }
+    }
 }
 
 /// The stage's access-log destination and format, or `None` when logs are off, the

@@ -7,8 +7,9 @@
 //! # Layout
 //! - [`context`]: what every reconcile shares (clients, AWS services, settings).
 //! - [`gateway`], [`webhook`]: the two reconcilers.
-//! - [`deployer`]: coalesces stage deployments per gateway.
+//! - [`deployer`]: coalesces stage deployments per gateway; Webhooks' requests for them.
 //! - [`identity`]: a worker's ServiceAccount and, for IRSA, its namespace's role.
+//! - [`index`]: the pure gateway index (path owners, quotas, what routes share).
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
 //! - [`status`]: status writes and condition Events.
 //! - [`run`]: runs the controllers.
@@ -17,6 +18,7 @@ pub mod context;
 pub mod deployer;
 pub mod gateway;
 pub mod identity;
+pub mod index;
 pub mod metrics;
 pub mod run;
 pub mod selector;

@@ -1,6 +1,7 @@
-//! The `Webhook` reconciler: validate (gateway, namespace, secrets, path) → queue
-//! pair → route (auth, template) → coalesced deployment → worker ServiceAccount and
-//! Deployment → status (URL, queues, backlog).
+//! The `Webhook` reconciler: validate (gateway, namespace, secrets, and the gateway
+//! index's word on path and quotas) → queue pair → route (auth, template; deployed by
+//! the gateway's reconcile, which owns the stage and the resource policy) → worker
+//! ServiceAccount and Deployment → status (URL, queues, backlog).
 
 use hookline_crds::conditions::{QUEUE_READY, READY, ROUTE_READY, WORKER_READY};
 use hookline_crds::reasons::{
@@ -27,14 +28,14 @@ use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
 use super::context::Context;
+use super::index::{self, Admission, GatewayIndex, authorizer_name};
 use super::{
     ALLOW_DLQ_LOSS, ALLOW_QUEUE_LOSS, Error, FINALIZER, MANAGER, Result, identity, selector, status,
 };
 use crate::aws::functions::{authorizer_source_arn, authorizer_statement_id};
-use crate::aws::rest_apis::source_ip_policy;
 use crate::aws::{
     ApiRef, AuthorizerSpec, AwsError, DeletedAuthorizer, Functions, QueuePair, Queues, RestApis,
-    RouteAuth, RouteSpec, StageSpec,
+    RouteAuth, RouteSpec,
 };
 use crate::conditions::Report;
 use crate::desired::{self, webhook_owner};
@@ -224,66 +225,26 @@ async fn validate(
             ),
         )));
     }
-    // The older Webhook on the same gateway and path keeps it.
+    // Path ownership and quotas are the gateway index's decisions.
     let others = ctx.list_webhooks().await?;
-    let older = others.iter().find(|other| {
-        other.metadata.uid != webhook.metadata.uid
-            && other.spec.path == webhook.spec.path
-            && other.metadata.deletion_timestamp.is_none()
-            && other.status.as_ref().and_then(|s| s.gateway.as_deref())
-                == Some(gateway.name_any().as_str())
-            && (
-                other.metadata.creation_timestamp.clone(),
-                other.metadata.uid.clone(),
-            ) < (
-                webhook.metadata.creation_timestamp.clone(),
-                webhook.metadata.uid.clone(),
-            )
-    });
-    if let Some(older) = older {
-        return Ok(Err(invalid(
+    let gateway_name = gateway.name_any();
+    let attached = index::attachments(&others, Some((&gateway_name, webhook)));
+    let index = GatewayIndex::build(&gateway_name, &attached, &ctx.quotas);
+    match index.admission(webhook) {
+        Admission::Admitted => Ok(Ok(gateway)),
+        Admission::PathTaken { owner } => Ok(Err(invalid(
             ROUTE_READY,
             PATH_CONFLICT,
             format!(
-                "Webhook {}/{} already serves {} on gateway {}",
-                older.namespace().unwrap_or_default(),
-                older.name_any(),
-                webhook.spec.path,
-                gateway.name_any()
+                "Webhook {owner} already serves {} on gateway {gateway_name}",
+                webhook.spec.path
             ),
-        )));
+        ))),
+        Admission::Refused(refusal) => {
+            Ok(Err(invalid(ROUTE_READY, refusal.reason, refusal.message)))
+        }
+        Admission::NotAttached => Err(Error::Malformed("uid")),
     }
-    let refused = quota_refusals(ctx, &others, webhook, &gateway.name_any());
-    if let Some(refusal) = webhook
-        .metadata
-        .uid
-        .as_ref()
-        .and_then(|uid| refused.get(uid))
-    {
-        return Ok(Err(invalid(
-            ROUTE_READY,
-            refusal.reason,
-            refusal.message.clone(),
-        )));
-    }
-    Ok(Ok(gateway))
-}
-
-/// The Webhooks over an AWS quota (see [`crate::quotas`]): `webhook` on `gateway`,
-/// and every other Webhook on the gateway it is attached to.
-fn quota_refusals(
-    ctx: &Context,
-    others: &[Webhook],
-    webhook: &Webhook,
-    gateway: &str,
-) -> std::collections::BTreeMap<String, crate::quotas::Refusal> {
-    let mut attached: Vec<(String, &Webhook)> = others
-        .iter()
-        .filter(|other| other.metadata.uid != webhook.metadata.uid)
-        .filter_map(|other| Some((other.status.as_ref()?.gateway.clone()?, other)))
-        .collect();
-    attached.push((gateway.to_owned(), webhook));
-    crate::quotas::refusals(&attached, &ctx.quotas)
 }
 
 fn aws_failure(part: &'static str, error: &AwsError) -> Report {
@@ -509,7 +470,7 @@ async fn route(
         RouteAuth::None | RouteAuth::ApiKey => None,
     };
 
-    let (resource_id, mut changed) = aws
+    let (resource_id, changed) = aws
         .apis
         .ensure_route(
             &rest_api,
@@ -525,89 +486,35 @@ async fn route(
         .inspect_err(|e| reports.push(fail(e)))?;
     // Unchanged now is not deployed: a change made just before the operator stopped
     // may never have been deployed. AWS knows; memory does not survive a restart.
-    if !changed {
-        changed = !aws
+    let live = !changed
+        && aws
             .apis
             .route_is_live(&api_id, &resource_id, &stage)
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
-    }
     status.route = Some(RouteRef {
         rest_api_id: api_id.clone(),
         resource_id,
     });
-
-    // Route throttling and source-IP limits live on the gateway's stage and API, shared
-    // by every webhook of the gateway.
-    if let Some(throttling) = &webhook.spec.throttling {
-        aws.apis
-            .ensure_stage(
-                &api_id,
-                &StageSpec {
-                    name: stage.clone(),
-                    rate_limit: gateway.spec.throttling.rate_limit,
-                    burst_limit: gateway.spec.throttling.burst_limit,
-                    route_throttling: vec![(
-                        webhook.spec.path.clone(),
-                        throttling.rate_limit,
-                        throttling.burst_limit,
-                    )],
-                    access_log: None,
-                },
-            )
-            .await
-            .inspect_err(|e| reports.push(fail(e)))?;
+    // Deployments, the stage's route throttles and the source-IP policy are the
+    // gateway's (it applies them from its index of Webhooks); this route waits.
+    if !live {
+        ctx.deploys.request(&api_id, &gateway.name_any(), webhook);
+        reports.push(Report::failed(
+            ROUTE_READY,
+            PROGRESSING,
+            format!(
+                "POST {} waits for WebhookGateway {} to deploy it to stage {stage}",
+                webhook.spec.path,
+                gateway.name_any()
+            ),
+        ));
+        return Ok(false);
     }
-    let everyone = ctx.list_webhooks().await?;
-    // A Webhook refused for a quota has no say in the policy (its list may be the
-    // one that does not fit).
-    let refused = quota_refusals(ctx, &everyone, webhook, &gateway.name_any());
-    let mut lists: Vec<(String, Vec<String>)> = everyone
-        .iter()
-        .filter(|w| {
-            w.status.as_ref().and_then(|s| s.gateway.as_deref())
-                == Some(gateway.name_any().as_str())
-        })
-        .filter(|w| {
-            w.metadata.uid != webhook.metadata.uid
-                && w.metadata.deletion_timestamp.is_none()
-                && w.metadata
-                    .uid
-                    .as_ref()
-                    .is_none_or(|uid| !refused.contains_key(uid))
-        })
-        .map(|w| {
-            (
-                w.spec.path.clone(),
-                w.spec.auth.source_ip_allow_list.clone(),
-            )
-        })
-        .collect();
-    lists.push((
-        webhook.spec.path.clone(),
-        webhook.spec.auth.source_ip_allow_list.clone(),
-    ));
-    let policy = source_ip_policy(&lists);
-    let mut policy_failure = None;
-    if !ctx.policy_is_known(&api_id, policy.as_ref()) {
-        // The policy is gateway-wide: failing to set it must not keep this route
-        // (or any other) from being deployed. It is reported, and retried, below.
-        match aws.apis.ensure_policy(&api_id, policy.as_ref()).await {
-            Ok(updated) => {
-                changed |= updated;
-                ctx.remember_policy(&api_id, policy);
-            }
-            Err(e) => policy_failure = Some(e),
-        }
-    }
-
-    if changed {
-        ctx.deployer
-            .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
-            .await
-            .inspect_err(|e| reports.push(fail(e)))?;
-        // Authorizers the route no longer uses (replaced, or the mode changed), once
-        // the deployment that stopped using them is live.
+    let uid = webhook.metadata.uid.as_deref().unwrap_or_default();
+    if ctx.deploys.awaits(uid) {
+        // Authorizers the route no longer uses (replaced, or the mode changed), now
+        // that the deployment that stopped using them is live.
         let deleted = aws
             .apis
             .delete_authorizers(
@@ -620,24 +527,28 @@ async fn route(
         revoke_invoke_permissions(&aws.functions, &api_id, &deleted)
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
+        ctx.deploys.seen_live(uid);
     }
-    if let Some(e) = policy_failure {
-        if webhook.spec.auth.source_ip_allow_list.is_empty() {
-            // This route does not depend on the policy; the Webhooks that list
-            // sources report it and retry.
-            tracing::warn!(error = %e, api = %api_id, "the gateway's source-IP policy could not be set");
-        } else {
-            reports.push(Report::failed(
-                ROUTE_READY,
-                AWS_ERROR,
-                format!(
-                    "POST {} is deployed, but its sourceIpAllowList is not enforced: the \
-                     gateway's resource policy could not be set: {e}",
-                    webhook.spec.path
-                ),
-            ));
-            return Err(e.into());
-        }
+    let allow_list = &webhook.spec.auth.source_ip_allow_list;
+    if !allow_list.is_empty()
+        && !index::policy_enforces(
+            ctx.known_policy(&api_id).flatten().as_ref(),
+            &webhook.spec.path,
+            allow_list,
+        )
+    {
+        reports.push(Report::failed(
+            ROUTE_READY,
+            PROGRESSING,
+            format!(
+                "POST {} is deployed, but its sourceIpAllowList is not enforced yet: it waits \
+                 for WebhookGateway {} to put it in the REST API's resource policy (see the \
+                 gateway's ApiReady condition)",
+                webhook.spec.path,
+                gateway.name_any()
+            ),
+        ));
+        return Ok(false);
     }
     let base = gateway_status
         .url
@@ -649,11 +560,6 @@ async fn route(
         format!("POST {} is deployed to stage {stage}", webhook.spec.path),
     ));
     Ok(true)
-}
-
-/// The name of a Webhook's authorizer in its gateway's REST API.
-fn authorizer_name(namespace: &str, name: &str) -> String {
-    format!("{namespace}-{name}")
 }
 
 /// Removes the grants that let API Gateway invoke deleted Lambda authorizers.
@@ -909,6 +815,8 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
                 root_resource_id: root,
             };
             aws.apis.delete_route(&rest_api, &webhook.spec.path).await?;
+            // Deployed here rather than asked of the gateway: the queue may go only
+            // once the live stage no longer accepts requests into it.
             ctx.deployer
                 .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
                 .await?;
