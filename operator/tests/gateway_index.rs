@@ -80,6 +80,7 @@ async fn shared_settings_follow_the_webhooks_that_ask_for_them() -> Result<()> {
         region: hookline_tests::aws::REGION.to_owned(),
         worker_image: "hookline-worker:test".to_owned(),
         aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
+        irsa_oidc_provider_arn: None,
     };
     let clients = AwsClients::new(&sdk, &RateLimits::unlimited(), RetryPolicy::default());
     let zone_name = format!("gi{id}.example.com");
