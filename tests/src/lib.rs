@@ -218,9 +218,11 @@ macro_rules! data_plane_test {
     ($test:ident on $($emulator:ident),+ $(,)?) => {
         mod $test {
             $(
-                #[tokio::test]
-                async fn $emulator() -> ::anyhow::Result<()> {
-                    super::$test($crate::data_plane_test!(@kind $emulator)).await
+                #[test]
+                fn $emulator() -> ::anyhow::Result<()> {
+                    $crate::block_on_large_stack(|| {
+                        super::$test($crate::data_plane_test!(@kind $emulator))
+                    })
                 }
             )+
         }
@@ -231,6 +233,36 @@ macro_rules! data_plane_test {
     (@kind localstack) => {
         $crate::EmulatorKind::LocalStack
     };
+}
+
+/// Runs a test's future on its own thread with a 64 MiB stack and a current-thread
+/// runtime, as `#[tokio::test]` would on the test harness's 2 MiB thread.
+///
+/// Unoptimised builds lay out every state of an async fn inline, so an end-to-end
+/// test that awaits the whole product grows past 2 MiB as the product does, and a
+/// stack overflow aborts the whole test binary. The future is made on the new thread
+/// and boxed, so it never sits on a small stack.
+pub fn block_on_large_stack<F, Fut>(make: F) -> Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let name = std::thread::current().name().unwrap_or("test").to_owned();
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .stack_size(64 << 20)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("building the test's runtime")?;
+            runtime.block_on(Box::pin(make()))
+        })
+        .context("starting the test's thread")?;
+    match thread.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// Root of the repository (the parent of this crate).

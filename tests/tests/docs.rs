@@ -733,7 +733,27 @@ fn install_eks_fills_every_policy_placeholder() -> Result<()> {
         "NAMESPACE",
         "SERVICE_",
         "OIDC_PROVIDER",
+        "HOSTNAME",
     ];
+    // A placeholder added to a policy file must be added above (and to the guide).
+    let not_placeholders = [
+        "AAAA", "CNAME", "TXT", "GET", "PUT", "POST", "PATCH", "DELETE",
+    ];
+    for entry in std::fs::read_dir(&files)? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        let capitals = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        for word in capitals {
+            assert!(
+                not_placeholders.contains(&word)
+                    || placeholders.iter().any(|p| word.starts_with(p)),
+                "{} has a placeholder {word} this test does not know",
+                path.display()
+            );
+        }
+    }
     let mut wrong = Vec::new();
     for command in &commands {
         let command = command.replace("charts/hookline/files/", &format!("{}/", files.display()));
@@ -747,6 +767,7 @@ fn install_eks_fills_every_policy_placeholder() -> Result<()> {
                 ("ACCOUNT", "123456789012"),
                 ("ZONE_ID", "Z0123456789ABC"),
                 ("PREFIX", "hl"),
+                ("HOST", "hooks.example.com"),
                 (
                     "OIDC_PROVIDER",
                     "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE",
