@@ -20,7 +20,6 @@ use common::Operator;
 use hookline_crds::WebhookGateway;
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
 use hookline_operator::controller::context::{Context, Timing};
-use hookline_operator::desired::Settings;
 use hookline_tests::Bench;
 use hookline_tests::util::wait_for;
 use k8s_openapi::api::events::v1::Event;
@@ -89,13 +88,7 @@ async fn gateway_parts_converge_apart_and_deletion_waits_for_acm() -> Result<()>
     );
     let id = std::process::id();
     let prefix = format!("gt{id}");
-    let settings = Settings {
-        name_prefix: prefix.clone(),
-        region: hookline_tests::aws::REGION.to_owned(),
-        worker_image: "hookline-worker:test".to_owned(),
-        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
-        irsa_oidc_provider_arn: None,
-    };
+    let settings = common::settings(bench.aws.endpoint(), &prefix);
     let timing = Timing {
         resync: Duration::from_secs(2),
         pending: Duration::from_secs(1),
@@ -112,13 +105,7 @@ async fn gateway_parts_converge_apart_and_deletion_waits_for_acm() -> Result<()>
         Vec::new(),
     );
     let zone = format!("gt{id}.example.com");
-    clients
-        .route53
-        .create_hosted_zone()
-        .name(&zone)
-        .caller_reference(format!("gt{id}"))
-        .send()
-        .await?;
+    common::hosted_zone(&clients, &zone).await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
 
     // 1. A fresh account: API Gateway has no CloudWatch Logs role.

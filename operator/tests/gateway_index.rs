@@ -14,7 +14,6 @@ use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
 use hookline_operator::controller::context::{Context, Timing};
-use hookline_operator::desired::Settings;
 use hookline_tests::Bench;
 use hookline_tests::util::wait_for;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -75,22 +74,10 @@ async fn shared_settings_follow_the_webhooks_that_ask_for_them() -> Result<()> {
     let client = bench.kube.client().await?;
     let sdk = bench.aws.sdk_config().await;
     let id = std::process::id();
-    let settings = Settings {
-        name_prefix: format!("gi{id}"),
-        region: hookline_tests::aws::REGION.to_owned(),
-        worker_image: "hookline-worker:test".to_owned(),
-        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
-        irsa_oidc_provider_arn: None,
-    };
+    let settings = common::settings(bench.aws.endpoint(), &format!("gi{id}"));
     let clients = AwsClients::new(&sdk, &RateLimits::unlimited(), RetryPolicy::default());
     let zone_name = format!("gi{id}.example.com");
-    clients
-        .route53
-        .create_hosted_zone()
-        .name(&zone_name)
-        .caller_reference(format!("gi{id}"))
-        .send()
-        .await?;
+    common::hosted_zone(&clients, &zone_name).await?;
     let ns = bench.kube.namespace(&client, "index").await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gw_name = format!("gi-{id}");

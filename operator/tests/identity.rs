@@ -107,11 +107,8 @@ async fn a_namespace_shares_one_service_account_and_one_irsa_role() -> Result<()
         .open_id_connect_provider_arn
         .context("no provider ARN")?;
     let settings = Settings {
-        name_prefix: prefix.clone(),
-        region: hookline_tests::aws::REGION.to_owned(),
-        worker_image: "hookline-worker:test".to_owned(),
-        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
         irsa_oidc_provider_arn: Some(provider.clone()),
+        ..common::settings(bench.aws.endpoint(), &prefix)
     };
     let timing = Timing {
         resync: Duration::from_secs(2),
@@ -130,13 +127,7 @@ async fn a_namespace_shares_one_service_account_and_one_irsa_role() -> Result<()
     );
     install_keda_crds(&client).await?;
     let zone = format!("id{id}.example.com");
-    clients
-        .route53
-        .create_hosted_zone()
-        .name(&zone)
-        .caller_reference(format!("id{id}"))
-        .send()
-        .await?;
+    common::hosted_zone(&clients, &zone).await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gw_name = format!("teams-{id}");
     gateways

@@ -19,7 +19,6 @@ use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::dns::Record;
 use hookline_operator::aws::{AwsClients, Dns, RateLimits, RetryPolicy, Route53Dns};
 use hookline_operator::controller::context::{Context, Timing};
-use hookline_operator::desired::Settings;
 use hookline_tests::aws::Options;
 use hookline_tests::iam::{
     PolicyValues, as_evaluated_by, chart_policy, user_with_policy, without_statement,
@@ -140,16 +139,6 @@ fn operator_policy(bench: &Bench, prefix: &str, zone_id: &str) -> Result<serde_j
     Ok(as_evaluated_by(bench.aws.kind(), &policy))
 }
 
-fn settings(bench: &Bench, prefix: &str) -> Settings {
-    Settings {
-        name_prefix: prefix.to_owned(),
-        region: hookline_tests::aws::REGION.to_owned(),
-        worker_image: "hookline-worker:test".to_owned(),
-        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
-        irsa_oidc_provider_arn: None,
-    }
-}
-
 const TIMING: Timing = Timing {
     resync: Duration::from_secs(3),
     pending: Duration::from_secs(1),
@@ -157,21 +146,6 @@ const TIMING: Timing = Timing {
     deploy_window: Duration::from_millis(100),
     drain_stall: Duration::from_secs(3600),
 };
-
-/// Creates the public zone `name` as the platform team would (with root keys) and
-/// returns its id.
-async fn hosted_zone(clients: &AwsClients, name: &str) -> Result<String> {
-    Ok(clients
-        .route53
-        .create_hosted_zone()
-        .name(name)
-        .caller_reference(name)
-        .send()
-        .await?
-        .hosted_zone
-        .context("CreateHostedZone returned no zone")?
-        .id)
-}
 
 /// Where a POST to the gateway's `path` goes, as `(Host, request path)`: its custom
 /// domain where the emulator serves custom domains by `Host` (as AWS serves them at
@@ -221,7 +195,7 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
 
     // What the platform team has: a zone; what the app team has: a namespace and a secret.
     let zone_name = format!("op{id}.example.com");
-    let zone_id = hosted_zone(&clients, &zone_name).await?;
+    let zone_id = common::hosted_zone(&clients, &zone_name).await?;
     let operator_aws = operator_clients(
         &bench,
         &format!("{prefix}-operator"),
@@ -231,7 +205,7 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     let ctx = Context::new(
         client.clone(),
         &operator_aws,
-        settings(&bench, &prefix),
+        common::settings(bench.aws.endpoint(), &prefix),
         TIMING,
         "bench".to_owned(),
         Vec::new(),
@@ -1011,7 +985,7 @@ async fn a_missing_permission_is_reported_in_a_condition() -> Result<()> {
     let id = std::process::id();
     let prefix = format!("deny{id}");
     let zone_name = format!("deny{id}.example.com");
-    let zone_id = hosted_zone(&root, &zone_name).await?;
+    let zone_id = common::hosted_zone(&root, &zone_name).await?;
     let policy = without_statement(
         &operator_policy(&bench, &prefix, &zone_id)?,
         "QueuesNamedByThePrefix",
@@ -1020,7 +994,7 @@ async fn a_missing_permission_is_reported_in_a_condition() -> Result<()> {
     let ctx = Context::new(
         client.clone(),
         &operator_aws,
-        settings(&bench, &prefix),
+        common::settings(bench.aws.endpoint(), &prefix),
         TIMING,
         "bench".to_owned(),
         Vec::new(),

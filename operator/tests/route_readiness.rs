@@ -87,23 +87,11 @@ async fn a_route_is_ready_only_once_deployed() -> Result<()> {
     let client = bench.kube.client().await?;
     let sdk = bench.aws.sdk_config().await;
     let id = std::process::id();
-    let settings = Settings {
-        name_prefix: format!("rr{id}"),
-        region: hookline_tests::aws::REGION.to_owned(),
-        worker_image: "hookline-worker:test".to_owned(),
-        aws_endpoint_url: Some(bench.aws.endpoint().to_owned()),
-        irsa_oidc_provider_arn: None,
-    };
+    let settings = common::settings(bench.aws.endpoint(), &format!("rr{id}"));
     let clients = AwsClients::new(&sdk, &RateLimits::unlimited(), RetryPolicy::default());
 
     let zone_name = format!("rr{id}.example.com");
-    clients
-        .route53
-        .create_hosted_zone()
-        .name(&zone_name)
-        .caller_reference(format!("rr{id}"))
-        .send()
-        .await?;
+    common::hosted_zone(&clients, &zone_name).await?;
     let ns = bench.kube.namespace(&client, "ready").await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gw_name = format!("rr-{id}");

@@ -1,7 +1,10 @@
 //! Helpers shared by the operator's bench tests (each test binary uses a subset).
 #![allow(dead_code)]
 
+use anyhow::{Context as _, Result};
+use hookline_operator::aws::AwsClients;
 use hookline_operator::controller::context::Context;
+use hookline_operator::desired::Settings;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -37,4 +40,31 @@ impl Operator {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
     }
+}
+
+/// The operator's settings on the bench: names under `prefix`, AWS at `endpoint`. One
+/// place, so a new setting is one line here rather than one per test file.
+pub fn settings(endpoint: &str, prefix: &str) -> Settings {
+    Settings {
+        name_prefix: prefix.to_owned(),
+        region: hookline_tests::aws::REGION.to_owned(),
+        worker_image: "hookline-worker:test".to_owned(),
+        aws_endpoint_url: Some(endpoint.to_owned()),
+        irsa_oidc_provider_arn: None,
+    }
+}
+
+/// Creates a public hosted zone `name` on the emulator; returns its id.
+pub async fn hosted_zone(clients: &AwsClients, name: &str) -> Result<String> {
+    Ok(clients
+        .route53
+        .create_hosted_zone()
+        .name(name)
+        .caller_reference(name)
+        .send()
+        .await
+        .with_context(|| format!("creating the hosted zone {name}"))?
+        .hosted_zone
+        .context("CreateHostedZone returned no zone")?
+        .id)
 }
