@@ -19,7 +19,7 @@ use aws_sdk_apigateway::types::{Op, PatchOperation};
 use common::Operator;
 use hookline_crds::WebhookGateway;
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
-use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::controller::context::Context;
 use hookline_tests::Bench;
 use hookline_tests::util::wait_for;
 use k8s_openapi::api::events::v1::Event;
@@ -89,13 +89,7 @@ async fn gateway_parts_converge_apart_and_deletion_waits_for_acm() -> Result<()>
     let id = std::process::id();
     let prefix = format!("gt{id}");
     let settings = common::settings(bench.aws.endpoint(), &prefix);
-    let timing = Timing {
-        resync: Duration::from_secs(2),
-        pending: Duration::from_secs(1),
-        error: Duration::from_secs(1),
-        deploy_window: Duration::from_millis(100),
-        ..Timing::default()
-    };
+    let timing = common::fast_timing(Duration::from_secs(2));
     let ctx = Context::new(
         client.clone(),
         &clients,

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
-use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::controller::context::Context;
 use hookline_tests::Bench;
 use hookline_tests::util::wait_for;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -81,30 +81,19 @@ async fn shared_settings_follow_the_webhooks_that_ask_for_them() -> Result<()> {
     let ns = bench.kube.namespace(&client, "index").await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gw_name = format!("gi-{id}");
-    gateways
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "hookline.dev/v1alpha1",
-                "kind": "WebhookGateway",
-                "metadata": {"name": gw_name},
-                "spec": {"hostname": format!("hooks.{zone_name}"), "hostedZone": {"name": zone_name},
-                         "allowedNamespaces": {"from": "All"}}
-            }))?,
-        )
-        .await?;
+    common::create_gateway(
+        &client,
+        &gw_name,
+        &zone_name,
+        json!({"allowedNamespaces": {"from": "All"}}),
+    )
+    .await?;
     // A long resync: what changes must come from the Webhooks' changes, not a timer.
     let operator = Operator::start(Context::new(
         client.clone(),
         &clients,
         settings.clone(),
-        Timing {
-            resync: Duration::from_secs(600),
-            pending: Duration::from_secs(1),
-            error: Duration::from_secs(1),
-            deploy_window: Duration::from_millis(100),
-            ..Timing::default()
-        },
+        common::fast_timing(Duration::from_secs(600)),
         "bench".to_owned(),
         Vec::new(),
     ));

@@ -15,9 +15,9 @@ mod common;
 
 use anyhow::{Context as _, Result};
 use common::Operator;
-use hookline_crds::{Webhook, WebhookGateway};
+use hookline_crds::Webhook;
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
-use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::controller::context::Context;
 use hookline_operator::desired::Settings;
 use hookline_operator::names;
 use hookline_tests::Bench;
@@ -110,13 +110,7 @@ async fn a_namespace_shares_one_service_account_and_one_irsa_role() -> Result<()
         irsa_oidc_provider_arn: Some(provider.clone()),
         ..common::settings(bench.aws.endpoint(), &prefix)
     };
-    let timing = Timing {
-        resync: Duration::from_secs(2),
-        pending: Duration::from_secs(1),
-        error: Duration::from_secs(1),
-        deploy_window: Duration::from_millis(100),
-        ..Timing::default()
-    };
+    let timing = common::fast_timing(Duration::from_secs(2));
     let ctx = Context::new(
         client.clone(),
         &clients,
@@ -128,27 +122,18 @@ async fn a_namespace_shares_one_service_account_and_one_irsa_role() -> Result<()
     install_keda_crds(&client).await?;
     let zone = format!("id{id}.example.com");
     common::hosted_zone(&clients, &zone).await?;
-    let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gw_name = format!("teams-{id}");
-    gateways
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "hookline.dev/v1alpha1",
-                "kind": "WebhookGateway",
-                "metadata": {"name": gw_name},
-                "spec": {
-                    "hostname": format!("hooks.{zone}"),
-                    "hostedZone": {"name": zone},
-                    "workerIdentity": {
-                        "serviceAccount": "PerNamespace",
-                        "irsaRolePerNamespace": true,
-                        "keda": "Workload"
-                    }
-                }
-            }))?,
-        )
-        .await?;
+    common::create_gateway(
+        &client,
+        &gw_name,
+        &zone,
+        json!({"workerIdentity": {
+            "serviceAccount": "PerNamespace",
+            "irsaRolePerNamespace": true,
+            "keda": "Workload"
+        }}),
+    )
+    .await?;
     let ns = bench.kube.namespace(&client, "team").await?;
     let namespace_uid = Api::<Namespace>::all(client.clone())
         .get(&ns)

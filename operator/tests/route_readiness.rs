@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy};
-use hookline_operator::controller::context::{Context, Timing};
+use hookline_operator::controller::context::Context;
 use hookline_operator::desired::Settings;
 use hookline_operator::quotas::Quotas;
 use hookline_tests::Bench;
@@ -43,13 +43,7 @@ fn operator_context(
         client.clone(),
         clients,
         settings.clone(),
-        Timing {
-            resync: Duration::from_secs(3),
-            pending: Duration::from_secs(1),
-            error: Duration::from_secs(1),
-            deploy_window: Duration::from_millis(100),
-            ..Timing::default()
-        },
+        common::fast_timing(Duration::from_secs(3)),
         "bench".to_owned(),
         Vec::new(),
     )
@@ -95,18 +89,13 @@ async fn a_route_is_ready_only_once_deployed() -> Result<()> {
     let ns = bench.kube.namespace(&client, "ready").await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gw_name = format!("rr-{id}");
-    gateways
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "hookline.dev/v1alpha1",
-                "kind": "WebhookGateway",
-                "metadata": {"name": gw_name},
-                "spec": {"hostname": format!("hooks.{zone_name}"), "hostedZone": {"name": zone_name},
-                         "allowedNamespaces": {"from": "All"}}
-            }))?,
-        )
-        .await?;
+    common::create_gateway(
+        &client,
+        &gw_name,
+        &zone_name,
+        json!({"allowedNamespaces": {"from": "All"}}),
+    )
+    .await?;
     let operator = Operator::start(operator_context(&client, &clients, &settings));
     // The gateway first: its stage's first deployment has no webhook route.
     wait_for("the gateway's stage", Duration::from_secs(90), || async {

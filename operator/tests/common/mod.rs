@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use anyhow::{Context as _, Result};
+use hookline_crds::WebhookGateway;
 use hookline_operator::aws::AwsClients;
-use hookline_operator::controller::context::Context;
+use hookline_operator::controller::context::{Context, Timing};
 use hookline_operator::desired::Settings;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,4 +68,40 @@ pub async fn hosted_zone(clients: &AwsClients, name: &str) -> Result<String> {
         .hosted_zone
         .context("CreateHostedZone returned no zone")?
         .id)
+}
+
+/// Bench timing: quick requeues and deployments, the resync the test needs.
+pub fn fast_timing(resync: Duration) -> Timing {
+    Timing {
+        resync,
+        pending: Duration::from_secs(1),
+        error: Duration::from_secs(1),
+        deploy_window: Duration::from_millis(100),
+        ..Timing::default()
+    }
+}
+
+/// Creates the gateway `name` for `hooks.<zone>` in the hosted zone `zone`, with
+/// `extra` merged into its spec.
+pub async fn create_gateway(
+    client: &kube::Client,
+    name: &str,
+    zone: &str,
+    extra: serde_json::Value,
+) -> Result<WebhookGateway> {
+    let mut spec =
+        serde_json::json!({"hostname": format!("hooks.{zone}"), "hostedZone": {"name": zone}});
+    if let (Some(spec), serde_json::Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    let gateway: WebhookGateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hookline.dev/v1alpha1",
+        "kind": "WebhookGateway",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?;
+    kube::Api::<WebhookGateway>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &gateway)
+        .await
+        .with_context(|| format!("creating the gateway {name}"))
 }
