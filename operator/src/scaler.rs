@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::aws::Queues;
 use crate::controller::context::Context;
 
 /// A Webhook's scaling bounds.

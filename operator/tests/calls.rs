@@ -6,12 +6,12 @@
 use anyhow::Result;
 use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::limits::CallCounts;
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
 use hookline_operator::aws::{
-    AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, Certificates,
-    CloudWatchLogGroups, Dns, DomainSpec, IamRoles, LogGroups, Owner, QueuePairSpec, Queues,
-    RateLimits, Record, RestApis, RetryPolicy, RoleSpec, Roles, Route53Dns, RouteAuth, RouteSpec,
-    SqsQueues, StageSpec,
+    AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, CloudWatchLogGroups,
+    DomainSpec, IamRoles, Owner, QueuePairSpec, RateLimits, Record, RetryPolicy, RoleSpec,
+    Route53Dns, RouteAuth, RouteSpec, SqsQueues, StageSpec,
 };
 use hookline_tests::Bench;
 use std::collections::BTreeMap;

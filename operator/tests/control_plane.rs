@@ -6,9 +6,10 @@ use aws_sdk_route53::types::RrType;
 use hookline_operator::aws::certificates::Status;
 use hookline_operator::aws::dns::Value;
 use hookline_operator::aws::limits::CallCounts;
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::{
-    AcmCertificates, AwsClients, AwsError, CertificateSpec, Certificates, Dns, IamRoles, Owner,
-    RateLimits, Record, RetryPolicy, RoleSpec, Roles, Route53Dns,
+    AcmCertificates, AwsClients, AwsError, CertificateSpec, IamRoles, Owner, RateLimits, Record,
+    RetryPolicy, RoleSpec, Route53Dns,
 };
 use hookline_tests::{Bench, Emulator, EmulatorKind};
 use std::sync::atomic::{AtomicU32, Ordering};

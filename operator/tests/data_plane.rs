@@ -12,10 +12,11 @@
 
 use anyhow::{Context, Result};
 use hookline_crds::{DedupScope, FifoThroughputLimit};
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
 use hookline_operator::aws::{
-    ApiGatewayRestApis, ApiSpec, AwsClients, IamRoles, Owner, QueuePair, QueuePairSpec, Queues,
-    RateLimits, RestApis, RetryPolicy, RoleSpec, Roles, RouteAuth, RouteSpec, SqsQueues,
+    ApiGatewayRestApis, ApiSpec, AwsClients, IamRoles, Owner, QueuePair, QueuePairSpec, RateLimits,
+    RetryPolicy, RoleSpec, RouteAuth, RouteSpec, SqsQueues,
 };
 use hookline_tests::util::{AfterReceive, post, receive_all};
 use hookline_tests::{Bench, EmulatorKind, data_plane_test};

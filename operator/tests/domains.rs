@@ -5,9 +5,10 @@
 //! updating and for deleting (`rest_apis::domain_owned`, docs/operator.md).
 
 use anyhow::{Context as _, Result};
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::{
     AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, AwsError, CertificateSpec,
-    Certificates, DomainSpec, OWNER_TAG, Owner, RateLimits, RestApis, RetryPolicy,
+    DomainSpec, OWNER_TAG, Owner, RateLimits, RetryPolicy,
 };
 use hookline_tests::{Bench, EmulatorKind, data_plane_test};
 use std::collections::{BTreeMap, HashMap};

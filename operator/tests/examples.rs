@@ -17,9 +17,10 @@
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use hookline_crds::{AuthMode, SignaturePreset, Webhook, WebhookGateway};
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::{
-    ApiGatewayRestApis, ApiSpec, AwsClients, IamRoles, Queues, RateLimits, RestApis, RetryPolicy,
-    RoleSpec, Roles, RouteAuth, RouteSpec, SqsQueues,
+    ApiGatewayRestApis, ApiSpec, AwsClients, IamRoles, RateLimits, RetryPolicy, RoleSpec,
+    RouteAuth, RouteSpec, SqsQueues,
 };
 use hookline_operator::desired::{self, Settings, WORKER_CONTAINER};
 use hookline_tests::process::{Supervised, free_port};

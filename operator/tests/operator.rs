@@ -17,7 +17,8 @@ use aws_sdk_route53::types::RrType;
 use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::dns::Record;
-use hookline_operator::aws::{AwsClients, Dns, RateLimits, RetryPolicy, Route53Dns};
+use hookline_operator::aws::prelude::*;
+use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy, Route53Dns};
 use hookline_operator::controller::context::{Context, Timing};
 use hookline_tests::aws::Options;
 use hookline_tests::iam::{

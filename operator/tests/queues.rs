@@ -5,8 +5,9 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::limits::CallCounts;
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::{
-    AwsClients, AwsError, Owner, QueuePairSpec, Queues, RateLimits, RetryPolicy, SqsQueues,
+    AwsClients, AwsError, Owner, QueuePairSpec, RateLimits, RetryPolicy, SqsQueues,
 };
 use hookline_tests::{Bench, Emulator, EmulatorKind};
 use std::collections::BTreeMap;

@@ -10,12 +10,13 @@ use anyhow::{Result, bail};
 use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::limits::CallCounts;
 use hookline_operator::aws::logs::ACCESS_LOG_FORMAT;
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::rest_apis::source_ip_policy;
 use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
 use hookline_operator::aws::{
-    AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, Certificates,
-    DomainSpec, IamRoles, Owner, QueuePair, QueuePairSpec, Queues, RateLimits, RestApis,
-    RetryPolicy, RoleSpec, Roles, RouteAuth, RouteSpec, SqsQueues, StageSpec,
+    AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, DomainSpec,
+    IamRoles, Owner, QueuePair, QueuePairSpec, RateLimits, RetryPolicy, RoleSpec, RouteAuth,
+    RouteSpec, SqsQueues, StageSpec,
 };
 use hookline_operator::aws::{AuthorizerSpec, CloudWatchLogGroups, LogGroups};
 use hookline_tests::util::post;

@@ -10,12 +10,12 @@ use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::functions::{
     Functions, LambdaFunctions, authorizer_source_arn, authorizer_statement_id, statement_matches,
 };
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::rest_apis::source_ip_policy;
 use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
 use hookline_operator::aws::{
     ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, AwsClients, IamRoles, Owner, QueuePair,
-    QueuePairSpec, Queues, RateLimits, RestApis, RetryPolicy, RoleSpec, Roles, RouteAuth,
-    RouteSpec, Service, SqsQueues,
+    QueuePairSpec, RateLimits, RetryPolicy, RoleSpec, RouteAuth, RouteSpec, Service, SqsQueues,
 };
 use hookline_tests::Bench;
 use hookline_tests::util::post;

@@ -15,8 +15,9 @@ use anyhow::{Context as _, Result};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
 use hookline_crds::{DedupScope, FifoThroughputLimit};
+use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::{
-    AwsClients, Owner, QueuePairSpec, Queues, RateLimits, RetryPolicy, SqsQueues,
+    AwsClients, Owner, QueuePairSpec, RateLimits, RetryPolicy, SqsQueues,
 };
 use hookline_operator::names;
 use hookline_tests::process::{Supervised, free_port};

@@ -4,16 +4,15 @@
 //! update with "CloudWatch Logs role ARN must be set in account settings to enable
 //! logging".
 
-use std::future::Future;
-
 use super::{AwsError, Caller, Service};
 
 const APIGW: Service = Service::ApiGateway;
 
 /// API Gateway's account settings.
+#[async_trait::async_trait]
 pub trait Account: Send + Sync {
     /// The role API Gateway writes logs with, when the account has one.
-    fn cloudwatch_role_arn(&self) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    async fn cloudwatch_role_arn(&self) -> Result<Option<String>, AwsError>;
 }
 
 /// [`Account`] on the API Gateway SDK.
@@ -30,6 +29,7 @@ impl ApiGatewayAccount {
     }
 }
 
+#[async_trait::async_trait]
 impl Account for ApiGatewayAccount {
     async fn cloudwatch_role_arn(&self) -> Result<Option<String>, AwsError> {
         let account = self

@@ -2,7 +2,6 @@
 //! DNS records that the operator writes itself.
 
 use aws_sdk_acm::types::{CertificateStatus, Tag, ValidationMethod};
-use std::future::Future;
 
 use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
@@ -76,27 +75,20 @@ pub struct Certificate {
 }
 
 /// A gateway's certificate.
+#[async_trait::async_trait]
 pub trait Certificates: Send + Sync {
     /// Our certificate for the domain, requested if there is none usable (one in a
     /// terminal status is never returned).
-    fn ensure(
-        &self,
-        spec: &CertificateSpec,
-    ) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
+    async fn ensure(&self, spec: &CertificateSpec) -> Result<Certificate, AwsError>;
     /// A new certificate in place of `old`, which is terminal: requested with an
     /// idempotency token of its own, since ACM would answer a repeat of the first
     /// request (within an hour) with `old` again.
-    fn replace(
-        &self,
-        spec: &CertificateSpec,
-        old: &str,
-    ) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
+    async fn replace(&self, spec: &CertificateSpec, old: &str) -> Result<Certificate, AwsError>;
     /// The current state of a certificate.
-    fn describe(&self, arn: &str) -> impl Future<Output = Result<Certificate, AwsError>> + Send;
+    async fn describe(&self, arn: &str) -> Result<Certificate, AwsError>;
     /// Deletes a certificate of ours; one already gone is fine. One still in use
     /// answers [`AwsError::Conflict`] (ACM's ResourceInUseException).
-    fn delete(&self, arn: &str, owner: &Owner)
-    -> impl Future<Output = Result<(), AwsError>> + Send;
+    async fn delete(&self, arn: &str, owner: &Owner) -> Result<(), AwsError>;
 }
 
 /// [`Certificates`] on the ACM SDK.
@@ -223,6 +215,7 @@ impl AcmCertificates {
     }
 }
 
+#[async_trait::async_trait]
 impl Certificates for AcmCertificates {
     async fn ensure(&self, spec: &CertificateSpec) -> Result<Certificate, AwsError> {
         if let Some(arn) = self.find(&spec.domain, &spec.owner).await? {

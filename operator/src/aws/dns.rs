@@ -8,7 +8,6 @@ use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord,
     ResourceRecordSet, RrType,
 };
-use std::future::Future;
 use std::time::Duration;
 
 use super::{AwsError, Caller, Service};
@@ -74,33 +73,22 @@ impl Record {
 pub struct ChangeId(pub String);
 
 /// Records of a hosted zone.
+#[async_trait::async_trait]
 pub trait Dns: Send + Sync {
     /// The id of the one public hosted zone named `name`.
-    fn zone_by_name(&self, name: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    async fn zone_by_name(&self, name: &str) -> Result<String, AwsError>;
     /// Upserts the records that differ, in one batch; `None` when all matched.
-    fn ensure_records(
+    async fn ensure_records(
         &self,
         zone_id: &str,
         records: &[Record],
-    ) -> impl Future<Output = Result<Option<ChangeId>, AwsError>> + Send;
+    ) -> Result<Option<ChangeId>, AwsError>;
     /// The record sets of `name` (any type).
-    fn records(
-        &self,
-        zone_id: &str,
-        name: &str,
-    ) -> impl Future<Output = Result<Vec<Record>, AwsError>> + Send;
+    async fn records(&self, zone_id: &str, name: &str) -> Result<Vec<Record>, AwsError>;
     /// Deletes those of `records` that exist as given; others are left alone.
-    fn delete_records(
-        &self,
-        zone_id: &str,
-        records: &[Record],
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    async fn delete_records(&self, zone_id: &str, records: &[Record]) -> Result<(), AwsError>;
     /// Waits until the change is INSYNC, or `timeout` passes.
-    fn wait_in_sync(
-        &self,
-        change: &ChangeId,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    async fn wait_in_sync(&self, change: &ChangeId, timeout: Duration) -> Result<bool, AwsError>;
 }
 
 /// [`Dns`] on the Route 53 SDK.
@@ -226,6 +214,7 @@ fn matches(have: &Record, want: &Record) -> bool {
         }
 }
 
+#[async_trait::async_trait]
 impl Dns for Route53Dns {
     async fn zone_by_name(&self, name: &str) -> Result<String, AwsError> {
         let wanted = fqdn(name);

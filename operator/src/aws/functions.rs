@@ -11,8 +11,6 @@
 //! one API and goes away with it. A function in another account cannot be granted
 //! this way; its owner adds the same statement (see docs/operator.md).
 
-use std::future::Future;
-
 use super::{AwsError, Caller, Service};
 
 const LAMBDA: Service = Service::Lambda;
@@ -20,21 +18,22 @@ const PRINCIPAL: &str = "apigateway.amazonaws.com";
 const ACTION: &str = "lambda:InvokeFunction";
 
 /// Permissions on Lambda functions.
+#[async_trait::async_trait]
 pub trait Functions: Send + Sync {
     /// Lets API Gateway invoke `function_arn` from `source_arn` under statement
     /// `statement_id`; true if it had to be added (or corrected).
-    fn ensure_invoke_permission(
+    async fn ensure_invoke_permission(
         &self,
         function_arn: &str,
         statement_id: &str,
         source_arn: &str,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    ) -> Result<bool, AwsError>;
     /// Removes that statement; a missing function or statement is fine.
-    fn remove_invoke_permission(
+    async fn remove_invoke_permission(
         &self,
         function_arn: &str,
         statement_id: &str,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> Result<(), AwsError>;
 }
 
 /// The `SourceArn` of an authorizer: `arn:PARTITION:execute-api:REGION:ACCOUNT:API/authorizers/ID`,
@@ -111,6 +110,7 @@ impl LambdaFunctions {
     }
 }
 
+#[async_trait::async_trait]
 impl Functions for LambdaFunctions {
     async fn ensure_invoke_permission(
         &self,

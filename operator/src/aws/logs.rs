@@ -1,7 +1,5 @@
 //! [`LogGroups`]: the CloudWatch Logs group a gateway's stage writes access logs to.
 
-use std::future::Future;
-
 use super::error::gone_is_fine;
 use super::{AwsError, Caller, Owner, Service};
 
@@ -11,21 +9,18 @@ const LOGS: Service = Service::Logs;
 pub const ACCESS_LOG_FORMAT: &str = r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","time":"$context.requestTime","method":"$context.httpMethod","path":"$context.resourcePath","status":"$context.status","latencyMs":"$context.responseLatency","integrationStatus":"$context.integration.status","error":"$context.error.message"}"#;
 
 /// A gateway's access-log group.
+#[async_trait::async_trait]
 pub trait LogGroups: Send + Sync {
     /// Creates the group (tagged) or fixes its retention; returns its ARN (without
     /// the trailing `:*`, as API Gateway wants it).
-    fn ensure(
+    async fn ensure(
         &self,
         name: &str,
         retention_days: i32,
         owner: &Owner,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    ) -> Result<String, AwsError>;
     /// Deletes the group if it is ours; already gone is fine.
-    fn delete(
-        &self,
-        name: &str,
-        owner: &Owner,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    async fn delete(&self, name: &str, owner: &Owner) -> Result<(), AwsError>;
 }
 
 /// [`LogGroups`] on the CloudWatch Logs SDK.
@@ -79,6 +74,7 @@ fn bare_arn(arn: &str) -> String {
     arn.strip_suffix(":*").unwrap_or(arn).to_owned()
 }
 
+#[async_trait::async_trait]
 impl LogGroups for CloudWatchLogGroups {
     async fn ensure(
         &self,

@@ -43,10 +43,19 @@ pub use limits::{CallCounts, Caller, RateLimits, RetryPolicy};
 pub use logs::{CloudWatchLogGroups, LogGroups};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
 pub use rest_apis::{
-    ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, DeletedAuthorizer, DomainSpec,
-    DomainTarget, RestApis, RouteAuth, RouteSpec, StageSpec,
+    ApiGatewayRestApis, ApiKeys, ApiRef, ApiSpec, AuthorizerSpec, Authorizers, DeletedAuthorizer,
+    DomainSpec, DomainTarget, Domains, RestApis, RouteAuth, RouteSpec, Routes, StageSpec, Stages,
 };
 pub use roles::{IamRoles, NamespaceRoleSpec, RoleSpec, Roles};
+
+/// Every AWS domain trait, for code that calls an SDK implementation directly
+/// (`use hookline_operator::aws::prelude::*`); reconciles hold them as `Arc<dyn …>`.
+pub mod prelude {
+    pub use super::{
+        Account, ApiKeys, Authorizers, Certificates, Dns, Domains, Functions, LogGroups, Queues,
+        Roles, Routes, Stages,
+    };
+}
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;

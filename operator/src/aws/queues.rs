@@ -72,22 +72,16 @@ pub struct Backlog {
 }
 
 /// A webhook's queues.
+#[async_trait::async_trait]
 pub trait Queues: Send + Sync {
     /// Creates the pair, or brings an existing one (ours) in line with `spec`.
-    fn ensure_pair(
-        &self,
-        spec: &QueuePairSpec,
-    ) -> impl Future<Output = Result<QueuePair, AwsError>> + Send;
+    async fn ensure_pair(&self, spec: &QueuePairSpec) -> Result<QueuePair, AwsError>;
     /// Current depths.
-    fn backlog(&self, pair: &QueuePair) -> impl Future<Output = Result<Backlog, AwsError>> + Send;
+    async fn backlog(&self, pair: &QueuePair) -> Result<Backlog, AwsError>;
     /// Visible and in-flight messages of one queue, in one call (what the scaler needs).
-    fn depth(&self, queue: &QueueRef) -> impl Future<Output = Result<(i64, i64), AwsError>> + Send;
+    async fn depth(&self, queue: &QueueRef) -> Result<(i64, i64), AwsError>;
     /// Deletes both queues if they are ours; queues already gone are fine.
-    fn delete_pair(
-        &self,
-        name: &str,
-        owner: &Owner,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    async fn delete_pair(&self, name: &str, owner: &Owner) -> Result<(), AwsError>;
 }
 
 /// [`Queues`] on the SQS SDK.
@@ -394,6 +388,7 @@ fn normalize(value: Value) -> Value {
     }
 }
 
+#[async_trait::async_trait]
 impl Queues for SqsQueues {
     async fn ensure_pair(&self, spec: &QueuePairSpec) -> Result<QueuePair, AwsError> {
         let (queue_name, dead_letter_name) = queue_names(&spec.name);

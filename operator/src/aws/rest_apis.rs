@@ -12,7 +12,6 @@ use aws_sdk_apigateway::types::{
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::error::gone_is_fine;
@@ -225,7 +224,7 @@ pub fn deployment_contains(deployed: Option<u64>, changed: Option<u64>) -> bool 
     matches!((deployed, changed), (Some(d), Some(c)) if d > c)
 }
 
-/// An authorizer deleted by [`RestApis::delete_authorizers`].
+/// An authorizer deleted by [`Authorizers::delete_authorizers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletedAuthorizer {
     /// Its id.
@@ -629,121 +628,114 @@ pub struct DomainTarget {
     pub regional_zone_id: String,
 }
 
-/// A gateway's REST API.
-pub trait RestApis: Send + Sync {
+/// The REST API itself, its routes (resources and methods) and its resource policy.
+#[async_trait::async_trait]
+pub trait Routes: Send + Sync {
     /// The API (found by `known_id`, else by owner tag, else created), with a `GET /`
     /// health route so it can be deployed before any webhook exists.
-    fn ensure_api(
-        &self,
-        spec: &ApiSpec,
-        known_id: Option<&str>,
-    ) -> impl Future<Output = Result<ApiRef, AwsError>> + Send;
+    async fn ensure_api(&self, spec: &ApiSpec, known_id: Option<&str>) -> Result<ApiRef, AwsError>;
     /// A webhook's route; returns the path's resource id and whether anything
     /// changed (changes need a deployment to go live).
-    fn ensure_route(
+    async fn ensure_route(
         &self,
         api: &ApiRef,
         spec: &RouteSpec,
-    ) -> impl Future<Output = Result<(String, bool), AwsError>> + Send;
+    ) -> Result<(String, bool), AwsError>;
+    /// Sets the API's resource policy (`None`: no policy); true if it changed.
+    /// A changed policy takes effect with the next deployment.
+    async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError>;
+    /// Deletes a route: its resource, or only its `POST` when other resources hang
+    /// below it (see [`route_deletion`]), then the parent segments left empty;
+    /// already gone is fine.
+    async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError>;
+    /// Deletes the API if it is ours.
+    async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError>;
+}
+
+/// Deployments and the stage: what is live, throttles, access logs.
+#[async_trait::async_trait]
+pub trait Stages: Send + Sync {
     /// Whether `stage` serves a deployment made after the last change of the route
     /// on `resource_id` (false when the stage does not exist yet). Read from AWS, so
     /// that a change whose deployment never happened (the operator stopped in
     /// between) is still found after a restart.
-    fn route_is_live(
+    async fn route_is_live(
         &self,
         api_id: &str,
         resource_id: &str,
         stage: &str,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    ) -> Result<bool, AwsError>;
     /// Deploys the API's current state to `stage` (creating the stage).
-    fn deploy(
-        &self,
-        api_id: &str,
-        stage: &str,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    async fn deploy(&self, api_id: &str, stage: &str) -> Result<String, AwsError>;
     /// Throttling and access logs of an existing stage; true if anything changed.
-    fn ensure_stage(
-        &self,
-        api_id: &str,
-        spec: &StageSpec,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    async fn ensure_stage(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError>;
+}
+
+/// The gateway's custom domain and its base path mapping.
+#[async_trait::async_trait]
+pub trait Domains: Send + Sync {
     /// The custom domain (found, or created with the gateway's certificate), with
     /// that certificate. The caller records the returned regional domain name in the
     /// gateway's status before anything else ([`DomainSpec::created`]).
-    fn ensure_domain(
-        &self,
-        spec: &DomainSpec,
-    ) -> impl Future<Output = Result<DomainTarget, AwsError>> + Send;
+    async fn ensure_domain(&self, spec: &DomainSpec) -> Result<DomainTarget, AwsError>;
     /// The domain's `(none)` base path mapping to the API's stage; a root mapped to
     /// anything else is a conflict, left untouched.
-    fn ensure_base_path_mapping(
+    async fn ensure_base_path_mapping(&self, spec: &DomainSpec) -> Result<(), AwsError>;
+    /// Deletes the custom domain if it is ours (by its tag, or by `created`, the
+    /// regional domain name the gateway recorded: see [`domain_owned`]).
+    async fn delete_domain(
         &self,
-        spec: &DomainSpec,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+        domain: &str,
+        owner: &Owner,
+        created: Option<&str>,
+    ) -> Result<(), AwsError>;
+}
+
+/// API keys and the usage plans that bind them to a stage.
+#[async_trait::async_trait]
+pub trait ApiKeys: Send + Sync {
     /// An API key with this value, enabled, in a usage plan for the API's stage.
-    fn ensure_api_key(
+    async fn ensure_api_key(
         &self,
         name: &str,
         value: &str,
         api_id: &str,
         stage: &str,
         owner: &Owner,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    ) -> Result<String, AwsError>;
+    /// Deletes our API key of this name and the usage plans it is in (both outlive
+    /// the API otherwise: they are account-level objects).
+    async fn delete_api_key(&self, name: &str, owner: &Owner) -> Result<(), AwsError>;
+}
+
+/// Cognito and Lambda authorizers.
+#[async_trait::async_trait]
+pub trait Authorizers: Send + Sync {
     /// A Cognito or Lambda authorizer, found by name; returns its id. Settings that
     /// API Gateway can patch (TTL, identity source, function) are patched in place; a
     /// new type or new user pools make a new authorizer under the name, with the old
-    /// one set aside until [`RestApis::delete_authorizers`] (a method still uses it).
-    fn ensure_authorizer(
+    /// one set aside until [`Authorizers::delete_authorizers`] (a method still uses it).
+    async fn ensure_authorizer(
         &self,
         api_id: &str,
         spec: &AuthorizerSpec,
-    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    ) -> Result<String, AwsError>;
     /// Deletes the authorizers named `name`, and those a replacement set aside
     /// (`name~<id>`), except `keep`. With `keep`, one still referenced by a method is
     /// left for a later pass; without, that is an error. Returns what was deleted.
-    fn delete_authorizers(
+    async fn delete_authorizers(
         &self,
         api_id: &str,
         name: &str,
         keep: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<DeletedAuthorizer>, AwsError>> + Send;
-    /// Sets the API's resource policy (`None`: no policy); true if it changed.
-    /// A changed policy takes effect with the next deployment.
-    fn ensure_policy(
-        &self,
-        api_id: &str,
-        policy: Option<&Value>,
-    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
-    /// Deletes our API key of this name and the usage plans it is in (both outlive
-    /// the API otherwise: they are account-level objects).
-    fn delete_api_key(
-        &self,
-        name: &str,
-        owner: &Owner,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// Deletes a route: its resource, or only its `POST` when other resources hang
-    /// below it (see [`route_deletion`]), then the parent segments left empty;
-    /// already gone is fine.
-    fn delete_route(
-        &self,
-        api: &ApiRef,
-        path: &str,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// Deletes the custom domain if it is ours (by its tag, or by `created`, the
-    /// regional domain name the gateway recorded: see [`domain_owned`]).
-    fn delete_domain(
-        &self,
-        domain: &str,
-        owner: &Owner,
-        created: Option<&str>,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// Deletes the API if it is ours.
-    fn delete_api(
-        &self,
-        api_id: &str,
-        owner: &Owner,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> Result<Vec<DeletedAuthorizer>, AwsError>;
 }
+
+/// A gateway's REST API: every concern, as the SDK implementation provides them together
+/// (they share one mutation slot per API). Functions that need one concern take that trait.
+pub trait RestApis: Routes + Stages + Domains + ApiKeys + Authorizers {}
+
+impl<T: Routes + Stages + Domains + ApiKeys + Authorizers + ?Sized> RestApis for T {}
 
 /// Deployment markers by (API id, deployment id); `None`: not made by Hookline.
 type DeploymentMarkers = HashMap<(String, String), Option<u64>>;
@@ -1223,7 +1215,8 @@ fn replace(path: String, value: String) -> PatchOperation {
         .build()
 }
 
-impl RestApis for ApiGatewayRestApis {
+#[async_trait::async_trait]
+impl Routes for ApiGatewayRestApis {
     async fn ensure_api(&self, spec: &ApiSpec, known_id: Option<&str>) -> Result<ApiRef, AwsError> {
         let found = match known_id {
             Some(id) => match self.get_api(id).await? {
@@ -1478,6 +1471,95 @@ impl RestApis for ApiGatewayRestApis {
         Ok((resource_id, changed))
     }
 
+    async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError> {
+        let _mutation = self.mutating(api_id).await;
+        let current = self
+            .get_api(api_id)
+            .await?
+            .ok_or_else(|| AwsError::NotFound {
+                service: APIGW,
+                operation: "GetRestApi",
+                message: format!("REST API {api_id}"),
+            })?
+            .policy
+            .filter(|p| !p.is_empty())
+            .and_then(|p| decode_policy(&p));
+        if policies_match(policy, current.as_ref(), api_id) {
+            return Ok(false);
+        }
+        let value = policy.map(Value::to_string).unwrap_or_default();
+        self.caller
+            .call(APIGW, "UpdateRestApi", || {
+                self.apigateway
+                    .update_rest_api()
+                    .rest_api_id(api_id)
+                    .patch_operations(replace("/policy".into(), value.clone()))
+                    .send()
+            })
+            .await?;
+        Ok(true)
+    }
+
+    async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {
+        let _mutation = self.mutating(&api.id).await;
+        let tree = match self.resource_tree(&api.id).await {
+            Err(e) if e.is_not_found() => return Ok(()),
+            other => other?,
+        };
+        for step in route_deletion(&tree, path) {
+            match step {
+                Deletion::Method(resource_id) => gone_is_fine(
+                    self.caller
+                        .call(APIGW, "DeleteMethod", || {
+                            self.apigateway
+                                .delete_method()
+                                .rest_api_id(&api.id)
+                                .resource_id(&resource_id)
+                                .http_method("POST")
+                                .send()
+                        })
+                        .await,
+                )?,
+                Deletion::Resource(resource_id) => gone_is_fine(
+                    self.caller
+                        .call(APIGW, "DeleteResource", || {
+                            self.apigateway
+                                .delete_resource()
+                                .rest_api_id(&api.id)
+                                .resource_id(&resource_id)
+                                .send()
+                        })
+                        .await,
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError> {
+        let _mutation = self.mutating(api_id).await;
+        let Some(api) = self.get_api(api_id).await? else {
+            return Ok(());
+        };
+        owner.check(
+            &api.tags.unwrap_or_default(),
+            APIGW,
+            "GetRestApi",
+            "REST API",
+            api_id,
+        )?;
+        gone_is_fine(
+            self.caller
+                .call(APIGW, "DeleteRestApi", || {
+                    self.apigateway.delete_rest_api().rest_api_id(api_id).send()
+                })
+                .await,
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Stages for ApiGatewayRestApis {
     async fn route_is_live(
         &self,
         api_id: &str,
@@ -1567,7 +1649,10 @@ impl RestApis for ApiGatewayRestApis {
             .await?;
         Ok(true)
     }
+}
 
+#[async_trait::async_trait]
+impl Domains for ApiGatewayRestApis {
     async fn ensure_domain(&self, spec: &DomainSpec) -> Result<DomainTarget, AwsError> {
         let existing = match self
             .caller
@@ -1692,6 +1777,46 @@ impl RestApis for ApiGatewayRestApis {
         Ok(())
     }
 
+    async fn delete_domain(
+        &self,
+        domain: &str,
+        owner: &Owner,
+        created: Option<&str>,
+    ) -> Result<(), AwsError> {
+        let existing = match self
+            .caller
+            .call(APIGW, "GetDomainName", || {
+                self.apigateway.get_domain_name().domain_name(domain).send()
+            })
+            .await
+        {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        domain_owned(
+            owner,
+            &existing.tags.unwrap_or_default(),
+            existing.regional_domain_name.as_deref(),
+            created,
+            "GetDomainName",
+            domain,
+        )?;
+        gone_is_fine(
+            self.caller
+                .call(APIGW, "DeleteDomainName", || {
+                    self.apigateway
+                        .delete_domain_name()
+                        .domain_name(domain)
+                        .send()
+                })
+                .await,
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl ApiKeys for ApiGatewayRestApis {
     async fn ensure_api_key(
         &self,
         name: &str,
@@ -1787,6 +1912,92 @@ impl RestApis for ApiGatewayRestApis {
         Ok(key_id)
     }
 
+    async fn delete_api_key(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
+        let keys = self
+            .caller
+            .call(APIGW, "GetApiKeys", || {
+                self.apigateway
+                    .get_api_keys()
+                    .name_query(name)
+                    .limit(500)
+                    .send()
+            })
+            .await?
+            .items
+            .unwrap_or_default();
+        for key in keys {
+            let ours = key.name.as_deref() == Some(name)
+                && key.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
+            let (true, Some(key_id)) = (ours, key.id) else {
+                continue;
+            };
+            let plans = self.usage_plans_of(&key_id).await?;
+            for plan in plans {
+                let ours = plan.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
+                let (true, Some(plan_id)) = (ours, plan.id) else {
+                    continue;
+                };
+                // A plan still attached to a stage cannot be deleted: detach it first.
+                let detach: Vec<PatchOperation> = plan
+                    .api_stages
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|s| Some(format!("{}:{}", s.api_id?, s.stage?)))
+                    .map(|stage| {
+                        PatchOperation::builder()
+                            .op(Op::Remove)
+                            .path("/apiStages")
+                            .value(stage)
+                            .build()
+                    })
+                    .collect();
+                if !detach.is_empty() {
+                    match self
+                        .caller
+                        .call(APIGW, "UpdateUsagePlan", || {
+                            self.apigateway
+                                .update_usage_plan()
+                                .usage_plan_id(&plan_id)
+                                .set_patch_operations(Some(detach.clone()))
+                                .send()
+                        })
+                        .await
+                    {
+                        Err(e) if !e.is_not_found() => return Err(e),
+                        _ => {}
+                    }
+                }
+                match self
+                    .caller
+                    .call(APIGW, "DeleteUsagePlan", || {
+                        self.apigateway
+                            .delete_usage_plan()
+                            .usage_plan_id(&plan_id)
+                            .send()
+                    })
+                    .await
+                {
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {}
+                }
+            }
+            match self
+                .caller
+                .call(APIGW, "DeleteApiKey", || {
+                    self.apigateway.delete_api_key().api_key(&key_id).send()
+                })
+                .await
+            {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Authorizers for ApiGatewayRestApis {
     async fn ensure_authorizer(
         &self,
         api_id: &str,
@@ -1905,212 +2116,6 @@ impl RestApis for ApiGatewayRestApis {
             });
         }
         Ok(deleted)
-    }
-
-    async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError> {
-        let _mutation = self.mutating(api_id).await;
-        let current = self
-            .get_api(api_id)
-            .await?
-            .ok_or_else(|| AwsError::NotFound {
-                service: APIGW,
-                operation: "GetRestApi",
-                message: format!("REST API {api_id}"),
-            })?
-            .policy
-            .filter(|p| !p.is_empty())
-            .and_then(|p| decode_policy(&p));
-        if policies_match(policy, current.as_ref(), api_id) {
-            return Ok(false);
-        }
-        let value = policy.map(Value::to_string).unwrap_or_default();
-        self.caller
-            .call(APIGW, "UpdateRestApi", || {
-                self.apigateway
-                    .update_rest_api()
-                    .rest_api_id(api_id)
-                    .patch_operations(replace("/policy".into(), value.clone()))
-                    .send()
-            })
-            .await?;
-        Ok(true)
-    }
-
-    async fn delete_api_key(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
-        let keys = self
-            .caller
-            .call(APIGW, "GetApiKeys", || {
-                self.apigateway
-                    .get_api_keys()
-                    .name_query(name)
-                    .limit(500)
-                    .send()
-            })
-            .await?
-            .items
-            .unwrap_or_default();
-        for key in keys {
-            let ours = key.name.as_deref() == Some(name)
-                && key.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
-            let (true, Some(key_id)) = (ours, key.id) else {
-                continue;
-            };
-            let plans = self.usage_plans_of(&key_id).await?;
-            for plan in plans {
-                let ours = plan.tags.as_ref().and_then(|t| t.get(OWNER_TAG)) == Some(&owner.uid);
-                let (true, Some(plan_id)) = (ours, plan.id) else {
-                    continue;
-                };
-                // A plan still attached to a stage cannot be deleted: detach it first.
-                let detach: Vec<PatchOperation> = plan
-                    .api_stages
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter_map(|s| Some(format!("{}:{}", s.api_id?, s.stage?)))
-                    .map(|stage| {
-                        PatchOperation::builder()
-                            .op(Op::Remove)
-                            .path("/apiStages")
-                            .value(stage)
-                            .build()
-                    })
-                    .collect();
-                if !detach.is_empty() {
-                    match self
-                        .caller
-                        .call(APIGW, "UpdateUsagePlan", || {
-                            self.apigateway
-                                .update_usage_plan()
-                                .usage_plan_id(&plan_id)
-                                .set_patch_operations(Some(detach.clone()))
-                                .send()
-                        })
-                        .await
-                    {
-                        Err(e) if !e.is_not_found() => return Err(e),
-                        _ => {}
-                    }
-                }
-                match self
-                    .caller
-                    .call(APIGW, "DeleteUsagePlan", || {
-                        self.apigateway
-                            .delete_usage_plan()
-                            .usage_plan_id(&plan_id)
-                            .send()
-                    })
-                    .await
-                {
-                    Err(e) if !e.is_not_found() => return Err(e),
-                    _ => {}
-                }
-            }
-            match self
-                .caller
-                .call(APIGW, "DeleteApiKey", || {
-                    self.apigateway.delete_api_key().api_key(&key_id).send()
-                })
-                .await
-            {
-                Err(e) if !e.is_not_found() => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {
-        let _mutation = self.mutating(&api.id).await;
-        let tree = match self.resource_tree(&api.id).await {
-            Err(e) if e.is_not_found() => return Ok(()),
-            other => other?,
-        };
-        for step in route_deletion(&tree, path) {
-            match step {
-                Deletion::Method(resource_id) => gone_is_fine(
-                    self.caller
-                        .call(APIGW, "DeleteMethod", || {
-                            self.apigateway
-                                .delete_method()
-                                .rest_api_id(&api.id)
-                                .resource_id(&resource_id)
-                                .http_method("POST")
-                                .send()
-                        })
-                        .await,
-                )?,
-                Deletion::Resource(resource_id) => gone_is_fine(
-                    self.caller
-                        .call(APIGW, "DeleteResource", || {
-                            self.apigateway
-                                .delete_resource()
-                                .rest_api_id(&api.id)
-                                .resource_id(&resource_id)
-                                .send()
-                        })
-                        .await,
-                )?,
-            }
-        }
-        Ok(())
-    }
-
-    async fn delete_domain(
-        &self,
-        domain: &str,
-        owner: &Owner,
-        created: Option<&str>,
-    ) -> Result<(), AwsError> {
-        let existing = match self
-            .caller
-            .call(APIGW, "GetDomainName", || {
-                self.apigateway.get_domain_name().domain_name(domain).send()
-            })
-            .await
-        {
-            Ok(d) => d,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        domain_owned(
-            owner,
-            &existing.tags.unwrap_or_default(),
-            existing.regional_domain_name.as_deref(),
-            created,
-            "GetDomainName",
-            domain,
-        )?;
-        gone_is_fine(
-            self.caller
-                .call(APIGW, "DeleteDomainName", || {
-                    self.apigateway
-                        .delete_domain_name()
-                        .domain_name(domain)
-                        .send()
-                })
-                .await,
-        )
-    }
-
-    async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError> {
-        let _mutation = self.mutating(api_id).await;
-        let Some(api) = self.get_api(api_id).await? else {
-            return Ok(());
-        };
-        owner.check(
-            &api.tags.unwrap_or_default(),
-            APIGW,
-            "GetRestApi",
-            "REST API",
-            api_id,
-        )?;
-        gone_is_fine(
-            self.caller
-                .call(APIGW, "DeleteRestApi", || {
-                    self.apigateway.delete_rest_api().rest_api_id(api_id).send()
-                })
-                .await,
-        )
     }
 }
 

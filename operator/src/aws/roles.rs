@@ -6,7 +6,6 @@
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,16 +30,17 @@ pub struct RoleSpec {
     pub owner: Owner,
 }
 
-/// The API Gateway → SQS role.
+/// The API Gateway → SQS role, and the workers' namespace roles.
+#[async_trait::async_trait]
 pub trait Roles: Send + Sync {
     /// Creates the role and its policy, or brings ours in line; returns its ARN.
-    fn ensure(&self, spec: &RoleSpec) -> impl Future<Output = Result<String, AwsError>> + Send;
+    async fn ensure(&self, spec: &RoleSpec) -> Result<String, AwsError>;
     /// Deletes the role if it is ours; one already gone is fine.
-    fn delete(
-        &self,
-        name: &str,
-        owner: &Owner,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    async fn delete(&self, name: &str, owner: &Owner) -> Result<(), AwsError>;
+    /// Creates a namespace's worker role (IRSA), or brings ours in line; returns its ARN.
+    async fn ensure_namespace_role(&self, spec: &NamespaceRoleSpec) -> Result<String, AwsError>;
+    /// Deletes a namespace's worker role if it is `owner`'s; one already gone is fine.
+    async fn delete_namespace_role(&self, name: &str, owner: &Owner) -> Result<(), AwsError>;
 }
 
 /// [`Roles`] on the IAM SDK.
@@ -126,6 +126,7 @@ fn same_document(returned: &str, wanted: &Value) -> bool {
     serde_json::from_str::<Value>(&decoded).is_ok_and(|have| &have == wanted)
 }
 
+#[async_trait::async_trait]
 impl Roles for IamRoles {
     async fn ensure(&self, spec: &RoleSpec) -> Result<String, AwsError> {
         let policy_for = |role_arn: &str| {
@@ -153,6 +154,23 @@ impl Roles for IamRoles {
 
     async fn delete(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
         self.delete_role(name, owner, POLICY_NAME).await
+    }
+
+    /// Creates the namespace's worker role, or brings ours in line; returns its ARN.
+    /// A role found matching `spec` is not read again for a few minutes.
+    async fn ensure_namespace_role(&self, spec: &NamespaceRoleSpec) -> Result<String, AwsError> {
+        if let Some(arn) = self.checked_lately(spec) {
+            return Ok(arn);
+        }
+        let arn = self.ensure_namespace_role_now(spec).await?;
+        self.remember(&spec.name, Some((spec, &arn)));
+        Ok(arn)
+    }
+
+    /// Deletes the namespace's worker role if it is `owner`'s; one already gone is fine.
+    async fn delete_namespace_role(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
+        self.remember(name, None);
+        self.delete_role(name, owner, WORKER_POLICY_NAME).await
     }
 }
 
@@ -428,20 +446,6 @@ fn account_of(arn: &str) -> Option<&str> {
 }
 
 impl IamRoles {
-    /// Creates the namespace's worker role, or brings ours in line; returns its ARN.
-    /// A role found matching `spec` is not read again for a few minutes.
-    pub async fn ensure_namespace_role(
-        &self,
-        spec: &NamespaceRoleSpec,
-    ) -> Result<String, AwsError> {
-        if let Some(arn) = self.checked_lately(spec) {
-            return Ok(arn);
-        }
-        let arn = self.ensure_namespace_role_now(spec).await?;
-        self.remember(&spec.name, Some((spec, &arn)));
-        Ok(arn)
-    }
-
     async fn ensure_namespace_role_now(
         &self,
         spec: &NamespaceRoleSpec,
@@ -478,12 +482,6 @@ impl IamRoles {
             |_| Ok(policy.clone()),
         )
         .await
-    }
-
-    /// Deletes the namespace's worker role if it is `owner`'s; one already gone is fine.
-    pub async fn delete_namespace_role(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
-        self.remember(name, None);
-        self.delete_role(name, owner, WORKER_POLICY_NAME).await
     }
 }
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::deployer::{DeployRequests, Deployer};
 use crate::aws::{
-    AcmCertificates, ApiGatewayAccount, ApiGatewayRestApis, AwsClients, CloudWatchLogGroups,
-    IamRoles, LambdaFunctions, Route53Dns, SqsQueues,
+    Account, AcmCertificates, ApiGatewayAccount, ApiGatewayRestApis, AwsClients, Certificates,
+    CloudWatchLogGroups, Dns, Functions, IamRoles, LambdaFunctions, LogGroups, Queues, RestApis,
+    Roles, Route53Dns, SqsQueues,
 };
 use crate::desired::Settings;
 use crate::quotas::Quotas;
@@ -19,40 +20,54 @@ use crate::quotas::Quotas;
 pub type KnownPolicies =
     std::collections::HashMap<String, (Option<serde_json::Value>, std::time::Instant)>;
 
-/// The AWS services, each behind its domain trait's SDK implementation.
-#[derive(Debug, Clone)]
+/// The AWS services, each behind its domain trait: the SDK implementations in
+/// production ([`AwsServices::new`]), any other implementation (an in-memory one in
+/// scenario tests) through the fields. Reconciles only ever see the traits.
+#[derive(Clone)]
 pub struct AwsServices {
     /// SQS.
-    pub queues: SqsQueues,
-    /// API Gateway.
-    pub apis: ApiGatewayRestApis,
+    pub queues: Arc<dyn Queues>,
+    /// API Gateway's REST APIs (routes, stages, domains, keys, authorizers).
+    pub apis: Arc<dyn RestApis>,
     /// ACM.
-    pub certificates: AcmCertificates,
+    pub certificates: Arc<dyn Certificates>,
     /// Route 53.
-    pub dns: Route53Dns,
+    pub dns: Arc<dyn Dns>,
     /// IAM.
-    pub roles: IamRoles,
+    pub roles: Arc<dyn Roles>,
     /// CloudWatch Logs.
-    pub logs: CloudWatchLogGroups,
+    pub logs: Arc<dyn LogGroups>,
     /// Lambda.
-    pub functions: LambdaFunctions,
+    pub functions: Arc<dyn Functions>,
     /// API Gateway's account settings (read only).
-    pub account: ApiGatewayAccount,
+    pub account: Arc<dyn Account>,
+}
+
+impl std::fmt::Debug for AwsServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsServices").finish_non_exhaustive()
+    }
 }
 
 impl AwsServices {
-    /// All services from one set of clients (and so one set of rate limits).
+    /// All services on the SDK, from one set of clients (and so one set of rate limits).
     pub fn new(clients: &AwsClients) -> Self {
         let caller = clients.caller.clone();
         Self {
-            queues: SqsQueues::new(clients.sqs.clone(), caller.clone()),
-            apis: ApiGatewayRestApis::new(clients.apigateway.clone(), caller.clone()),
-            certificates: AcmCertificates::new(clients.acm.clone(), caller.clone()),
-            dns: Route53Dns::new(clients.route53.clone(), caller.clone()),
-            roles: IamRoles::new(clients.iam.clone(), caller.clone()),
-            logs: CloudWatchLogGroups::new(clients.logs.clone(), caller.clone()),
-            functions: LambdaFunctions::new(clients.lambda.clone(), caller.clone()),
-            account: ApiGatewayAccount::new(clients.apigateway.clone(), caller),
+            queues: Arc::new(SqsQueues::new(clients.sqs.clone(), caller.clone())),
+            apis: Arc::new(ApiGatewayRestApis::new(
+                clients.apigateway.clone(),
+                caller.clone(),
+            )),
+            certificates: Arc::new(AcmCertificates::new(clients.acm.clone(), caller.clone())),
+            dns: Arc::new(Route53Dns::new(clients.route53.clone(), caller.clone())),
+            roles: Arc::new(IamRoles::new(clients.iam.clone(), caller.clone())),
+            logs: Arc::new(CloudWatchLogGroups::new(
+                clients.logs.clone(),
+                caller.clone(),
+            )),
+            functions: Arc::new(LambdaFunctions::new(clients.lambda.clone(), caller.clone())),
+            account: Arc::new(ApiGatewayAccount::new(clients.apigateway.clone(), caller)),
         }
     }
 }
@@ -140,13 +155,32 @@ impl Context {
         cluster: String,
         namespaces: Vec<String>,
     ) -> Arc<Self> {
+        Self::with_services(
+            client,
+            AwsServices::new(clients),
+            settings,
+            timing,
+            cluster,
+            namespaces,
+        )
+    }
+
+    /// A context on these AWS services (see [`AwsServices`]).
+    pub fn with_services(
+        client: kube::Client,
+        aws: AwsServices,
+        settings: Settings,
+        timing: Timing,
+        cluster: String,
+        namespaces: Vec<String>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: super::MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
         };
         Arc::new(Self {
             recorder: Recorder::new(client.clone(), reporter),
-            aws: AwsServices::new(clients),
+            aws,
             deployer: Arc::new(Deployer::new(timing.deploy_window)),
             deploys: Arc::default(),
             client,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::aws::{AwsError, RestApis};
+use crate::aws::{AwsError, Stages};
 
 /// Per-API deployment state.
 #[derive(Debug, Default)]
@@ -51,7 +51,7 @@ impl Deployer {
     /// whose change it covers.
     pub async fn deploy_after(
         &self,
-        apis: &impl RestApis,
+        apis: &dyn Stages,
         api_id: &str,
         stage: &str,
         changed_at: Instant,

@@ -25,10 +25,7 @@ use super::{Error, FINALIZER, Result, status};
 use crate::aws::certificates::Status as CertStatus;
 use crate::aws::dns::{Record, Value};
 use crate::aws::logs::ACCESS_LOG_FORMAT;
-use crate::aws::{
-    Account, ApiRef, ApiSpec, AwsError, CertificateSpec, Certificates, Dns, DomainSpec, LogGroups,
-    RestApis, RoleSpec, Roles, StageSpec,
-};
+use crate::aws::{ApiRef, ApiSpec, AwsError, CertificateSpec, DomainSpec, RoleSpec, StageSpec};
 use crate::conditions::Report;
 use crate::desired::gateway_owner;
 use crate::names;
@@ -446,7 +443,7 @@ async fn routes(
     };
     match ctx
         .deployer
-        .deploy_after(&ctx.aws.apis, api_id, stage, changed_at)
+        .deploy_after(&*ctx.aws.apis, api_id, stage, changed_at)
         .await
     {
         Ok(()) => {
@@ -600,7 +597,7 @@ async fn ensure_stage(ctx: &Context, api: &ApiRef, stage: &StageSpec) -> Result<
         Err(e) if e.is_not_found() => {
             ctx.deployer
                 .deploy_after(
-                    &ctx.aws.apis,
+                    &*ctx.aws.apis,
                     &api.id,
                     &stage.name,
                     tokio::time::Instant::now(),

@@ -34,8 +34,7 @@ use super::{
 };
 use crate::aws::functions::{authorizer_source_arn, authorizer_statement_id};
 use crate::aws::{
-    ApiRef, AuthorizerSpec, AwsError, DeletedAuthorizer, Functions, QueuePair, Queues, RestApis,
-    RouteAuth, RouteSpec,
+    ApiRef, AuthorizerSpec, AwsError, DeletedAuthorizer, Functions, QueuePair, RouteAuth, RouteSpec,
 };
 use crate::conditions::Report;
 use crate::desired::{self, webhook_owner};
@@ -524,7 +523,7 @@ async fn route(
             )
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
-        revoke_invoke_permissions(&aws.functions, &api_id, &deleted)
+        revoke_invoke_permissions(&*aws.functions, &api_id, &deleted)
             .await
             .inspect_err(|e| reports.push(fail(e)))?;
         ctx.deploys.seen_live(uid);
@@ -564,7 +563,7 @@ async fn route(
 
 /// Removes the grants that let API Gateway invoke deleted Lambda authorizers.
 async fn revoke_invoke_permissions(
-    functions: &impl Functions,
+    functions: &dyn Functions,
     api_id: &str,
     deleted: &[DeletedAuthorizer],
 ) -> Result<(), AwsError> {
@@ -818,7 +817,7 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
             // Deployed here rather than asked of the gateway: the queue may go only
             // once the live stage no longer accepts requests into it.
             ctx.deployer
-                .deploy_after(&aws.apis, &api_id, &stage, tokio::time::Instant::now())
+                .deploy_after(&*aws.apis, &api_id, &stage, tokio::time::Instant::now())
                 .await?;
             let deleted = aws
                 .apis
@@ -828,7 +827,7 @@ async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result
                     None,
                 )
                 .await?;
-            revoke_invoke_permissions(&aws.functions, &api_id, &deleted).await?;
+            revoke_invoke_permissions(&*aws.functions, &api_id, &deleted).await?;
         }
         if webhook.spec.auth.mode == AuthMode::ApiKey {
             aws.apis
