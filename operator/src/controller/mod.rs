@@ -8,6 +8,7 @@
 //! - [`context`]: what every reconcile shares (clients, AWS services, settings).
 //! - [`gateway`], [`webhook`]: the two reconcilers.
 //! - [`deployer`]: coalesces stage deployments per gateway; Webhooks' requests for them.
+//! - [`hostname`]: whether the gateway's alias may replace what the zone holds at its hostname.
 //! - [`identity`]: a worker's ServiceAccount and, for IRSA, its namespace's role.
 //! - [`index`]: the pure gateway index (path owners, quotas, what routes share).
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
@@ -17,6 +18,7 @@
 pub mod context;
 pub mod deployer;
 pub mod gateway;
+pub mod hostname;
 pub mod identity;
 pub mod index;
 pub mod metrics;
