@@ -1,8 +1,11 @@
 //! Backlog autoscaling of worker Deployments.
 //!
-//! Every interval, for each Webhook with the built-in engine: read the queue's
-//! visible and in-flight counts (one `GetQueueAttributes`), decide (pure, [`decide`]),
-//! and write the Deployment's scale subresource when the decision changes it.
+//! Every interval, for each Webhook: read its queues' counts (one
+//! `GetQueueAttributes` per queue), decide (pure, [`decide`]) and, with the built-in
+//! engine, write the Deployment's scale subresource when the decision changes it.
+//! The scaler is the one writer of the status fields `backlog`, `replicas` and
+//! `lastScaleTime` ([`Fields`], server-side applied under its own field manager
+//! [`MANAGER`]), also for Webhooks that KEDA scales; the reconcilers never write them.
 //!
 //! The rules: `ceil((visible + in flight) / targetBacklogPerReplica)` clamped to
 //! min..max; up at once; down only after `scaleDownDelaySeconds` of lower demand, and
@@ -10,11 +13,13 @@
 //! no pod holding work is removed; to zero when min is 0 and the queue stayed empty
 //! for the delay.
 
-use hookline_crds::{Backlog as BacklogStatus, ScalingEngine, Webhook};
+use hookline_crds::{Backlog as BacklogStatus, Replicas, ScalingEngine, Webhook};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +27,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::controller::context::Context;
+
+/// Field manager of the status fields the scaler owns (backlog, replicas, last scale
+/// time): no other writer touches them.
+pub const MANAGER: &str = "hookline-scaler";
 
 /// A Webhook's scaling bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +178,8 @@ impl Scaler {
         }
     }
 
-    /// One pass over every Webhook with the built-in engine.
+    /// One pass over every Webhook: each one's backlog and replicas go into its
+    /// status; those with the built-in engine are scaled.
     pub async fn tick(&self, ctx: &Context) -> crate::controller::Result<()> {
         let webhooks = ctx.webhooks().await?;
         ctx.metrics.record_backlog(&webhooks);
@@ -177,9 +187,6 @@ impl Scaler {
         for webhook in webhooks {
             // A Webhook being deleted is still scaled: its worker drains the queue
             // before the queues are deleted. Once they are gone, so is the Webhook.
-            if webhook.spec.worker.scaling.engine != ScalingEngine::Builtin {
-                continue;
-            }
             let uid = webhook.metadata.uid.clone().unwrap_or_default();
             let remembered = memory.get(&uid).copied().unwrap_or_default();
             match self.scale_one(ctx, &webhook, remembered).await {
@@ -213,24 +220,38 @@ impl Scaler {
             return Ok(memory);
         };
         let current = deployment.spec.replicas.unwrap_or(1);
-        let (visible, in_flight) = ctx.aws.queues.depth(&pair.queue).await?;
-        // One call per tick: the dead-letter count is the reconciler's to refresh.
-        let dead_letter = status.backlog.as_ref().map_or(0, |b| b.dead_letter);
+        let ready = deployment
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        let counts = ctx.aws.queues.backlog(&pair).await?;
         let backlog = BacklogStatus {
-            visible,
-            in_flight,
-            dead_letter,
+            visible: counts.visible,
+            in_flight: counts.in_flight,
+            dead_letter: counts.dead_letter,
         };
+        let mut fields = Fields {
+            backlog,
+            replicas: Replicas {
+                desired: current,
+                ready,
+            },
+            last_scale_time: status.last_scale_time.clone(),
+        };
+        // KEDA (or anything else) scales this one: its numbers are still ours to show.
+        if webhook.spec.worker.scaling.engine != ScalingEngine::Builtin {
+            write_fields(ctx, webhook, &fields).await?;
+            return Ok(memory);
+        }
         let (decision, next) = decide(
             &Policy::of(webhook),
             current,
-            visible,
-            in_flight,
+            counts.visible,
+            counts.in_flight,
             memory,
             Instant::now(),
         );
-        let webhooks: Api<Webhook> = Api::namespaced(ctx.client.clone(), &namespace);
-        let mut patch = json!({"status": {"backlog": &backlog}});
         if let Decision::Scale(replicas, reason) = &decision {
             deployments
                 .patch_scale(
@@ -240,11 +261,8 @@ impl Scaler {
                 )
                 .await?;
             tracing::info!(webhook = %webhook.name_any(), from = current, to = replicas, %reason, "scaled the worker");
-            patch["status"]["lastScaleTime"] = json!(crate::controller::status::now());
-            patch["status"]["replicas"] = json!({
-                "desired": replicas,
-                "ready": deployment.status.and_then(|s| s.ready_replicas).unwrap_or(0),
-            });
+            fields.replicas.desired = *replicas;
+            fields.last_scale_time = Some(crate::controller::status::now());
             let event = Event {
                 type_: EventType::Normal,
                 reason: "Scaled".to_owned(),
@@ -256,19 +274,60 @@ impl Scaler {
                 tracing::warn!(error = %e, "could not publish an Event");
             }
         }
-        if webhook.status.as_ref().and_then(|s| s.backlog.as_ref()) != Some(&backlog)
-            || matches!(decision, Decision::Scale(..))
-        {
-            webhooks
-                .patch_status(
-                    &webhook.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await?;
-        }
+        write_fields(ctx, webhook, &fields).await?;
         Ok(next)
     }
+}
+
+/// The status fields the scaler owns, and no other writer touches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fields {
+    /// Messages visible, in flight, and in the dead-letter queue.
+    pub backlog: BacklogStatus,
+    /// The worker Deployment's replicas, asked for and ready.
+    pub replicas: Replicas,
+    /// When the scaler last changed the replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+}
+
+impl Fields {
+    /// The fields as the Webhook's status has them, when it has them all.
+    fn of(webhook: &Webhook) -> Option<Self> {
+        let status = webhook.status.as_ref()?;
+        Some(Self {
+            backlog: status.backlog.clone()?,
+            replicas: status.replicas.clone()?,
+            last_scale_time: status.last_scale_time.clone(),
+        })
+    }
+}
+
+/// Server-side applies `fields` to the Webhook's status under [`MANAGER`], unless
+/// the status already says so. Every field is sent each time: what a manager stops
+/// sending, the API server removes.
+async fn write_fields(
+    ctx: &Context,
+    webhook: &Webhook,
+    fields: &Fields,
+) -> crate::controller::Result<()> {
+    if Fields::of(webhook).as_ref() == Some(fields) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": Webhook::api_version(&()),
+        "kind": Webhook::kind(&()),
+        "status": fields,
+    });
+    Api::<Webhook>::namespaced(ctx.client.clone(), &webhook.namespace().unwrap_or_default())
+        .patch_status(
+            &webhook.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

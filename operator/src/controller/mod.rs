@@ -1,18 +1,21 @@
 //! The reconcilers: `WebhookGateway` and `Webhook` into AWS and the cluster.
 //!
-//! Each reconcile is observe → validate → desired (pure, see [`crate::desired`]) →
-//! ensure each part (idempotent, through [`crate::aws`]) → status. A finalizer guards
-//! AWS cleanup; in-cluster children carry owner references.
+//! Each reconcile is observe (every read) → validate (pure) → plan (pure, built by
+//! [`crate::desired`]) → apply (idempotent calls through [`crate::aws`]'s traits,
+//! ids checkpointed into status) → status (pure), a module each under the kind's
+//! directory. A finalizer guards AWS cleanup; in-cluster children carry owner
+//! references.
 //!
 //! # Layout
 //! - [`context`]: what every reconcile shares (clients, AWS services, settings).
-//! - [`gateway`], [`webhook`]: the two reconcilers.
+//! - [`gateway`], [`webhook`]: the two reconcilers, one file per step.
 //! - [`deployer`]: coalesces stage deployments per gateway; Webhooks' requests for them.
 //! - [`hostname`]: whether the gateway's alias may replace what the zone holds at its hostname.
 //! - [`identity`]: a worker's ServiceAccount and, for IRSA, its namespace's role.
 //! - [`index`]: the pure gateway index (path owners, quotas, what routes share).
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
-//! - [`status`]: status writes and condition Events.
+//! - [`status`]: conditions from step results (one helper for both kinds), status
+//!   writes and condition Events.
 //! - [`run`]: runs the controllers.
 
 pub mod context;

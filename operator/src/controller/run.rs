@@ -15,19 +15,65 @@ use super::context::Context;
 use super::index::GatewayConcern;
 use super::{Error, gateway, webhook};
 
-async fn measured(
+/// Runs one reconcile, counts it, and logs its outcome once (info; warn for a
+/// failure): the object, the result and when it runs again, so a crashed instance's
+/// log says what it was doing.
+async fn measured<K>(
     kind: &'static str,
+    obj: &K,
     ctx: Arc<Context>,
     reconcile: impl Future<Output = Result<Action, Error>>,
-) -> Result<Action, Error> {
+) -> Result<Action, Error>
+where
+    K: kube::Resource,
+{
+    let object = match obj.meta().namespace.as_deref() {
+        Some(namespace) => format!(
+            "{namespace}/{}",
+            obj.meta().name.as_deref().unwrap_or_default()
+        ),
+        None => obj.meta().name.clone().unwrap_or_default(),
+    };
     let started = std::time::Instant::now();
     let result = reconcile.await;
+    let elapsed = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.metric_label(),
     };
-    ctx.metrics.observe(kind, outcome, started.elapsed());
+    ctx.metrics.observe(kind, outcome, elapsed);
+    let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    match &result {
+        Ok(action) => tracing::info!(
+            kind,
+            %object,
+            result = outcome,
+            requeue = %requeue(action, &ctx.timing),
+            millis,
+            "reconciled"
+        ),
+        Err(error) => tracing::warn!(
+            kind,
+            %object,
+            result = outcome,
+            %error,
+            requeue = %format!("{}s", ctx.timing.error.as_secs()),
+            millis,
+            "reconciled"
+        ),
+    }
     result
+}
+
+/// When an action runs the reconcile again, in words.
+fn requeue(action: &Action, timing: &super::context::Timing) -> String {
+    if *action == Action::await_change() {
+        return "on change".to_owned();
+    }
+    [timing.resync, timing.pending, timing.error]
+        .into_iter()
+        .find(|d| *action == Action::requeue(*d))
+        .map_or_else(|| format!("{action:?}"), |d| format!("{}s", d.as_secs()))
 }
 
 /// The Webhook of a watch event, when its gateway's reconcile depends on the event:
@@ -58,7 +104,7 @@ fn concerning(
 pub const CONCURRENCY: u16 = 16;
 
 fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, kind = error.metric_label(), "reconcile failed; retrying");
+    tracing::debug!(%error, kind = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(ctx.timing.error)
 }
 
@@ -103,7 +149,14 @@ pub async fn run(
     }
     let gateways = gateways
         .graceful_shutdown_on(shutdown.clone())
-        .run(gateway::reconcile, error_policy, ctx.clone())
+        .run(
+            |obj, ctx: Arc<Context>| async move {
+                let seen = obj.clone();
+                measured("gateway", &*seen, ctx.clone(), gateway::reconcile(obj, ctx)).await
+            },
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "gateway controller");
@@ -141,7 +194,8 @@ pub async fn run(
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 |obj, ctx: Arc<Context>| async move {
-                    measured("webhook", ctx.clone(), webhook::reconcile(obj, ctx)).await
+                    let seen = obj.clone();
+                    measured("webhook", &*seen, ctx.clone(), webhook::reconcile(obj, ctx)).await
                 },
                 error_policy,
                 ctx.clone(),
@@ -170,6 +224,16 @@ mod tests {
         .expect("a valid Webhook");
         webhook.metadata.generation = Some(generation);
         webhook
+    }
+
+    #[test]
+    fn the_outcome_says_when_the_reconcile_runs_again() {
+        let timing = super::super::context::Timing::default();
+        assert_eq!(requeue(&Action::requeue(timing.resync), &timing), "300s");
+        assert_eq!(requeue(&Action::requeue(timing.pending), &timing), "15s");
+        assert_eq!(requeue(&Action::await_change(), &timing), "on change");
+        let other = requeue(&Action::requeue(std::time::Duration::from_secs(7)), &timing);
+        assert!(other.contains("7s"), "{other}");
     }
 
     #[test]
