@@ -103,7 +103,11 @@ mod tests {
             ),
             (
                 "another name's A record",
-                vec![record("old.hooks.example.com", RrType::A, plain("192.0.2.1"))],
+                vec![record(
+                    "old.hooks.example.com",
+                    RrType::A,
+                    plain("192.0.2.1"),
+                )],
                 false,
             ),
             (
@@ -147,7 +151,11 @@ mod tests {
 
     #[test]
     fn the_message_names_the_record() {
-        let found = alias_conflict(&[record(HOST, RrType::A, plain("192.0.2.1"))], HOST, &[OURS]);
+        let found = alias_conflict(
+            &[record(HOST, RrType::A, plain("192.0.2.1"))],
+            HOST,
+            &[OURS],
+        );
         assert_eq!(
             found.as_deref(),
             Some(

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::super::context::Context;
 use super::super::deployer::Pending;
-use super::super::{Error, Result, status};
+use super::super::{Error, Result, hostname, status};
 use super::observe::Observed;
 use super::plan::Plan;
 use crate::aws::logs::ACCESS_LOG_FORMAT;
@@ -38,6 +38,9 @@ pub struct Applied {
     pub domain: Option<Result<DomainTarget, AwsError>>,
     /// Its base path mapping (reached once the domain exists).
     pub mapping: Option<Result<(), AwsError>>,
+    /// What the hostname holds that the alias must not replace (reached once the
+    /// domain is mapped); `Ok(None)`: nothing, the alias was written.
+    pub alias_check: Option<Result<Option<String>, AwsError>>,
     /// The records.
     pub records: Option<Result<(), AwsError>>,
     /// Failures applying the resource policy and deploying.
@@ -74,7 +77,9 @@ impl Applied {
 
     /// Whether the hostname's aliases point at the API.
     pub fn aliased(&self) -> bool {
-        matches!(self.mapping, Some(Ok(()))) && matches!(self.records, Some(Ok(())))
+        matches!(self.mapping, Some(Ok(())))
+            && matches!(self.alias_check, Some(Ok(None)))
+            && matches!(self.records, Some(Ok(())))
     }
 }
 
@@ -170,9 +175,34 @@ async fn parts(
     };
     // The ownership and validation records go in even while the rest waits: ACM
     // cannot issue without them.
+    let alias = match alias {
+        Some(target) => {
+            let check = alias_check(ctx, zone, &gateway.spec.hostname, target, status).await;
+            let clear = matches!(check, Ok(None));
+            applied.alias_check = Some(check);
+            clear.then_some(target)
+        }
+        None => None,
+    };
     let records = plan.records(&gateway.spec.hostname, certificate, alias);
     applied.records = Some(aws.dns.ensure_records(zone, &records).await.map(|_| ()));
     Ok(())
+}
+
+/// What, at the hostname, the alias must not replace (see [`hostname::alias_conflict`]):
+/// an alias may only go over nothing or over an alias to this gateway's domain, the
+/// one just ensured or the one its status recorded.
+async fn alias_check(
+    ctx: &Context,
+    zone: &str,
+    hostname: &str,
+    target: &DomainTarget,
+    status: &WebhookGatewayStatus,
+) -> Result<Option<String>, AwsError> {
+    let existing = ctx.aws.dns.records(zone, hostname).await?;
+    let mut ours = vec![target.regional_domain_name.as_str()];
+    ours.extend(status.regional_domain_name.as_deref());
+    Ok(hostname::alias_conflict(&existing, hostname, &ours))
 }
 
 /// The custom domain and its mapping, once the certificate is issued and the API

@@ -7,7 +7,7 @@
 use hookline_crds::WebhookGateway;
 use hookline_crds::conditions::{ACCESS_LOGS_READY, API_READY, CERTIFICATE_READY, DNS_READY};
 use hookline_crds::reasons::{
-    AWS_ERROR, CLOUDWATCH_ROLE_MISSING, DISABLED, PROGRESSING, RECONCILED,
+    AWS_ERROR, CLOUDWATCH_ROLE_MISSING, DISABLED, HOSTNAME_CONFLICT, PROGRESSING, RECONCILED,
 };
 
 use super::super::status::aws_failure;
@@ -96,8 +96,21 @@ pub fn derive(gateway: &WebhookGateway, region: &str, applied: &Applied) -> Deri
     }
     out.result(DNS_READY, &applied.domain);
     let mapped = out.result(DNS_READY, &applied.mapping).is_some();
-    if out.result(DNS_READY, &applied.records).is_some() {
-        out.reports.push(if mapped {
+    let conflict = out.result(DNS_READY, &applied.alias_check).cloned();
+    let aliased = mapped && matches!(conflict, Some(None));
+    let unchecked = matches!(applied.alias_check, Some(Err(_)));
+    if out.result(DNS_READY, &applied.records).is_some() && !unchecked {
+        out.reports.push(if let Some(Some(record)) = conflict {
+            Report::failed(
+                DNS_READY,
+                HOSTNAME_CONFLICT,
+                format!(
+                    "{record}; the alias was not written, so nothing there changed. Delete or \
+                     rename that record (its traffic then moves to the gateway) and the next \
+                     pass writes the alias"
+                ),
+            )
+        } else if aliased {
             Report::ok(
                 DNS_READY,
                 RECONCILED,
@@ -202,9 +215,37 @@ mod tests {
                 regional_zone_id: "z".to_owned(),
             })),
             mapping: Some(Ok(())),
+            alias_check: Some(Ok(None)),
             records: Some(Ok(())),
             ..Applied::default()
         }
+    }
+
+    #[test]
+    fn a_record_the_alias_would_replace_is_a_hostname_conflict() {
+        let conflicted = Applied {
+            alias_check: Some(Ok(Some("h has an A record (192.0.2.1)".to_owned()))),
+            ..served()
+        };
+        assert!(!conflicted.aliased());
+        let derived = derive(&gateway(), "us-east-1", &conflicted);
+        let dns = derived.reports.iter().rfind(|r| r.type_ == DNS_READY);
+        assert_eq!(
+            dns.map(|r| (r.ok, r.reason.as_str())),
+            Some((false, HOSTNAME_CONFLICT))
+        );
+        assert!(dns.is_some_and(|r| r.message.starts_with("h has an A record (192.0.2.1);")));
+        let unread = Applied {
+            alias_check: Some(Err(error("ListResourceRecordSets"))),
+            ..served()
+        };
+        assert!(!unread.aliased());
+        let derived = derive(&gateway(), "us-east-1", &unread);
+        assert!(
+            !derived.reports.iter().any(|r| r.type_ == DNS_READY && r.ok),
+            "{:?}",
+            derived.reports
+        );
     }
 
     fn summary(derived: &Derived) -> Vec<(&'static str, bool, &str)> {
