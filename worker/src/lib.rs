@@ -34,7 +34,6 @@
 //!   margins, when to extend).
 //! - [`redrive`]: moving a FIFO dead-letter queue back, in order.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`telemetry`]: logging and `/metrics` for the binaries.
 
 #![forbid(unsafe_code)]
 
@@ -45,7 +44,6 @@ pub mod metrics;
 pub mod redrive;
 pub mod secrets;
 pub mod signature;
-pub mod telemetry;
 pub mod wire;
 
 pub use consumer::{Backoff, Consumer, ConsumerConfig, ConsumerError};

@@ -173,7 +173,7 @@ enum EncodingArg {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    hookline_worker::telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
+    hookline_telemetry::init_logging(matches!(cli.log_format, LogFormat::Json));
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     match cli.command {
@@ -240,7 +240,7 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(move || hookline_worker::telemetry::metrics_text(registry.clone())),
+            get(move || hookline_telemetry::metrics_text(registry.clone())),
         );
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -251,7 +251,7 @@ async fn run(sqs: aws_sdk_sqs::Client, args: RunArgs) -> Result<()> {
 
     let signals = shutdown.clone();
     tokio::spawn(async move {
-        hookline_worker::telemetry::shutdown_signal().await;
+        hookline_telemetry::shutdown_signal().await;
         info!("shutting down: finishing messages in flight");
         signals.cancel();
     });
