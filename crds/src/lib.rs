@@ -12,11 +12,13 @@
 //! - `common`: references, throttling, deletion policy, tags.
 //! - `gateway`, `webhook`: the two resources.
 //! - [`conditions`], [`reasons`]: the status vocabulary the operator writes.
+//! - `contract`: the signature settings as `hookline_contract` types.
 //! - [`crds`] / [`render_crds`]: the CRDs as installed (`crdgen` writes them to `crds/*.yaml`).
 
 #![forbid(unsafe_code)]
 
 mod common;
+mod contract;
 mod gateway;
 pub mod reference;
 mod webhook;

@@ -1,9 +1,10 @@
 //! Desired state (pure, no I/O): what AWS and the cluster should hold for a Webhook,
 //! computed from the Webhook, its gateway and the operator's settings.
 
+use hookline_contract::env::{AwsEnv, SecretFiles, SignatureEnv, WorkerEnv};
 use hookline_crds::{
-    AuthMode, DedupSource, GroupSource, KedaIdentity, ServiceAccountScope, Signature,
-    SignaturePreset, Webhook, WebhookGateway,
+    AuthMode, DedupSource, GroupSource, KedaIdentity, ServiceAccountScope, Signature, Webhook,
+    WebhookGateway,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -13,6 +14,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::aws::templates::{DedupKey, GroupKey, RouteTemplate};
 use crate::aws::{Owner, QueuePair, QueuePairSpec};
@@ -104,28 +107,11 @@ pub fn queue_pair(
     }
 }
 
-/// Headers a signature preset needs at the worker.
+/// Headers a signature preset needs at the worker (the contract's table).
 pub fn signature_headers(signature: Option<&Signature>) -> Vec<String> {
-    let Some(signature) = signature else {
-        return Vec::new();
-    };
-    let names: &[&str] = match signature.preset {
-        SignaturePreset::Stripe => &["stripe-signature"],
-        SignaturePreset::GitHub => &["x-hub-signature-256"],
-        SignaturePreset::Shopify => &["x-shopify-hmac-sha256"],
-        SignaturePreset::Slack => &["x-slack-signature", "x-slack-request-timestamp"],
-        SignaturePreset::StandardWebhooks => {
-            &["webhook-id", "webhook-timestamp", "webhook-signature"]
-        }
-        SignaturePreset::GenericHmac => {
-            return signature
-                .generic_hmac
-                .iter()
-                .map(|g| g.header.to_ascii_lowercase())
-                .collect();
-        }
-    };
-    names.iter().map(|n| (*n).to_owned()).collect()
+    signature
+        .map(Signature::forwarded_headers)
+        .unwrap_or_default()
 }
 
 /// The mapping template inputs of a webhook's route.
@@ -389,14 +375,57 @@ fn health_probe(period: i32) -> Probe {
     }
 }
 
-fn preset_flag(preset: SignaturePreset) -> &'static str {
-    match preset {
-        SignaturePreset::Stripe => "stripe",
-        SignaturePreset::GitHub => "github",
-        SignaturePreset::Shopify => "shopify",
-        SignaturePreset::Slack => "slack",
-        SignaturePreset::StandardWebhooks => "standard-webhooks",
-        SignaturePreset::GenericHmac => "generic-hmac",
+/// Seconds and counts as the worker reads them; the schema's minimums keep the
+/// CRD's `i32`s non-negative, so the fallback is never taken.
+fn unsigned(value: i32) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
+
+/// What the worker sidecar is told: the queues, the handler, the delivery settings,
+/// AWS, and how to verify signatures with the secrets mounted at `SECRET_DIR`.
+pub fn worker_env(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> WorkerEnv {
+    let spec = &webhook.spec;
+    WorkerEnv {
+        queue_url: pair.queue.url.clone(),
+        dead_letter_queue_url: Some(pair.dead_letter.url.clone()),
+        handler_url: format!(
+            "http://127.0.0.1:{}{}",
+            spec.worker.handler.port, spec.worker.handler.path
+        ),
+        handler_timeout_seconds: unsigned(spec.worker.handler.timeout_seconds),
+        concurrency: usize::try_from(spec.worker.concurrency).unwrap_or_default(),
+        visibility_timeout_seconds: unsigned(spec.delivery.visibility_timeout_seconds),
+        max_receive_count: Some(u32::try_from(spec.delivery.max_receive_count).unwrap_or_default()),
+        backoff_initial_seconds: unsigned(spec.delivery.retry_backoff.initial_seconds),
+        backoff_max_seconds: unsigned(spec.delivery.retry_backoff.max_seconds),
+        metrics_addr: SocketAddr::from(([0, 0, 0, 0], WORKER_METRICS_PORT as u16)),
+        aws: AwsEnv {
+            region: Some(settings.region.clone()),
+            endpoint_url: settings.aws_endpoint_url.clone(),
+        },
+        signature: spec.signature.as_ref().map(|signature| {
+            // No keys listed: the whole Secret is mounted and every key is a secret, so a
+            // key added for a rotation reaches the worker through the kubelet without a
+            // roll. Listed keys are projected one by one; a new list changes this
+            // template and rolls the worker. Values are re-read by the worker either way.
+            let keys = &signature.secret_ref.keys;
+            let secrets = if keys.is_empty() {
+                SecretFiles::Dir(SECRET_DIR.into())
+            } else {
+                SecretFiles::Files(
+                    keys.iter()
+                        .map(|k| PathBuf::from(format!("{SECRET_DIR}/{k}")))
+                        .collect(),
+                )
+            };
+            SignatureEnv {
+                preset: signature.preset_name(),
+                tolerance_seconds: unsigned(signature.tolerance_seconds),
+                rotation_window_seconds: unsigned(signature.rotation_window_seconds),
+                secrets,
+                generic_hmac: signature.generic_hmac_settings(),
+            }
+        }),
     }
 }
 
@@ -412,86 +441,15 @@ pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Setting
         .get_or_insert_with(BTreeMap::new)
         .extend(labels.clone());
 
-    let mut vars = vec![
-        env("HOOKLINE_QUEUE_URL", pair.queue.url.clone()),
-        env(
-            "HOOKLINE_DEAD_LETTER_QUEUE_URL",
-            pair.dead_letter.url.clone(),
-        ),
-        env(
-            "HOOKLINE_HANDLER_URL",
-            format!(
-                "http://127.0.0.1:{}{}",
-                spec.worker.handler.port, spec.worker.handler.path
-            ),
-        ),
-        env(
-            "HOOKLINE_HANDLER_TIMEOUT_SECONDS",
-            spec.worker.handler.timeout_seconds.to_string(),
-        ),
-        env("HOOKLINE_CONCURRENCY", spec.worker.concurrency.to_string()),
-        env(
-            "HOOKLINE_VISIBILITY_TIMEOUT_SECONDS",
-            spec.delivery.visibility_timeout_seconds.to_string(),
-        ),
-        env(
-            "HOOKLINE_MAX_RECEIVE_COUNT",
-            spec.delivery.max_receive_count.to_string(),
-        ),
-        env(
-            "HOOKLINE_BACKOFF_INITIAL_SECONDS",
-            spec.delivery.retry_backoff.initial_seconds.to_string(),
-        ),
-        env(
-            "HOOKLINE_BACKOFF_MAX_SECONDS",
-            spec.delivery.retry_backoff.max_seconds.to_string(),
-        ),
-        env(
-            "HOOKLINE_METRICS_ADDR",
-            format!("0.0.0.0:{WORKER_METRICS_PORT}"),
-        ),
-        env("AWS_REGION", settings.region.clone()),
-    ];
-    if let Some(endpoint) = &settings.aws_endpoint_url {
-        vars.push(env("AWS_ENDPOINT_URL", endpoint.clone()));
-    }
+    let vars: Vec<EnvVar> = worker_env(webhook, pair, settings)
+        .vars()
+        .into_iter()
+        .map(|(name, value)| env(name, value))
+        .collect();
     let mut mounts = Vec::new();
     let mut volumes = Vec::new();
     if let Some(signature) = &spec.signature {
-        vars.push(env(
-            "HOOKLINE_SIGNATURE_PRESET",
-            preset_flag(signature.preset),
-        ));
-        vars.push(env(
-            "HOOKLINE_SIGNATURE_TOLERANCE_SECONDS",
-            signature.tolerance_seconds.to_string(),
-        ));
-        vars.push(env(
-            "HOOKLINE_SIGNATURE_ROTATION_WINDOW_SECONDS",
-            signature.rotation_window_seconds.to_string(),
-        ));
-        // No keys listed: the whole Secret is mounted and every key is a secret, so a
-        // key added for a rotation reaches the worker through the kubelet without a
-        // roll. Listed keys are projected one by one; a new list changes this
-        // template and rolls the worker. Values are re-read by the worker either way.
         let keys = &signature.secret_ref.keys;
-        if keys.is_empty() {
-            vars.push(env("HOOKLINE_SIGNATURE_SECRET_DIR", SECRET_DIR));
-        } else {
-            let files: Vec<String> = keys.iter().map(|k| format!("{SECRET_DIR}/{k}")).collect();
-            vars.push(env("HOOKLINE_SIGNATURE_SECRET_FILES", files.join(",")));
-        }
-        if let Some(generic) = &signature.generic_hmac {
-            vars.push(env("HOOKLINE_HMAC_HEADER", generic.header.clone()));
-            let encoding = match generic.encoding {
-                hookline_crds::DigestEncoding::Hex => "hex",
-                hookline_crds::DigestEncoding::Base64 => "base64",
-            };
-            vars.push(env("HOOKLINE_HMAC_ENCODING", encoding));
-            if let Some(prefix) = &generic.prefix {
-                vars.push(env("HOOKLINE_HMAC_PREFIX", prefix.clone()));
-            }
-        }
         volumes.push(Volume {
             name: "hookline-signature".to_owned(),
             secret: Some(SecretVolumeSource {

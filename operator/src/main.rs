@@ -136,7 +136,7 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    hookline_worker::telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
+    hookline_telemetry::init_logging(matches!(args.log_format, LogFormat::Json));
     if let Some(Command::UninstallCheck) = args.command {
         return uninstall_check(&args.namespaces).await;
     }
@@ -225,7 +225,7 @@ async fn main() -> Result<()> {
             )
             .route(
                 "/metrics",
-                get(move || hookline_worker::telemetry::metrics_text(registry.clone())),
+                get(move || hookline_telemetry::metrics_text(registry.clone())),
             )
     };
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -237,8 +237,7 @@ async fn main() -> Result<()> {
         duration: Duration::from_secs(15),
         renew: Duration::from_secs(5),
     };
-    let shutdown =
-        futures::FutureExt::shared(Box::pin(hookline_worker::telemetry::shutdown_signal()));
+    let shutdown = futures::FutureExt::shared(Box::pin(hookline_telemetry::shutdown_signal()));
     if args.leader_election {
         tokio::select! {
             acquired = leader::acquire(&client, &lease) => {

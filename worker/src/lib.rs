@@ -23,9 +23,11 @@
 //! ```
 //!
 //! # Layout
-//! - [`wire`]: the message format the gateway writes (body, group, headers attribute).
-//! - [`signature`]: provider signature schemes, checked before the handler runs, and
-//!   the rotation of their secrets.
+//! - [`wire`]: reading the messages the gateway writes, in the format
+//!   `hookline_contract::wire` defines (body, group, header attributes).
+//! - [`signature`]: verifying the provider signature schemes (the presets are
+//!   `hookline_contract::signature`'s), before the handler runs, and the rotation of
+//!   their secrets.
 //! - [`secrets`]: reading the signing secrets from mounted files, and again when the
 //!   kubelet updates them.
 //! - [`handler`]: the [`Handler`] trait and the HTTP handler of the sidecar.
@@ -34,10 +36,13 @@
 //!   margins, when to extend).
 //! - [`redrive`]: moving a FIFO dead-letter queue back, in order.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`telemetry`]: logging and `/metrics` for the binaries.
+//! - [`config`]: the `hookline-worker` command line, whose variables are
+//!   `hookline_contract::env`'s, and reading the operator's [`hookline_contract::WorkerEnv`]
+//!   back from it.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod consumer;
 pub mod handler;
 mod hold;
@@ -45,7 +50,6 @@ pub mod metrics;
 pub mod redrive;
 pub mod secrets;
 pub mod signature;
-pub mod telemetry;
 pub mod wire;
 
 pub use consumer::{Backoff, Consumer, ConsumerConfig, ConsumerError};

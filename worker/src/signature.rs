@@ -20,44 +20,9 @@ use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::wire::Delivery;
-
-/// A provider's signature scheme.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Preset {
-    /// `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]` over `"{t}.{body}"`.
-    Stripe,
-    /// `X-Hub-Signature-256: sha256=<hex>` over the body.
-    GitHub,
-    /// `X-Shopify-Hmac-Sha256: <base64>` over the body.
-    Shopify,
-    /// `X-Slack-Signature: v0=<hex>` over `"v0:{X-Slack-Request-Timestamp}:{body}"`.
-    Slack,
-    /// Standard Webhooks: `webhook-signature: v1,<base64> …` over
-    /// `"{webhook-id}.{webhook-timestamp}.{body}"`, with `whsec_<base64>` secrets.
-    StandardWebhooks,
-    /// HMAC-SHA256 of the body in a header of the team's choice.
-    GenericHmac(GenericHmac),
-}
-
-/// Settings of [`Preset::GenericHmac`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenericHmac {
-    /// Header carrying the digest.
-    pub header: String,
-    /// How the digest is written.
-    pub encoding: DigestEncoding,
-    /// Text before the digest, e.g. `sha256=`.
-    pub prefix: Option<String>,
-}
-
-/// Encoding of a digest in a header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigestEncoding {
-    /// Hexadecimal, either case.
-    Hex,
-    /// Standard base64.
-    Base64,
-}
+use hookline_contract::signature::header;
+/// The presets and their settings are the contract's: the operator configures them.
+pub use hookline_contract::signature::{DigestEncoding, GenericHmac, Preset, PresetName};
 
 /// Why a message was not verified. The text never contains a secret or a digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -235,7 +200,7 @@ impl Verifier {
     ) -> Result<Verified, Rejection> {
         match &self.preset {
             Preset::Stripe => {
-                let header = required(headers, "stripe-signature")?;
+                let header = required(headers, header::STRIPE_SIGNATURE)?;
                 let mut timestamp = None;
                 let mut signatures = Vec::new();
                 for part in header.split(',') {
@@ -255,14 +220,14 @@ impl Verifier {
                 self.any_matches(&signed, &signatures, now)
             }
             Preset::GitHub => {
-                let header = required(headers, "x-hub-signature-256")?;
+                let header = required(headers, header::GITHUB_SIGNATURE)?;
                 let hex = header
                     .strip_prefix("sha256=")
                     .ok_or_else(|| malformed("X-Hub-Signature-256 (no sha256= prefix)"))?;
                 self.any_matches(body, &[decode_hex(hex, "X-Hub-Signature-256")?], now)
             }
             Preset::Shopify => {
-                let header = required(headers, "x-shopify-hmac-sha256")?;
+                let header = required(headers, header::SHOPIFY_HMAC)?;
                 self.any_matches(
                     body,
                     &[decode_base64(header, "X-Shopify-Hmac-Sha256")?],
@@ -270,8 +235,8 @@ impl Verifier {
                 )
             }
             Preset::Slack => {
-                let header = required(headers, "x-slack-signature")?;
-                let timestamp = required(headers, "x-slack-request-timestamp")?;
+                let header = required(headers, header::SLACK_SIGNATURE)?;
+                let timestamp = required(headers, header::SLACK_TIMESTAMP)?;
                 let hex = header
                     .strip_prefix("v0=")
                     .ok_or_else(|| malformed("X-Slack-Signature (no v0= prefix)"))?;
@@ -280,9 +245,9 @@ impl Verifier {
                 self.any_matches(&signed, &[decode_hex(hex, "X-Slack-Signature")?], now)
             }
             Preset::StandardWebhooks => {
-                let id = required(headers, "webhook-id")?;
-                let timestamp = required(headers, "webhook-timestamp")?;
-                let header = required(headers, "webhook-signature")?;
+                let id = required(headers, header::WEBHOOK_ID)?;
+                let timestamp = required(headers, header::WEBHOOK_TIMESTAMP)?;
+                let header = required(headers, header::WEBHOOK_SIGNATURE)?;
                 self.check_timestamp(timestamp, "webhook-timestamp", now)?;
                 let signatures = header
                     .split(' ')

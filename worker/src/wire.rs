@@ -1,57 +1,13 @@
-//! The message format shared by the gateway's mapping template (which writes each
-//! request into SQS) and the worker (which reads it back).
-//!
-//! - The body is the raw request body.
-//! - Each forwarded request header is one String message attribute named
-//!   `Header.<lowercase name>`, whose value starts with a one-character marker. The
-//!   template renders an absent header as an empty string, and SQS refuses empty
-//!   attribute values; with the marker, the marker alone means "absent".
-//!   - `%` ([`ENCODED_HEADER_VALUE_MARKER`]), written by the gateway: the value is
-//!     URL-encoded (`application/x-www-form-urlencoded`, as Velocity's
-//!     `$util.urlEncode` writes it), because the template picks one of several
-//!     lookups by splitting on a character the encoding never leaves.
-//!   - `:` ([`HEADER_VALUE_MARKER`]): the raw value, as gateways before the
-//!     encoded form wrote it (messages still queued from them) and as
-//!     [`header_attributes`] writes it for producers that send directly.
-//! - SQS allows ten message attributes per message: the gateway forwards at most
-//!   [`MAX_FORWARDED_HEADERS`], leaving room for one of the worker's own.
-//! - [`QUEUED_AT_ATTRIBUTE`]: when the gateway first queued the request, written by
-//!   the worker whenever it moves a message to another queue (to the dead-letter
-//!   queue, back by a redrive). A moved message is a new message to SQS, with a new
-//!   `SentTimestamp` (and a FIFO queue resets the enqueue time of what it moves to its
-//!   dead-letter queue itself), so without it a redriven Stripe event would be checked
-//!   against the redrive time and refused as a replay.
-//!
-//! A template cannot loop over all headers portably (emulators run a subset of
-//! Velocity), so the operator forwards a fixed list: the signature preset's headers,
-//! the ordering and deduplication headers, `content-type` and `user-agent`.
+//! Reading queued messages in the contract's format (`hookline_contract::wire`,
+//! re-exported here): the body, the group, the `Header.*` attributes, and the
+//! worker's own [`QUEUED_AT_ATTRIBUTE`].
+
+pub use hookline_contract::wire::*;
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::HashMap;
-
-/// Prefix of the message attributes that carry request headers.
-pub const HEADER_ATTRIBUTE_PREFIX: &str = "Header.";
-
-/// Leads a raw header attribute value, so that an absent header is not empty.
-pub const HEADER_VALUE_MARKER: char = ':';
-
-/// Leads a URL-encoded header attribute value (what the gateway writes).
-pub const ENCODED_HEADER_VALUE_MARKER: char = '%';
-
-/// How many headers one message may carry (SQS's limit of ten attributes, less one
-/// for the worker's [`QUEUED_AT_ATTRIBUTE`]).
-pub const MAX_FORWARDED_HEADERS: usize = 9;
-
-/// SQS's limit of message attributes per message.
-pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
-
-/// When the gateway first queued the request (epoch milliseconds), carried across
-/// the worker's moves between queues. Only the worker writes it: the gateway writes
-/// `Header.*` attributes only, so a caller of the public endpoint cannot set it;
-/// whoever holds `sqs:SendMessage` on the queue can, and is trusted as the gateway is.
-pub const QUEUED_AT_ATTRIBUTE: &str = "Hookline-Queued-At";
 
 /// Headers the worker adds to every handler call.
 pub mod headers {
@@ -180,21 +136,12 @@ fn read_headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, attribute) in attributes {
-        let Some(name) = name.strip_prefix(HEADER_ATTRIBUTE_PREFIX) else {
+        let Some(name) = header_name(name) else {
             continue;
         };
-        let raw = attribute.string_value().unwrap_or_default();
-        let value = match raw.strip_prefix(ENCODED_HEADER_VALUE_MARKER) {
-            Some(encoded) => form_decode(encoded),
-            None => raw
-                .strip_prefix(HEADER_VALUE_MARKER)
-                .unwrap_or(raw)
-                .as_bytes()
-                .to_vec(),
-        };
-        if value.is_empty() {
+        let Some(value) = header_value(attribute.string_value().unwrap_or_default()) else {
             continue;
-        }
+        };
         match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(&value),
@@ -210,12 +157,6 @@ fn read_headers(
     headers
 }
 
-/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
-fn form_decode(encoded: &str) -> Vec<u8> {
-    let spaced = encoded.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced).collect()
-}
-
 /// Encodes headers in the raw form, for producers that write to the queue
 /// directly (tests, tools). Names are lowercased.
 pub fn header_attributes(headers: &[(&str, &str)]) -> HashMap<String, MessageAttributeValue> {
@@ -224,13 +165,10 @@ pub fn header_attributes(headers: &[(&str, &str)]) -> HashMap<String, MessageAtt
         .filter_map(|(name, value)| {
             let attribute = MessageAttributeValue::builder()
                 .data_type("String")
-                .string_value(format!("{HEADER_VALUE_MARKER}{value}"))
+                .string_value(raw_header_value(value))
                 .build()
                 .ok()?;
-            Some((
-                format!("{HEADER_ATTRIBUTE_PREFIX}{}", name.to_ascii_lowercase()),
-                attribute,
-            ))
+            Some((header_attribute_name(name), attribute))
         })
         .collect()
 }

@@ -41,13 +41,13 @@
 //!   accepted type is registered bare and with the usual `charset` spellings
 //!   ([`request_templates`]).
 //!
-//! The message format is `hookline_worker::wire`'s: one attribute per forwarded
-//! header, `Header.<name>`, whose value is [`ENCODED_HEADER_VALUE_MARKER`]
-//! followed by the URL-encoded header value (the marker alone: absent), so an
-//! absent header is not an empty (refused) attribute.
+//! The message format is `hookline_contract::wire`'s (the worker reads it back):
+//! one attribute per forwarded header, `Header.<name>`, whose value is
+//! [`ENCODED_HEADER_VALUE_MARKER`] followed by the URL-encoded header value (the
+//! marker alone: absent), so an absent header is not an empty (refused) attribute.
 
-use hookline_worker::wire::{
-    ENCODED_HEADER_VALUE_MARKER, HEADER_ATTRIBUTE_PREFIX, MAX_FORWARDED_HEADERS,
+use hookline_contract::wire::{
+    ENCODED_HEADER_VALUE_MARKER, MAX_FORWARDED_HEADERS, header_attribute_name,
 };
 use std::collections::HashMap;
 
@@ -273,7 +273,7 @@ pub fn request_template(route: &RouteTemplate) -> Result<String, TemplateError> 
         sets.push_str(&pick_header(&var, header));
         fields.push(format!(
             "MessageAttribute.{n}.Name={}",
-            form_encode(&format!("{HEADER_ATTRIBUTE_PREFIX}{header}"))
+            form_encode(&header_attribute_name(header))
         ));
         fields.push(format!("MessageAttribute.{n}.Value.DataType=String"));
         fields.push(format!(

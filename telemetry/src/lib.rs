@@ -1,6 +1,9 @@
 //! Process plumbing that Hookline's binaries (the worker and the operator) share:
 //! JSON or text log lines on stderr filtered by `RUST_LOG`, the OpenMetrics text of
-//! a Prometheus registry, and the stop signal.
+//! a Prometheus registry, and the stop signal. Its own crate so that neither binary
+//! depends on the other's library for it.
+
+#![forbid(unsafe_code)]
 
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;

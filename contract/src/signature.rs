@@ -1,0 +1,292 @@
+//! The signature presets: how each provider signs, named once for the CRD's
+//! conversion, the worker's flag and environment, the headers the gateway forwards
+//! and the worker's verification.
+//!
+//! [`PresetName`] is a preset as it is configured (the CRD's `preset`, the worker's
+//! `--signature-preset`); [`Preset`] is a preset with its settings, what the worker
+//! verifies with. [`forwarded_headers`] is the table of headers each needs at the
+//! worker: the route forwards exactly these, and the worker reads them by the
+//! [`header`] names.
+
+/// The request headers the presets read, lowercase as the worker looks them up.
+pub mod header {
+    /// Stripe: `t=<unix>,v1=<hex>[,v1=<hex>…]`.
+    pub const STRIPE_SIGNATURE: &str = "stripe-signature";
+    /// GitHub: `sha256=<hex>`.
+    pub const GITHUB_SIGNATURE: &str = "x-hub-signature-256";
+    /// Shopify: base64.
+    pub const SHOPIFY_HMAC: &str = "x-shopify-hmac-sha256";
+    /// Slack: `v0=<hex>`.
+    pub const SLACK_SIGNATURE: &str = "x-slack-signature";
+    /// Slack: the signed timestamp.
+    pub const SLACK_TIMESTAMP: &str = "x-slack-request-timestamp";
+    /// Standard Webhooks: the message id.
+    pub const WEBHOOK_ID: &str = "webhook-id";
+    /// Standard Webhooks: the signed timestamp.
+    pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+    /// Standard Webhooks: `v1,<base64> …`.
+    pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+}
+
+/// A preset as it is configured, without its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PresetName {
+    /// Stripe's `Stripe-Signature`.
+    Stripe,
+    /// GitHub's `X-Hub-Signature-256`.
+    GitHub,
+    /// Shopify's `X-Shopify-Hmac-Sha256`.
+    Shopify,
+    /// Slack's `X-Slack-Signature` with `X-Slack-Request-Timestamp`.
+    Slack,
+    /// Standard Webhooks' `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    StandardWebhooks,
+    /// HMAC-SHA256 of the body in a header of the team's choice ([`GenericHmac`]).
+    GenericHmac,
+}
+
+impl PresetName {
+    /// Every preset.
+    pub const ALL: [Self; 6] = [
+        Self::Stripe,
+        Self::GitHub,
+        Self::Shopify,
+        Self::Slack,
+        Self::StandardWebhooks,
+        Self::GenericHmac,
+    ];
+
+    /// The name as the worker's flag and environment spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stripe => "stripe",
+            Self::GitHub => "github",
+            Self::Shopify => "shopify",
+            Self::Slack => "slack",
+            Self::StandardWebhooks => "standard-webhooks",
+            Self::GenericHmac => "generic-hmac",
+        }
+    }
+
+    /// The headers the preset always reads; [`GenericHmac`]'s is configured.
+    pub fn fixed_headers(self) -> &'static [&'static str] {
+        match self {
+            Self::Stripe => &[header::STRIPE_SIGNATURE],
+            Self::GitHub => &[header::GITHUB_SIGNATURE],
+            Self::Shopify => &[header::SHOPIFY_HMAC],
+            Self::Slack => &[header::SLACK_SIGNATURE, header::SLACK_TIMESTAMP],
+            Self::StandardWebhooks => &[
+                header::WEBHOOK_ID,
+                header::WEBHOOK_TIMESTAMP,
+                header::WEBHOOK_SIGNATURE,
+            ],
+            Self::GenericHmac => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for PresetName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no preset's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a signature preset (expected one of stripe, github, shopify, slack, standard-webhooks, generic-hmac)"
+)]
+pub struct UnknownPreset(pub String);
+
+impl std::str::FromStr for PresetName {
+    type Err = UnknownPreset;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| UnknownPreset(name.to_owned()))
+    }
+}
+
+/// The headers a preset needs forwarded to the worker, lowercase: its fixed ones, or
+/// for [`PresetName::GenericHmac`] the configured header (none without settings).
+pub fn forwarded_headers(name: PresetName, generic: Option<&GenericHmac>) -> Vec<String> {
+    match name {
+        PresetName::GenericHmac => generic
+            .map(|g| g.header.to_ascii_lowercase())
+            .into_iter()
+            .collect(),
+        fixed => fixed
+            .fixed_headers()
+            .iter()
+            .map(|h| (*h).to_owned())
+            .collect(),
+    }
+}
+
+/// A provider's signature scheme, with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preset {
+    /// `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]` over `"{t}.{body}"`.
+    Stripe,
+    /// `X-Hub-Signature-256: sha256=<hex>` over the body.
+    GitHub,
+    /// `X-Shopify-Hmac-Sha256: <base64>` over the body.
+    Shopify,
+    /// `X-Slack-Signature: v0=<hex>` over `"v0:{X-Slack-Request-Timestamp}:{body}"`.
+    Slack,
+    /// Standard Webhooks: `webhook-signature: v1,<base64> …` over
+    /// `"{webhook-id}.{webhook-timestamp}.{body}"`, with `whsec_<base64>` secrets.
+    StandardWebhooks,
+    /// HMAC-SHA256 of the body in a header of the team's choice.
+    GenericHmac(GenericHmac),
+}
+
+/// [`PresetName::GenericHmac`] without its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the generic-hmac preset needs its header")]
+pub struct MissingGenericHmac;
+
+impl Preset {
+    /// The preset `name` with `generic`'s settings (read for
+    /// [`PresetName::GenericHmac`] only, which cannot do without them).
+    pub fn new(name: PresetName, generic: Option<GenericHmac>) -> Result<Self, MissingGenericHmac> {
+        Ok(match name {
+            PresetName::Stripe => Self::Stripe,
+            PresetName::GitHub => Self::GitHub,
+            PresetName::Shopify => Self::Shopify,
+            PresetName::Slack => Self::Slack,
+            PresetName::StandardWebhooks => Self::StandardWebhooks,
+            PresetName::GenericHmac => Self::GenericHmac(generic.ok_or(MissingGenericHmac)?),
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> PresetName {
+        match self {
+            Self::Stripe => PresetName::Stripe,
+            Self::GitHub => PresetName::GitHub,
+            Self::Shopify => PresetName::Shopify,
+            Self::Slack => PresetName::Slack,
+            Self::StandardWebhooks => PresetName::StandardWebhooks,
+            Self::GenericHmac(_) => PresetName::GenericHmac,
+        }
+    }
+
+    /// The headers it reads ([`forwarded_headers`]).
+    pub fn headers(&self) -> Vec<String> {
+        let generic = match self {
+            Self::GenericHmac(g) => Some(g),
+            _ => None,
+        };
+        forwarded_headers(self.name(), generic)
+    }
+}
+
+/// Settings of [`Preset::GenericHmac`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenericHmac {
+    /// Header carrying the digest.
+    pub header: String,
+    /// How the digest is written.
+    pub encoding: DigestEncoding,
+    /// Text before the digest, e.g. `sha256=`.
+    pub prefix: Option<String>,
+}
+
+/// Encoding of a digest in a header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DigestEncoding {
+    /// Hexadecimal, either case.
+    #[default]
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+impl DigestEncoding {
+    /// Every encoding.
+    pub const ALL: [Self; 2] = [Self::Hex, Self::Base64];
+
+    /// The name as the worker's flag and environment spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hex => "hex",
+            Self::Base64 => "base64",
+        }
+    }
+}
+
+/// A name that is no digest encoding's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a digest encoding (expected hex or base64)")]
+pub struct UnknownEncoding(pub String);
+
+impl std::str::FromStr for DigestEncoding {
+    type Err = UnknownEncoding;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.as_str() == name)
+            .ok_or_else(|| UnknownEncoding(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_back() {
+        for name in PresetName::ALL {
+            assert_eq!(name.as_str().parse::<PresetName>(), Ok(name));
+        }
+        for encoding in DigestEncoding::ALL {
+            assert_eq!(encoding.as_str().parse::<DigestEncoding>(), Ok(encoding));
+        }
+        assert!(
+            "Stripe".parse::<PresetName>().is_err(),
+            "the flag spelling only"
+        );
+    }
+
+    #[test]
+    fn each_preset_forwards_the_headers_it_reads() {
+        let generic = GenericHmac {
+            header: "X-Signature".to_owned(),
+            encoding: DigestEncoding::Base64,
+            prefix: None,
+        };
+        let cases = [
+            (Preset::Stripe, vec!["stripe-signature"]),
+            (Preset::GitHub, vec!["x-hub-signature-256"]),
+            (Preset::Shopify, vec!["x-shopify-hmac-sha256"]),
+            (
+                Preset::Slack,
+                vec!["x-slack-signature", "x-slack-request-timestamp"],
+            ),
+            (
+                Preset::StandardWebhooks,
+                vec!["webhook-id", "webhook-timestamp", "webhook-signature"],
+            ),
+            (Preset::GenericHmac(generic.clone()), vec!["x-signature"]),
+        ];
+        for (preset, want) in cases {
+            assert_eq!(preset.headers(), want, "{preset:?}");
+            assert_eq!(
+                Preset::new(preset.name(), Some(generic.clone())),
+                Ok(preset.clone())
+            );
+        }
+        assert_eq!(
+            forwarded_headers(PresetName::GenericHmac, None),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            Preset::new(PresetName::GenericHmac, None),
+            Err(MissingGenericHmac)
+        );
+    }
+}
