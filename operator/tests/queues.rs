@@ -340,3 +340,106 @@ async fn moto_queue_pair_lifecycle() -> Result<()> {
     lifecycle(&moto).await?;
     untagged_queue_is_not_adopted(&moto).await
 }
+
+/// A writer the log goes to, readable afterwards.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the operator's log shows at its default level (`info`) while a queue pair is
+/// created, left alone and deleted: each change with the queue it touched, and no
+/// read. Before every mutation was logged, a crashed operator's log held only its
+/// start-up line.
+#[tokio::test(flavor = "current_thread")]
+async fn ministack_queue_changes_are_logged_with_the_queue() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let clients = clients(&bench.aws).await;
+    let queues = SqsQueues::new(clients.sqs.clone(), clients.caller.clone());
+    let name = unique("hl-logged");
+    let spec = pair_spec(&name, "uid-log");
+    let (queue, dead_letter) = (format!("{name}.fifo"), format!("{name}-dlq.fifo"));
+    let changes = |lines: &[String], operation: &str, object: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("operation=\"{operation}\"")) && l.contains(object))
+            .count()
+    };
+
+    queues.ensure_pair(&spec).await?;
+    let created = log.lines();
+    assert_eq!(
+        changes(&created, "CreateQueue", &dead_letter),
+        1,
+        "the dead-letter queue's creation, by name: {created:#?}"
+    );
+    assert_eq!(
+        changes(&created, "CreateQueue", &queue),
+        1,
+        "the queue's creation, by name: {created:#?}"
+    );
+    assert_eq!(
+        changes(&created, "SetQueueAttributes", &dead_letter),
+        1,
+        "the dead-letter queue's redrive-allow policy, set once its source exists: {created:#?}"
+    );
+    assert!(
+        created
+            .iter()
+            .all(|l| !l.contains("GetQueue") && !l.contains("ListQueueTags")),
+        "reads are not logged at info: {created:#?}"
+    );
+
+    queues.ensure_pair(&spec).await?;
+    assert_eq!(
+        log.lines(),
+        created,
+        "a repeat that changes nothing logs nothing"
+    );
+
+    queues.delete_pair(&name, &spec.owner).await?;
+    let deleted = log.lines();
+    for name in [&queue, &dead_letter] {
+        assert_eq!(
+            changes(&deleted, "DeleteQueue", name),
+            1,
+            "the deletion of {name}: {deleted:#?}"
+        );
+    }
+    Ok(())
+}

@@ -185,7 +185,7 @@ impl IamRoles {
     ) -> Result<(), AwsError> {
         let role = match self
             .caller
-            .call(IAM, "GetRole", || {
+            .call(IAM, "GetRole", name, || {
                 self.iam.get_role().role_name(name).send()
             })
             .await
@@ -213,13 +213,18 @@ impl IamRoles {
         // A role with inline policies cannot be deleted.
         match self
             .caller
-            .call(IAM, "DeleteRolePolicy", || {
-                self.iam
-                    .delete_role_policy()
-                    .role_name(name)
-                    .policy_name(policy_name)
-                    .send()
-            })
+            .call(
+                IAM,
+                "DeleteRolePolicy",
+                &format!("{name}/{policy_name}"),
+                || {
+                    self.iam
+                        .delete_role_policy()
+                        .role_name(name)
+                        .policy_name(policy_name)
+                        .send()
+                },
+            )
             .await
         {
             Err(e) if !e.is_not_found() => return Err(e),
@@ -227,7 +232,7 @@ impl IamRoles {
         }
         gone_is_fine(
             self.caller
-                .call(IAM, "DeleteRole", || {
+                .call(IAM, "DeleteRole", name, || {
                     self.iam.delete_role().role_name(name).send()
                 })
                 .await,
@@ -247,7 +252,7 @@ struct RoleDocuments<'a> {
 impl IamRoles {
     async fn put_policy(&self, role: &str, name: &str, policy: &Value) -> Result<(), AwsError> {
         self.caller
-            .call(IAM, "PutRolePolicy", || {
+            .call(IAM, "PutRolePolicy", &format!("{role}/{name}"), || {
                 self.iam
                     .put_role_policy()
                     .role_name(role)
@@ -270,7 +275,7 @@ impl IamRoles {
         let trust = &want.trust;
         let existing = match self
             .caller
-            .call(IAM, "GetRole", || {
+            .call(IAM, "GetRole", want.name, || {
                 self.iam.get_role().role_name(want.name).send()
             })
             .await
@@ -289,7 +294,7 @@ impl IamRoles {
                     .collect();
                 let role = self
                     .caller
-                    .call(IAM, "CreateRole", || {
+                    .call(IAM, "CreateRole", want.name, || {
                         self.iam
                             .create_role()
                             .role_name(want.name)
@@ -302,7 +307,6 @@ impl IamRoles {
                     .await?
                     .role
                     .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))?;
-                tracing::info!(role = %want.name, "created IAM role");
                 // A new role has no policy yet.
                 self.put_policy(want.name, want.policy_name, &policy_for(&role.arn)?)
                     .await?;
@@ -326,7 +330,7 @@ impl IamRoles {
             .is_some_and(|doc| same_document(doc, trust))
         {
             self.caller
-                .call(IAM, "UpdateAssumeRolePolicy", || {
+                .call(IAM, "UpdateAssumeRolePolicy", want.name, || {
                     self.iam
                         .update_assume_role_policy()
                         .role_name(want.name)
@@ -337,13 +341,18 @@ impl IamRoles {
         }
         let current = match self
             .caller
-            .call(IAM, "GetRolePolicy", || {
-                self.iam
-                    .get_role_policy()
-                    .role_name(want.name)
-                    .policy_name(want.policy_name)
-                    .send()
-            })
+            .call(
+                IAM,
+                "GetRolePolicy",
+                &format!("{}/{}", want.name, want.policy_name),
+                || {
+                    self.iam
+                        .get_role_policy()
+                        .role_name(want.name)
+                        .policy_name(want.policy_name)
+                        .send()
+                },
+            )
             .await
         {
             Ok(out) => Some(out.policy_document),

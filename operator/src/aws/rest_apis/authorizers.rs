@@ -89,13 +89,18 @@ impl ApiGatewayRestApis {
     ) -> Result<Vec<aws_sdk_apigateway::types::Authorizer>, AwsError> {
         Ok(self
             .caller
-            .call(APIGW, "GetAuthorizers", || {
-                self.apigateway
-                    .get_authorizers()
-                    .rest_api_id(api_id)
-                    .limit(500)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetAuthorizers",
+                &format!("/restapis/{api_id}/authorizers"),
+                || {
+                    self.apigateway
+                        .get_authorizers()
+                        .rest_api_id(api_id)
+                        .limit(500)
+                        .send()
+                },
+            )
             .await?
             .items
             .unwrap_or_default())
@@ -109,20 +114,25 @@ impl ApiGatewayRestApis {
         shape: &AuthorizerShape,
     ) -> Result<String, AwsError> {
         self.caller
-            .call(APIGW, "CreateAuthorizer", || {
-                self.apigateway
-                    .create_authorizer()
-                    .rest_api_id(api_id)
-                    .name(name)
-                    .r#type(shape.kind.clone())
-                    .set_provider_arns(
-                        (!shape.providers.is_empty()).then(|| shape.providers.clone()),
-                    )
-                    .set_authorizer_uri(shape.uri.clone())
-                    .identity_source(&shape.identity)
-                    .set_authorizer_result_ttl_in_seconds(shape.ttl)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "CreateAuthorizer",
+                &format!("/restapis/{api_id}/authorizers {name}"),
+                || {
+                    self.apigateway
+                        .create_authorizer()
+                        .rest_api_id(api_id)
+                        .name(name)
+                        .r#type(shape.kind.clone())
+                        .set_provider_arns(
+                            (!shape.providers.is_empty()).then(|| shape.providers.clone()),
+                        )
+                        .set_authorizer_uri(shape.uri.clone())
+                        .identity_source(&shape.identity)
+                        .set_authorizer_result_ttl_in_seconds(shape.ttl)
+                        .send()
+                },
+            )
             .await?
             .id
             .ok_or_else(|| AwsError::unexpected(APIGW, "CreateAuthorizer", "no authorizer id"))
@@ -152,14 +162,19 @@ impl Authorizers for ApiGatewayRestApis {
                 AuthorizerChange::None => return Ok(id),
                 AuthorizerChange::Patch(ops) => {
                     self.caller
-                        .call(APIGW, "UpdateAuthorizer", || {
-                            self.apigateway
-                                .update_authorizer()
-                                .rest_api_id(api_id)
-                                .authorizer_id(&id)
-                                .set_patch_operations(Some(ops.clone()))
-                                .send()
-                        })
+                        .call(
+                            APIGW,
+                            "UpdateAuthorizer",
+                            &format!("/restapis/{api_id}/authorizers/{id}"),
+                            || {
+                                self.apigateway
+                                    .update_authorizer()
+                                    .rest_api_id(api_id)
+                                    .authorizer_id(&id)
+                                    .set_patch_operations(Some(ops.clone()))
+                                    .send()
+                            },
+                        )
                         .await?;
                     return Ok(id);
                 }
@@ -169,14 +184,19 @@ impl Authorizers for ApiGatewayRestApis {
                     // the route is re-pointed, and then `delete_authorizers` removes it.
                     let aside = replaced_name(spec.name(), &id);
                     self.caller
-                        .call(APIGW, "UpdateAuthorizer", || {
-                            self.apigateway
-                                .update_authorizer()
-                                .rest_api_id(api_id)
-                                .authorizer_id(&id)
-                                .patch_operations(replace("/name".into(), aside.clone()))
-                                .send()
-                        })
+                        .call(
+                            APIGW,
+                            "UpdateAuthorizer",
+                            &format!("/restapis/{api_id}/authorizers/{id}"),
+                            || {
+                                self.apigateway
+                                    .update_authorizer()
+                                    .rest_api_id(api_id)
+                                    .authorizer_id(&id)
+                                    .patch_operations(replace("/name".into(), aside.clone()))
+                                    .send()
+                            },
+                        )
                         .await?;
                 }
             }
@@ -206,13 +226,18 @@ impl Authorizers for ApiGatewayRestApis {
             }
             let result = self
                 .caller
-                .call(APIGW, "DeleteAuthorizer", || {
-                    self.apigateway
-                        .delete_authorizer()
-                        .rest_api_id(api_id)
-                        .authorizer_id(&id)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "DeleteAuthorizer",
+                    &format!("/restapis/{api_id}/authorizers/{id}"),
+                    || {
+                        self.apigateway
+                            .delete_authorizer()
+                            .rest_api_id(api_id)
+                            .authorizer_id(&id)
+                            .send()
+                    },
+                )
                 .await;
             match result {
                 Ok(_) => {}

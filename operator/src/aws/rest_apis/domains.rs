@@ -62,9 +62,12 @@ impl ApiGatewayRestApis {
     async fn get_domain(&self, domain: &str) -> Result<Option<GetDomainNameOutput>, AwsError> {
         match self
             .caller
-            .call(APIGW, "GetDomainName", || {
-                self.apigateway.get_domain_name().domain_name(domain).send()
-            })
+            .call(
+                APIGW,
+                "GetDomainName",
+                &format!("/domainnames/{domain}"),
+                || self.apigateway.get_domain_name().domain_name(domain).send(),
+            )
             .await
         {
             Ok(d) => Ok(Some(d)),
@@ -77,22 +80,26 @@ impl ApiGatewayRestApis {
     async fn create_domain(&self, spec: &DomainSpec) -> Result<DomainTarget, AwsError> {
         let created = self
             .caller
-            .call(APIGW, "CreateDomainName", || {
-                self.apigateway
-                    .create_domain_name()
-                    .domain_name(&spec.domain)
-                    .regional_certificate_arn(&spec.certificate_arn)
-                    .endpoint_configuration(
-                        EndpointConfiguration::builder()
-                            .types(EndpointType::Regional)
-                            .build(),
-                    )
-                    .security_policy(SecurityPolicy::Tls12)
-                    .set_tags(Some(spec.owner.tags().into_iter().collect()))
-                    .send()
-            })
+            .call(
+                APIGW,
+                "CreateDomainName",
+                &format!("/domainnames/{}", spec.domain),
+                || {
+                    self.apigateway
+                        .create_domain_name()
+                        .domain_name(&spec.domain)
+                        .regional_certificate_arn(&spec.certificate_arn)
+                        .endpoint_configuration(
+                            EndpointConfiguration::builder()
+                                .types(EndpointType::Regional)
+                                .build(),
+                        )
+                        .security_policy(SecurityPolicy::Tls12)
+                        .set_tags(Some(spec.owner.tags().into_iter().collect()))
+                        .send()
+                },
+            )
             .await?;
-        tracing::info!(domain = %spec.domain, "created custom domain");
         domain_target(
             "CreateDomainName",
             created.regional_domain_name,
@@ -131,16 +138,21 @@ impl Domains for ApiGatewayRestApis {
         )?;
         if domain.regional_certificate_arn.as_deref() != Some(spec.certificate_arn.as_str()) {
             self.caller
-                .call(APIGW, "UpdateDomainName", || {
-                    self.apigateway
-                        .update_domain_name()
-                        .domain_name(&spec.domain)
-                        .patch_operations(replace(
-                            "/regionalCertificateArn".into(),
-                            spec.certificate_arn.clone(),
-                        ))
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "UpdateDomainName",
+                    &format!("/domainnames/{}", spec.domain),
+                    || {
+                        self.apigateway
+                            .update_domain_name()
+                            .domain_name(&spec.domain)
+                            .patch_operations(replace(
+                                "/regionalCertificateArn".into(),
+                                spec.certificate_arn.clone(),
+                            ))
+                            .send()
+                    },
+                )
                 .await?;
         }
         domain_target(
@@ -153,12 +165,17 @@ impl Domains for ApiGatewayRestApis {
     async fn ensure_base_path_mapping(&self, spec: &DomainSpec) -> Result<(), AwsError> {
         let mappings = self
             .caller
-            .call(APIGW, "GetBasePathMappings", || {
-                self.apigateway
-                    .get_base_path_mappings()
-                    .domain_name(&spec.domain)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetBasePathMappings",
+                &format!("/domainnames/{}/basepathmappings", spec.domain),
+                || {
+                    self.apigateway
+                        .get_base_path_mappings()
+                        .domain_name(&spec.domain)
+                        .send()
+                },
+            )
             .await?
             .items
             .unwrap_or_default();
@@ -183,14 +200,22 @@ impl Domains for ApiGatewayRestApis {
             }
             None => {
                 self.caller
-                    .call(APIGW, "CreateBasePathMapping", || {
-                        self.apigateway
-                            .create_base_path_mapping()
-                            .domain_name(&spec.domain)
-                            .rest_api_id(&spec.api_id)
-                            .stage(&spec.stage)
-                            .send()
-                    })
+                    .call(
+                        APIGW,
+                        "CreateBasePathMapping",
+                        &format!(
+                            "/domainnames/{}/basepathmappings/(none) to /restapis/{}/stages/{}",
+                            spec.domain, spec.api_id, spec.stage
+                        ),
+                        || {
+                            self.apigateway
+                                .create_base_path_mapping()
+                                .domain_name(&spec.domain)
+                                .rest_api_id(&spec.api_id)
+                                .stage(&spec.stage)
+                                .send()
+                        },
+                    )
                     .await?;
             }
         }
@@ -216,12 +241,17 @@ impl Domains for ApiGatewayRestApis {
         )?;
         gone_is_fine(
             self.caller
-                .call(APIGW, "DeleteDomainName", || {
-                    self.apigateway
-                        .delete_domain_name()
-                        .domain_name(domain)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "DeleteDomainName",
+                    &format!("/domainnames/{domain}"),
+                    || {
+                        self.apigateway
+                            .delete_domain_name()
+                            .domain_name(domain)
+                            .send()
+                    },
+                )
                 .await,
         )
     }

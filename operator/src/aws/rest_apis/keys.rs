@@ -35,7 +35,7 @@ impl ApiGatewayRestApis {
     ) -> Result<Vec<ApiKey>, AwsError> {
         Ok(self
             .caller
-            .call(APIGW, "GetApiKeys", || {
+            .call(APIGW, "GetApiKeys", &format!("/apikeys {name}"), || {
                 self.apigateway
                     .get_api_keys()
                     .name_query(name)
@@ -55,13 +55,18 @@ impl ApiGatewayRestApis {
     async fn usage_plans_of(&self, key_id: &str) -> Result<Vec<UsagePlan>, AwsError> {
         Ok(self
             .caller
-            .call(APIGW, "GetUsagePlans", || {
-                self.apigateway
-                    .get_usage_plans()
-                    .key_id(key_id)
-                    .limit(500)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetUsagePlans",
+                &format!("/usageplans of /apikeys/{key_id}"),
+                || {
+                    self.apigateway
+                        .get_usage_plans()
+                        .key_id(key_id)
+                        .limit(500)
+                        .send()
+                },
+            )
             .await?
             .items
             .unwrap_or_default())
@@ -86,13 +91,13 @@ impl ApiGatewayRestApis {
         }
         if let Some(old) = ours.and_then(|k| k.id) {
             self.caller
-                .call(APIGW, "DeleteApiKey", || {
+                .call(APIGW, "DeleteApiKey", &format!("/apikeys/{old}"), || {
                     self.apigateway.delete_api_key().api_key(&old).send()
                 })
                 .await?;
         }
         self.caller
-            .call(APIGW, "CreateApiKey", || {
+            .call(APIGW, "CreateApiKey", &format!("/apikeys {name}"), || {
                 self.apigateway
                     .create_api_key()
                     .name(name)
@@ -129,26 +134,36 @@ impl ApiGatewayRestApis {
         }
         let plan = self
             .caller
-            .call(APIGW, "CreateUsagePlan", || {
-                self.apigateway
-                    .create_usage_plan()
-                    .name(name)
-                    .api_stages(ApiStage::builder().api_id(api_id).stage(stage).build())
-                    .set_tags(Some(owner.tags().into_iter().collect()))
-                    .send()
-            })
+            .call(
+                APIGW,
+                "CreateUsagePlan",
+                &format!("/usageplans {name}"),
+                || {
+                    self.apigateway
+                        .create_usage_plan()
+                        .name(name)
+                        .api_stages(ApiStage::builder().api_id(api_id).stage(stage).build())
+                        .set_tags(Some(owner.tags().into_iter().collect()))
+                        .send()
+                },
+            )
             .await?
             .id
             .ok_or_else(|| AwsError::unexpected(APIGW, "CreateUsagePlan", "no plan id"))?;
         self.caller
-            .call(APIGW, "CreateUsagePlanKey", || {
-                self.apigateway
-                    .create_usage_plan_key()
-                    .usage_plan_id(&plan)
-                    .key_id(key_id)
-                    .key_type("API_KEY")
-                    .send()
-            })
+            .call(
+                APIGW,
+                "CreateUsagePlanKey",
+                &format!("/usageplans/{plan}/keys/{key_id}"),
+                || {
+                    self.apigateway
+                        .create_usage_plan_key()
+                        .usage_plan_id(&plan)
+                        .key_id(key_id)
+                        .key_type("API_KEY")
+                        .send()
+                },
+            )
             .await?;
         Ok(())
     }
@@ -175,24 +190,34 @@ impl ApiGatewayRestApis {
         if !detach.is_empty() {
             gone_is_fine(
                 self.caller
-                    .call(APIGW, "UpdateUsagePlan", || {
-                        self.apigateway
-                            .update_usage_plan()
-                            .usage_plan_id(&plan_id)
-                            .set_patch_operations(Some(detach.clone()))
-                            .send()
-                    })
+                    .call(
+                        APIGW,
+                        "UpdateUsagePlan",
+                        &format!("/usageplans/{plan_id}"),
+                        || {
+                            self.apigateway
+                                .update_usage_plan()
+                                .usage_plan_id(&plan_id)
+                                .set_patch_operations(Some(detach.clone()))
+                                .send()
+                        },
+                    )
                     .await,
             )?;
         }
         gone_is_fine(
             self.caller
-                .call(APIGW, "DeleteUsagePlan", || {
-                    self.apigateway
-                        .delete_usage_plan()
-                        .usage_plan_id(&plan_id)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "DeleteUsagePlan",
+                    &format!("/usageplans/{plan_id}"),
+                    || {
+                        self.apigateway
+                            .delete_usage_plan()
+                            .usage_plan_id(&plan_id)
+                            .send()
+                    },
+                )
                 .await,
         )
     }
@@ -231,7 +256,7 @@ impl ApiKeys for ApiGatewayRestApis {
             }
             gone_is_fine(
                 self.caller
-                    .call(APIGW, "DeleteApiKey", || {
+                    .call(APIGW, "DeleteApiKey", &format!("/apikeys/{key_id}"), || {
                         self.apigateway.delete_api_key().api_key(&key_id).send()
                     })
                     .await,

@@ -54,6 +54,11 @@ use super::{AwsError, Caller, Service};
 
 const APIGW: Service = Service::ApiGateway;
 
+/// A method as API Gateway's REST paths (and IAM resource ARNs) name it, for the log.
+fn method_path(api_id: &str, resource_id: &str, method: &str) -> String {
+    format!("/restapis/{api_id}/resources/{resource_id}/methods/{method}")
+}
+
 /// A gateway's REST API: every concern, as the SDK implementation provides them together
 /// (they share one mutation slot per API). Functions that need one concern take that trait.
 pub trait RestApis: Routes + Stages + Domains + ApiKeys + Authorizers {}
@@ -108,14 +113,19 @@ impl ApiGatewayRestApis {
         for _ in 0..100 {
             let page = self
                 .caller
-                .call(APIGW, "GetResources", || {
-                    self.apigateway
-                        .get_resources()
-                        .rest_api_id(api_id)
-                        .set_position(position.clone())
-                        .limit(500)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "GetResources",
+                    &format!("/restapis/{api_id}/resources"),
+                    || {
+                        self.apigateway
+                            .get_resources()
+                            .rest_api_id(api_id)
+                            .set_position(position.clone())
+                            .limit(500)
+                            .send()
+                    },
+                )
                 .await?;
             for resource in page.items.unwrap_or_default() {
                 if let (Some(path), Some(id)) = (resource.path, resource.id) {
@@ -138,15 +148,20 @@ impl ApiGatewayRestApis {
         for _ in 0..100 {
             let page = self
                 .caller
-                .call(APIGW, "GetResources", || {
-                    self.apigateway
-                        .get_resources()
-                        .rest_api_id(api_id)
-                        .embed("methods")
-                        .set_position(position.clone())
-                        .limit(500)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "GetResources",
+                    &format!("/restapis/{api_id}/resources"),
+                    || {
+                        self.apigateway
+                            .get_resources()
+                            .rest_api_id(api_id)
+                            .embed("methods")
+                            .set_position(position.clone())
+                            .limit(500)
+                            .send()
+                    },
+                )
                 .await?;
             for resource in page.items.unwrap_or_default() {
                 let has_methods = resource
@@ -173,14 +188,19 @@ impl ApiGatewayRestApis {
     ) -> Result<Option<aws_sdk_apigateway::operation::get_method::GetMethodOutput>, AwsError> {
         match self
             .caller
-            .call(APIGW, "GetMethod", || {
-                self.apigateway
-                    .get_method()
-                    .rest_api_id(api_id)
-                    .resource_id(resource_id)
-                    .http_method(method)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetMethod",
+                &method_path(api_id, resource_id, method),
+                || {
+                    self.apigateway
+                        .get_method()
+                        .rest_api_id(api_id)
+                        .resource_id(resource_id)
+                        .http_method(method)
+                        .send()
+                },
+            )
             .await
         {
             Ok(m) => Ok(Some(m)),

@@ -18,7 +18,7 @@ use super::diff::{
 };
 use super::markers::{marker_text, new_marker, read_marker};
 use super::policy::{decode_policy, policies_match};
-use super::{APIGW, ApiGatewayRestApis};
+use super::{APIGW, ApiGatewayRestApis, method_path};
 use crate::aws::error::gone_is_fine;
 use crate::aws::templates::{
     ROUTE_RESPONSES, RouteTemplate, TemplateError, request_template, request_templates,
@@ -114,7 +114,7 @@ impl ApiGatewayRestApis {
     {
         match self
             .caller
-            .call(APIGW, "GetRestApi", || {
+            .call(APIGW, "GetRestApi", &format!("/restapis/{id}"), || {
                 self.apigateway.get_rest_api().rest_api_id(id).send()
             })
             .await
@@ -130,7 +130,7 @@ impl ApiGatewayRestApis {
         for _ in 0..100 {
             let page = self
                 .caller
-                .call(APIGW, "GetRestApis", || {
+                .call(APIGW, "GetRestApis", "/restapis", || {
                     self.apigateway
                         .get_rest_apis()
                         .set_position(position.clone())
@@ -169,14 +169,19 @@ impl ApiGatewayRestApis {
             }
             let created = self
                 .caller
-                .call(APIGW, "CreateResource", || {
-                    self.apigateway
-                        .create_resource()
-                        .rest_api_id(&api.id)
-                        .parent_id(&parent)
-                        .path_part(segment)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "CreateResource",
+                    &format!("/restapis/{}/resources {current}", api.id),
+                    || {
+                        self.apigateway
+                            .create_resource()
+                            .rest_api_id(&api.id)
+                            .parent_id(&parent)
+                            .path_part(segment)
+                            .send()
+                    },
+                )
                 .await;
             let id = match created {
                 Ok(created) => created.id,
@@ -206,15 +211,20 @@ impl ApiGatewayRestApis {
         marker: &str,
     ) -> Result<(), AwsError> {
         self.caller
-            .call(APIGW, "UpdateMethod", || {
-                self.apigateway
-                    .update_method()
-                    .rest_api_id(api_id)
-                    .resource_id(resource_id)
-                    .http_method("POST")
-                    .patch_operations(replace("/operationName".into(), marker.to_owned()))
-                    .send()
-            })
+            .call(
+                APIGW,
+                "UpdateMethod",
+                &method_path(api_id, resource_id, "POST"),
+                || {
+                    self.apigateway
+                        .update_method()
+                        .rest_api_id(api_id)
+                        .resource_id(resource_id)
+                        .http_method("POST")
+                        .patch_operations(replace("/operationName".into(), marker.to_owned()))
+                        .send()
+                },
+            )
             .await?;
         Ok(())
     }
@@ -229,7 +239,7 @@ impl ApiGatewayRestApis {
         }
         let (id, root) = (&api.id, &api.root_resource_id);
         self.caller
-            .call(APIGW, "PutMethod", || {
+            .call(APIGW, "PutMethod", &method_path(id, root, "GET"), || {
                 self.apigateway
                     .put_method()
                     .rest_api_id(id)
@@ -240,42 +250,57 @@ impl ApiGatewayRestApis {
             })
             .await?;
         self.caller
-            .call(APIGW, "PutIntegration", || {
-                self.apigateway
-                    .put_integration()
-                    .rest_api_id(id)
-                    .resource_id(root)
-                    .http_method("GET")
-                    .r#type(IntegrationType::Mock)
-                    .request_templates("application/json", r#"{"statusCode": 200}"#)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "PutIntegration",
+                &method_path(id, root, "GET"),
+                || {
+                    self.apigateway
+                        .put_integration()
+                        .rest_api_id(id)
+                        .resource_id(root)
+                        .http_method("GET")
+                        .r#type(IntegrationType::Mock)
+                        .request_templates("application/json", r#"{"statusCode": 200}"#)
+                        .send()
+                },
+            )
             .await?;
         self.caller
-            .call(APIGW, "PutMethodResponse", || {
-                self.apigateway
-                    .put_method_response()
-                    .rest_api_id(id)
-                    .resource_id(root)
-                    .http_method("GET")
-                    .status_code("200")
-                    .send()
-            })
+            .call(
+                APIGW,
+                "PutMethodResponse",
+                &method_path(id, root, "GET"),
+                || {
+                    self.apigateway
+                        .put_method_response()
+                        .rest_api_id(id)
+                        .resource_id(root)
+                        .http_method("GET")
+                        .status_code("200")
+                        .send()
+                },
+            )
             .await?;
         self.caller
-            .call(APIGW, "PutIntegrationResponse", || {
-                self.apigateway
-                    .put_integration_response()
-                    .rest_api_id(id)
-                    .resource_id(root)
-                    .http_method("GET")
-                    .status_code("200")
-                    .response_templates(
-                        "application/json",
-                        r#"{"service":"hookline","status":"ok"}"#,
-                    )
-                    .send()
-            })
+            .call(
+                APIGW,
+                "PutIntegrationResponse",
+                &method_path(id, root, "GET"),
+                || {
+                    self.apigateway
+                        .put_integration_response()
+                        .rest_api_id(id)
+                        .resource_id(root)
+                        .http_method("GET")
+                        .status_code("200")
+                        .response_templates(
+                            "application/json",
+                            r#"{"service":"hookline","status":"ok"}"#,
+                        )
+                        .send()
+                },
+            )
             .await?;
         Ok(())
     }
@@ -312,7 +337,7 @@ impl Routes for ApiGatewayRestApis {
                 tags.extend(spec.owner.tags());
                 let api = self
                     .caller
-                    .call(APIGW, "CreateRestApi", || {
+                    .call(APIGW, "CreateRestApi", &spec.name, || {
                         self.apigateway
                             .create_rest_api()
                             .name(&spec.name)
@@ -364,6 +389,7 @@ impl Routes for ApiGatewayRestApis {
         let at = MethodAt {
             api_id: &api.id,
             resource_id: &resource_id,
+            path: &spec.path,
         };
         let method = self.get_method(&api.id, &resource_id, "POST").await?;
         let marked = self
@@ -409,13 +435,18 @@ impl Routes for ApiGatewayRestApis {
         }
         let value = policy.map(Value::to_string).unwrap_or_default();
         self.caller
-            .call(APIGW, "UpdateRestApi", || {
-                self.apigateway
-                    .update_rest_api()
-                    .rest_api_id(api_id)
-                    .patch_operations(replace("/policy".into(), value.clone()))
-                    .send()
-            })
+            .call(
+                APIGW,
+                "UpdateRestApi",
+                &format!("/restapis/{api_id} policy"),
+                || {
+                    self.apigateway
+                        .update_rest_api()
+                        .rest_api_id(api_id)
+                        .patch_operations(replace("/policy".into(), value.clone()))
+                        .send()
+                },
+            )
             .await?;
         Ok(true)
     }
@@ -430,25 +461,35 @@ impl Routes for ApiGatewayRestApis {
             match step {
                 Deletion::Method(resource_id) => gone_is_fine(
                     self.caller
-                        .call(APIGW, "DeleteMethod", || {
-                            self.apigateway
-                                .delete_method()
-                                .rest_api_id(&api.id)
-                                .resource_id(&resource_id)
-                                .http_method("POST")
-                                .send()
-                        })
+                        .call(
+                            APIGW,
+                            "DeleteMethod",
+                            &method_path(&api.id, &resource_id, "POST"),
+                            || {
+                                self.apigateway
+                                    .delete_method()
+                                    .rest_api_id(&api.id)
+                                    .resource_id(&resource_id)
+                                    .http_method("POST")
+                                    .send()
+                            },
+                        )
                         .await,
                 )?,
                 Deletion::Resource(resource_id) => gone_is_fine(
                     self.caller
-                        .call(APIGW, "DeleteResource", || {
-                            self.apigateway
-                                .delete_resource()
-                                .rest_api_id(&api.id)
-                                .resource_id(&resource_id)
-                                .send()
-                        })
+                        .call(
+                            APIGW,
+                            "DeleteResource",
+                            &format!("/restapis/{}/resources/{resource_id}", api.id),
+                            || {
+                                self.apigateway
+                                    .delete_resource()
+                                    .rest_api_id(&api.id)
+                                    .resource_id(&resource_id)
+                                    .send()
+                            },
+                        )
                         .await,
                 )?,
             }
@@ -470,9 +511,12 @@ impl Routes for ApiGatewayRestApis {
         )?;
         gone_is_fine(
             self.caller
-                .call(APIGW, "DeleteRestApi", || {
-                    self.apigateway.delete_rest_api().rest_api_id(api_id).send()
-                })
+                .call(
+                    APIGW,
+                    "DeleteRestApi",
+                    &format!("/restapis/{api_id}"),
+                    || self.apigateway.delete_rest_api().rest_api_id(api_id).send(),
+                )
                 .await,
         )
     }
@@ -482,6 +526,19 @@ impl Routes for ApiGatewayRestApis {
 struct MethodAt<'a> {
     api_id: &'a str,
     resource_id: &'a str,
+    /// The route's path, for the log (AWS names the method by ids only).
+    path: &'a str,
+}
+
+impl MethodAt<'_> {
+    /// The method as the log names it.
+    fn object(&self) -> String {
+        format!(
+            "{} ({})",
+            method_path(self.api_id, self.resource_id, "POST"),
+            self.path
+        )
+    }
 }
 
 /// The integration a route should have, from its spec.
@@ -516,12 +573,13 @@ impl ApiGatewayRestApis {
         let MethodAt {
             api_id,
             resource_id,
+            ..
         } = *at;
         let Some(current) = current else {
             let (authorization_type, authorizer_id, api_key_required) = authorization(auth);
             let scopes = authorization_scopes(auth);
             self.caller
-                .call(APIGW, "PutMethod", || {
+                .call(APIGW, "PutMethod", &at.object(), || {
                     self.apigateway
                         .put_method()
                         .rest_api_id(api_id)
@@ -544,7 +602,7 @@ impl ApiGatewayRestApis {
         }
         ops.push(replace("/operationName".into(), marker.to_owned()));
         self.caller
-            .call(APIGW, "UpdateMethod", || {
+            .call(APIGW, "UpdateMethod", &at.object(), || {
                 self.apigateway
                     .update_method()
                     .rest_api_id(api_id)
@@ -569,7 +627,7 @@ impl ApiGatewayRestApis {
         }
         let (content_type, form) = SQS_CONTENT_TYPE;
         self.caller
-            .call(APIGW, "PutIntegration", || {
+            .call(APIGW, "PutIntegration", &at.object(), || {
                 self.apigateway
                     .put_integration()
                     .rest_api_id(at.api_id)
@@ -600,15 +658,20 @@ impl ApiGatewayRestApis {
             let status = response.status;
             if !method_responses.contains_key(status) {
                 self.caller
-                    .call(APIGW, "PutMethodResponse", || {
-                        self.apigateway
-                            .put_method_response()
-                            .rest_api_id(at.api_id)
-                            .resource_id(at.resource_id)
-                            .http_method("POST")
-                            .status_code(status)
-                            .send()
-                    })
+                    .call(
+                        APIGW,
+                        "PutMethodResponse",
+                        &format!("{} response {status}", at.object()),
+                        || {
+                            self.apigateway
+                                .put_method_response()
+                                .rest_api_id(at.api_id)
+                                .resource_id(at.resource_id)
+                                .http_method("POST")
+                                .status_code(status)
+                                .send()
+                        },
+                    )
                     .await?;
                 changed = true;
             }
@@ -616,17 +679,22 @@ impl ApiGatewayRestApis {
                 continue;
             }
             self.caller
-                .call(APIGW, "PutIntegrationResponse", || {
-                    self.apigateway
-                        .put_integration_response()
-                        .rest_api_id(at.api_id)
-                        .resource_id(at.resource_id)
-                        .http_method("POST")
-                        .status_code(status)
-                        .set_selection_pattern(response.selection_pattern.map(str::to_owned))
-                        .response_templates("application/json", response.template)
-                        .send()
-                })
+                .call(
+                    APIGW,
+                    "PutIntegrationResponse",
+                    &format!("{} integration response {status}", at.object()),
+                    || {
+                        self.apigateway
+                            .put_integration_response()
+                            .rest_api_id(at.api_id)
+                            .resource_id(at.resource_id)
+                            .http_method("POST")
+                            .status_code(status)
+                            .set_selection_pattern(response.selection_pattern.map(str::to_owned))
+                            .response_templates("application/json", response.template)
+                            .send()
+                    },
+                )
                 .await?;
             changed = true;
         }

@@ -60,13 +60,18 @@ impl ApiGatewayRestApis {
         }
         let deployment = self
             .caller
-            .call(APIGW, "GetDeployment", || {
-                self.apigateway
-                    .get_deployment()
-                    .rest_api_id(api_id)
-                    .deployment_id(deployment_id)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetDeployment",
+                &format!("/restapis/{api_id}/deployments/{deployment_id}"),
+                || {
+                    self.apigateway
+                        .get_deployment()
+                        .rest_api_id(api_id)
+                        .deployment_id(deployment_id)
+                        .send()
+                },
+            )
             .await?;
         let marker = read_marker(deployment.description.as_deref());
         self.deployment_markers
@@ -91,13 +96,18 @@ impl Stages for ApiGatewayRestApis {
         let changed = read_marker(method.operation_name.as_deref());
         let deployment = match self
             .caller
-            .call(APIGW, "GetStage", || {
-                self.apigateway
-                    .get_stage()
-                    .rest_api_id(api_id)
-                    .stage_name(stage)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetStage",
+                &format!("/restapis/{api_id}/stages/{stage}"),
+                || {
+                    self.apigateway
+                        .get_stage()
+                        .rest_api_id(api_id)
+                        .stage_name(stage)
+                        .send()
+                },
+            )
             .await
         {
             Ok(stage) => stage.deployment_id,
@@ -116,14 +126,19 @@ impl Stages for ApiGatewayRestApis {
         let marker = new_marker();
         let deployment = self
             .caller
-            .call(APIGW, "CreateDeployment", || {
-                self.apigateway
-                    .create_deployment()
-                    .rest_api_id(api_id)
-                    .stage_name(stage)
-                    .description(marker_text(marker))
-                    .send()
-            })
+            .call(
+                APIGW,
+                "CreateDeployment",
+                &format!("/restapis/{api_id}/deployments to stage {stage}"),
+                || {
+                    self.apigateway
+                        .create_deployment()
+                        .rest_api_id(api_id)
+                        .stage_name(stage)
+                        .description(marker_text(marker))
+                        .send()
+                },
+            )
             .await?;
         if let Some(id) = &deployment.id {
             self.deployment_markers
@@ -140,13 +155,18 @@ impl Stages for ApiGatewayRestApis {
         let _mutation = self.mutating(api_id).await;
         let stage = self
             .caller
-            .call(APIGW, "GetStage", || {
-                self.apigateway
-                    .get_stage()
-                    .rest_api_id(api_id)
-                    .stage_name(&spec.name)
-                    .send()
-            })
+            .call(
+                APIGW,
+                "GetStage",
+                &format!("/restapis/{api_id}/stages/{}", spec.name),
+                || {
+                    self.apigateway
+                        .get_stage()
+                        .rest_api_id(api_id)
+                        .stage_name(&spec.name)
+                        .send()
+                },
+            )
             .await?;
         let ops = stage_patch_operations(
             &stage.method_settings.unwrap_or_default(),
@@ -157,14 +177,19 @@ impl Stages for ApiGatewayRestApis {
             return Ok(false);
         }
         self.caller
-            .call(APIGW, "UpdateStage", || {
-                self.apigateway
-                    .update_stage()
-                    .rest_api_id(api_id)
-                    .stage_name(&spec.name)
-                    .set_patch_operations(Some(ops.clone()))
-                    .send()
-            })
+            .call(
+                APIGW,
+                "UpdateStage",
+                &format!("/restapis/{api_id}/stages/{}", spec.name),
+                || {
+                    self.apigateway
+                        .update_stage()
+                        .rest_api_id(api_id)
+                        .stage_name(&spec.name)
+                        .set_patch_operations(Some(ops.clone()))
+                        .send()
+                },
+            )
             .await?;
         Ok(true)
     }
