@@ -3,7 +3,7 @@
 //! the IRSA role of one namespace's workers ([`IamRoles::ensure_namespace_role`]),
 //! trusted by that namespace's ServiceAccount and allowed only its queues.
 
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::types::{Role, Tag};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -272,7 +272,6 @@ impl IamRoles {
         want: &RoleDocuments<'_>,
         policy_for: impl Fn(&str) -> Result<Value, AwsError>,
     ) -> Result<String, AwsError> {
-        let trust = &want.trust;
         let existing = match self
             .caller
             .call(IAM, "GetRole", want.name, || {
@@ -284,35 +283,12 @@ impl IamRoles {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        let role = match existing {
-            None => {
-                let tags: Vec<Tag> = want
-                    .owner
-                    .tags()
-                    .into_iter()
-                    .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
-                    .collect();
-                let role = self
-                    .caller
-                    .call(IAM, "CreateRole", want.name, || {
-                        self.iam
-                            .create_role()
-                            .role_name(want.name)
-                            .path("/hookline/")
-                            .assume_role_policy_document(trust.to_string())
-                            .description(want.description)
-                            .set_tags(Some(tags.clone()))
-                            .send()
-                    })
-                    .await?
-                    .role
-                    .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))?;
-                // A new role has no policy yet.
-                self.put_policy(want.name, want.policy_name, &policy_for(&role.arn)?)
-                    .await?;
-                return Ok(role.arn);
-            }
-            Some(role) => role,
+        let Some(role) = existing else {
+            let role = self.create_role(want).await?;
+            // A new role has no policy yet.
+            self.put_policy(want.name, want.policy_name, &policy_for(&role.arn)?)
+                .await?;
+            return Ok(role.arn);
         };
         let tags = role.tags.clone().unwrap_or_default();
         let owner = tags
@@ -324,21 +300,63 @@ impl IamRoles {
                 IAM, "GetRole", "IAM role", want.name, owner,
             ));
         }
-        if !role
+        self.ensure_trust(&role, want).await?;
+        self.ensure_inline_policy(want, &policy_for(&role.arn)?)
+            .await?;
+        Ok(role.arn)
+    }
+
+    /// A new role under `/hookline/` with the trust policy, tagged with its owner.
+    async fn create_role(&self, want: &RoleDocuments<'_>) -> Result<Role, AwsError> {
+        let tags: Vec<Tag> = want
+            .owner
+            .tags()
+            .into_iter()
+            .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
+            .collect();
+        self.caller
+            .call(IAM, "CreateRole", want.name, || {
+                self.iam
+                    .create_role()
+                    .role_name(want.name)
+                    .path("/hookline/")
+                    .assume_role_policy_document(want.trust.to_string())
+                    .description(want.description)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await?
+            .role
+            .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))
+    }
+
+    /// The role's trust policy, updated when it differs.
+    async fn ensure_trust(&self, role: &Role, want: &RoleDocuments<'_>) -> Result<(), AwsError> {
+        if role
             .assume_role_policy_document
             .as_deref()
-            .is_some_and(|doc| same_document(doc, trust))
+            .is_some_and(|doc| same_document(doc, &want.trust))
         {
-            self.caller
-                .call(IAM, "UpdateAssumeRolePolicy", want.name, || {
-                    self.iam
-                        .update_assume_role_policy()
-                        .role_name(want.name)
-                        .policy_document(trust.to_string())
-                        .send()
-                })
-                .await?;
+            return Ok(());
         }
+        self.caller
+            .call(IAM, "UpdateAssumeRolePolicy", want.name, || {
+                self.iam
+                    .update_assume_role_policy()
+                    .role_name(want.name)
+                    .policy_document(want.trust.to_string())
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The role's inline policy, put when it differs or is missing.
+    async fn ensure_inline_policy(
+        &self,
+        want: &RoleDocuments<'_>,
+        policy: &Value,
+    ) -> Result<(), AwsError> {
         let current = match self
             .caller
             .call(
@@ -359,12 +377,10 @@ impl IamRoles {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        let policy = policy_for(&role.arn)?;
-        if !current.is_some_and(|doc| same_document(&doc, &policy)) {
-            self.put_policy(want.name, want.policy_name, &policy)
-                .await?;
+        if current.is_some_and(|doc| same_document(&doc, policy)) {
+            return Ok(());
         }
-        Ok(role.arn)
+        self.put_policy(want.name, want.policy_name, policy).await
     }
 }
 
