@@ -13,6 +13,8 @@ use hookline_tests::{Bench, Emulator, EmulatorKind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod common;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn pair_spec(name: &str, uid: &str) -> QueuePairSpec {
@@ -341,53 +343,14 @@ async fn moto_queue_pair_lifecycle() -> Result<()> {
     untagged_queue_is_not_adopted(&moto).await
 }
 
-/// A writer the log goes to, readable afterwards.
-#[derive(Clone, Default)]
-struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl LogBuffer {
-    fn lines(&self) -> Vec<String> {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl std::io::Write for LogBuffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// What the operator's log shows at its default level (`info`) while a queue pair is
 /// created, left alone and deleted: each change with the queue it touched, and no
 /// read. Before every mutation was logged, a crashed operator's log held only its
 /// start-up line.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn ministack_queue_changes_are_logged_with_the_queue() -> Result<()> {
     let bench = Bench::shared().await?;
-    let log = LogBuffer::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let log = common::LogBuffer::capture()?;
 
     let clients = clients(&bench.aws).await;
     let queues = SqsQueues::new(clients.sqs.clone(), clients.caller.clone());
@@ -402,7 +365,7 @@ async fn ministack_queue_changes_are_logged_with_the_queue() -> Result<()> {
     };
 
     queues.ensure_pair(&spec).await?;
-    let created = log.lines();
+    let created = log.lines_about(&name);
     assert_eq!(
         changes(&created, "CreateQueue", &dead_letter),
         1,
@@ -427,13 +390,13 @@ async fn ministack_queue_changes_are_logged_with_the_queue() -> Result<()> {
 
     queues.ensure_pair(&spec).await?;
     assert_eq!(
-        log.lines(),
+        log.lines_about(&name),
         created,
         "a repeat that changes nothing logs nothing"
     );
 
     queues.delete_pair(&name, &spec.owner).await?;
-    let deleted = log.lines();
+    let deleted = log.lines_about(&name);
     for name in [&queue, &dead_letter] {
         assert_eq!(
             changes(&deleted, "DeleteQueue", name),
