@@ -13,6 +13,8 @@ use hookline_tests::{Bench, Emulator, EmulatorKind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod common;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn pair_spec(name: &str, uid: &str) -> QueuePairSpec {
@@ -339,4 +341,68 @@ async fn moto_queue_pair_lifecycle() -> Result<()> {
     let moto = bench.start_emulator(EmulatorKind::Moto).await?;
     lifecycle(&moto).await?;
     untagged_queue_is_not_adopted(&moto).await
+}
+
+/// What the operator's log shows at its default level (`info`) while a queue pair is
+/// created, left alone and deleted: each change with the queue it touched, and no
+/// read. Before every mutation was logged, a crashed operator's log held only its
+/// start-up line.
+#[tokio::test]
+async fn ministack_queue_changes_are_logged_with_the_queue() -> Result<()> {
+    let bench = Bench::shared().await?;
+    let log = common::LogBuffer::capture()?;
+
+    let clients = clients(&bench.aws).await;
+    let queues = SqsQueues::new(clients.sqs.clone(), clients.caller.clone());
+    let name = unique("hl-logged");
+    let spec = pair_spec(&name, "uid-log");
+    let (queue, dead_letter) = (format!("{name}.fifo"), format!("{name}-dlq.fifo"));
+    let changes = |lines: &[String], operation: &str, object: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("operation=\"{operation}\"")) && l.contains(object))
+            .count()
+    };
+
+    queues.ensure_pair(&spec).await?;
+    let created = log.lines_about(&name);
+    assert_eq!(
+        changes(&created, "CreateQueue", &dead_letter),
+        1,
+        "the dead-letter queue's creation, by name: {created:#?}"
+    );
+    assert_eq!(
+        changes(&created, "CreateQueue", &queue),
+        1,
+        "the queue's creation, by name: {created:#?}"
+    );
+    assert_eq!(
+        changes(&created, "SetQueueAttributes", &dead_letter),
+        1,
+        "the dead-letter queue's redrive-allow policy, set once its source exists: {created:#?}"
+    );
+    assert!(
+        created
+            .iter()
+            .all(|l| !l.contains("GetQueue") && !l.contains("ListQueueTags")),
+        "reads are not logged at info: {created:#?}"
+    );
+
+    queues.ensure_pair(&spec).await?;
+    assert_eq!(
+        log.lines_about(&name),
+        created,
+        "a repeat that changes nothing logs nothing"
+    );
+
+    queues.delete_pair(&name, &spec.owner).await?;
+    let deleted = log.lines_about(&name);
+    for name in [&queue, &dead_letter] {
+        assert_eq!(
+            changes(&deleted, "DeleteQueue", name),
+            1,
+            "the deletion of {name}: {deleted:#?}"
+        );
+    }
+    Ok(())
 }

@@ -21,6 +21,8 @@ use hookline_tests::Bench;
 use hookline_tests::util::post;
 use std::collections::BTreeMap;
 
+mod common;
+
 const APIGW: Service = Service::ApiGateway;
 
 fn owner(uid: &str) -> Owner {
@@ -160,6 +162,67 @@ impl Setup {
 /// route at `/a` must not delete `/a`'s resource while `/a/b` is a route. What the
 /// operator asks for is checked on MiniStack: `/a` keeps its resource without a POST,
 /// `/a/b` still serves, and segments left empty are pruned.
+/// A route's creation, its deployment and its deletion each show in the log at
+/// `info` with the API Gateway object and the route's path; a repeat that changes
+/// nothing adds no line.
+#[tokio::test]
+async fn route_changes_are_logged_with_the_route() -> Result<()> {
+    let s = setup("log").await?;
+    let log = common::LogBuffer::capture()?;
+    let api = format!("/restapis/{}", s.api.id);
+    let lines = || log.lines_about(&api);
+    let route = s.route("/logged/x", RouteAuth::None);
+
+    s.apis.ensure_route(&s.api, &route).await?;
+    for (operation, object) in [
+        // The quote ends the object: the segment, not the path below it.
+        ("CreateResource", format!("{api}/resources /logged\"")),
+        ("CreateResource", format!("{api}/resources /logged/x")),
+        ("PutMethod", "(/logged/x)".to_owned()),
+        ("PutIntegration", "(/logged/x)".to_owned()),
+    ] {
+        assert_eq!(
+            log.changes(operation, &object).len(),
+            1,
+            "{operation} {object}: {:#?}",
+            lines()
+        );
+    }
+    assert!(
+        lines().iter().all(|l| !l.contains("GetResources")),
+        "reads stay at debug: {:#?}",
+        lines()
+    );
+    let created = lines();
+    s.apis.ensure_route(&s.api, &route).await?;
+    assert_eq!(
+        lines(),
+        created,
+        "a repeat that changes nothing logs nothing"
+    );
+
+    s.apis.deploy(&s.api.id, "live").await?;
+    assert_eq!(
+        log.changes(
+            "CreateDeployment",
+            &format!("{api}/deployments to stage live")
+        )
+        .len(),
+        1,
+        "{:#?}",
+        lines()
+    );
+    s.apis.delete_route(&s.api, "/logged/x").await?;
+    assert_eq!(
+        log.changes("DeleteResource", &format!("{api}/resources/"))
+            .len(),
+        2,
+        "the route's resource and its emptied parent: {:#?}",
+        lines()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn deleting_a_route_keeps_the_routes_below_it() -> Result<()> {
     let s = setup("del").await?;

@@ -34,7 +34,9 @@ impl Account for ApiGatewayAccount {
     async fn cloudwatch_role_arn(&self) -> Result<Option<String>, AwsError> {
         let account = self
             .caller
-            .call(APIGW, "GetAccount", || self.apigateway.get_account().send())
+            .call(APIGW, "GetAccount", "account", || {
+                self.apigateway.get_account().send()
+            })
             .await?;
         Ok(account.cloudwatch_role_arn.filter(|arn| !arn.is_empty()))
     }

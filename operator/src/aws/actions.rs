@@ -647,6 +647,32 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
+    /// The log tells reads from changes by the operation's name
+    /// ([`crate::aws::limits::is_read`]); IAM says it independently for API Gateway,
+    /// whose actions are HTTP verbs: every call is a read exactly when all it needs is
+    /// `GET` (or, elsewhere, actions that get, list or describe).
+    #[test]
+    fn reads_by_name_are_reads_by_iam() {
+        let read_action = |action: &str| {
+            let verb = action.split_once(':').map_or(action, |(_, v)| v);
+            verb == "GET"
+                || ["Get", "List", "Describe"]
+                    .iter()
+                    .any(|p| verb.starts_with(p))
+        };
+        for c in CALLS {
+            let by_iam = c.needs.iter().all(|(action, _)| read_action(action));
+            assert_eq!(
+                crate::aws::limits::is_read(c.operation),
+                by_iam,
+                "{} {}: needs {:?}",
+                c.service,
+                c.operation,
+                c.needs
+            );
+        }
+    }
+
     #[test]
     fn every_call_site_is_in_the_table_and_every_entry_is_called() {
         let sites = call_sites();

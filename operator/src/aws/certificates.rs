@@ -107,7 +107,7 @@ impl AcmCertificates {
     async fn owner_of(&self, arn: &str) -> Result<Option<String>, AwsError> {
         let tags = self
             .caller
-            .call(ACM, "ListTagsForCertificate", || {
+            .call(ACM, "ListTagsForCertificate", arn, || {
                 self.acm
                     .list_tags_for_certificate()
                     .certificate_arn(arn)
@@ -130,7 +130,7 @@ impl AcmCertificates {
         for _ in 0..100 {
             let page = self
                 .caller
-                .call(ACM, "ListCertificates", || {
+                .call(ACM, "ListCertificates", domain, || {
                     self.acm
                         .list_certificates()
                         .set_next_token(next.clone())
@@ -198,7 +198,7 @@ impl AcmCertificates {
             .collect();
         let arn = self
             .caller
-            .call(ACM, "RequestCertificate", || {
+            .call(ACM, "RequestCertificate", &spec.domain, || {
                 self.acm
                     .request_certificate()
                     .domain_name(&spec.domain)
@@ -233,7 +233,7 @@ impl Certificates for AcmCertificates {
     async fn describe(&self, arn: &str) -> Result<Certificate, AwsError> {
         let detail = self
             .caller
-            .call(ACM, "DescribeCertificate", || {
+            .call(ACM, "DescribeCertificate", arn, || {
                 self.acm.describe_certificate().certificate_arn(arn).send()
             })
             .await?
@@ -286,7 +286,7 @@ impl Certificates for AcmCertificates {
         }
         gone_is_fine(
             self.caller
-                .call(ACM, "DeleteCertificate", || {
+                .call(ACM, "DeleteCertificate", arn, || {
                     self.acm.delete_certificate().certificate_arn(arn).send()
                 })
                 .await,

@@ -110,6 +110,7 @@ impl Route53Dns {
         changes: Vec<Change>,
         comment: &str,
     ) -> Result<ChangeId, AwsError> {
+        let object = changes_object(zone_id, &changes);
         let batch = ChangeBatch::builder()
             .set_changes(Some(changes))
             .comment(comment)
@@ -117,7 +118,7 @@ impl Route53Dns {
             .map_err(|e| AwsError::unexpected(R53, "ChangeResourceRecordSets", e.to_string()))?;
         let info = self
             .caller
-            .call(R53, "ChangeResourceRecordSets", || {
+            .call(R53, "ChangeResourceRecordSets", &object, || {
                 self.route53
                     .change_resource_record_sets()
                     .hosted_zone_id(zone_id)
@@ -131,6 +132,24 @@ impl Route53Dns {
             })?;
         Ok(ChangeId(info.id))
     }
+}
+
+/// What a change batch touches, for the log: the zone and each record's action,
+/// name and type.
+fn changes_object(zone_id: &str, changes: &[Change]) -> String {
+    let records: Vec<String> = changes
+        .iter()
+        .map(|c| match c.resource_record_set() {
+            Some(set) => format!(
+                "{} {} {}",
+                c.action().as_str(),
+                set.name(),
+                set.r#type().as_str()
+            ),
+            None => c.action().as_str().to_owned(),
+        })
+        .collect();
+    format!("hostedzone/{zone_id}: {}", records.join(", "))
 }
 
 /// `name` lowercased with exactly one trailing dot, as Route 53 answers.
@@ -220,7 +239,7 @@ impl Dns for Route53Dns {
         let wanted = fqdn(name);
         let zones = self
             .caller
-            .call(R53, "ListHostedZonesByName", || {
+            .call(R53, "ListHostedZonesByName", &wanted, || {
                 self.route53
                     .list_hosted_zones_by_name()
                     .dns_name(&wanted)
@@ -281,7 +300,6 @@ impl Dns for Route53Dns {
         if changes.is_empty() {
             return Ok(None);
         }
-        tracing::info!(zone_id, changes = changes.len(), "upserting DNS records");
         self.change(zone_id, changes, "hookline").await.map(Some)
     }
 
@@ -289,14 +307,19 @@ impl Dns for Route53Dns {
         let name = fqdn(name);
         let sets = self
             .caller
-            .call(R53, "ListResourceRecordSets", || {
-                self.route53
-                    .list_resource_record_sets()
-                    .hosted_zone_id(zone_id)
-                    .start_record_name(&name)
-                    .max_items(20)
-                    .send()
-            })
+            .call(
+                R53,
+                "ListResourceRecordSets",
+                &format!("{zone_id} {name}"),
+                || {
+                    self.route53
+                        .list_resource_record_sets()
+                        .hosted_zone_id(zone_id)
+                        .start_record_name(&name)
+                        .max_items(20)
+                        .send()
+                },
+            )
             .await?
             .resource_record_sets;
         // The listing starts at `name` and continues with the names after it.
@@ -339,7 +362,7 @@ impl Dns for Route53Dns {
         loop {
             let status = self
                 .caller
-                .call(R53, "GetChange", || {
+                .call(R53, "GetChange", &change.0, || {
                     self.route53.get_change().id(&change.0).send()
                 })
                 .await?

@@ -98,13 +98,18 @@ impl LambdaFunctions {
     async fn remove(&self, function_arn: &str, statement_id: &str) -> Result<(), AwsError> {
         super::error::gone_is_fine(
             self.caller
-                .call(LAMBDA, "RemovePermission", || {
-                    self.lambda
-                        .remove_permission()
-                        .function_name(function_arn)
-                        .statement_id(statement_id)
-                        .send()
-                })
+                .call(
+                    LAMBDA,
+                    "RemovePermission",
+                    &format!("{function_arn} statement {statement_id}"),
+                    || {
+                        self.lambda
+                            .remove_permission()
+                            .function_name(function_arn)
+                            .statement_id(statement_id)
+                            .send()
+                    },
+                )
                 .await,
         )
     }
@@ -120,7 +125,7 @@ impl Functions for LambdaFunctions {
     ) -> Result<bool, AwsError> {
         let policy = match self
             .caller
-            .call(LAMBDA, "GetPolicy", || {
+            .call(LAMBDA, "GetPolicy", function_arn, || {
                 self.lambda.get_policy().function_name(function_arn).send()
             })
             .await
@@ -139,16 +144,21 @@ impl Functions for LambdaFunctions {
             None => {}
         }
         self.caller
-            .call(LAMBDA, "AddPermission", || {
-                self.lambda
-                    .add_permission()
-                    .function_name(function_arn)
-                    .statement_id(statement_id)
-                    .action(ACTION)
-                    .principal(PRINCIPAL)
-                    .source_arn(source_arn)
-                    .send()
-            })
+            .call(
+                LAMBDA,
+                "AddPermission",
+                &format!("{function_arn} statement {statement_id}"),
+                || {
+                    self.lambda
+                        .add_permission()
+                        .function_name(function_arn)
+                        .statement_id(statement_id)
+                        .action(ACTION)
+                        .principal(PRINCIPAL)
+                        .source_arn(source_arn)
+                        .send()
+                },
+            )
             .await?;
         Ok(true)
     }

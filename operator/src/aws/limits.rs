@@ -240,12 +240,14 @@ impl Caller {
             .clone()
     }
 
-    /// Makes one AWS call: waits for the rate limits, retries what is retryable, and
-    /// maps the SDK's error into an [`AwsError`].
+    /// Makes one AWS call on `object` (the name, id or ARN it reads or changes): waits
+    /// for the rate limits, retries what is retryable, maps the SDK's error into an
+    /// [`AwsError`], and logs the call once it is settled (see [`log_call`]).
     pub async fn call<T, E, F, Fut>(
         &self,
         service: Service,
         operation: &'static str,
+        object: &str,
         mut request: F,
     ) -> Result<T, AwsError>
     where
@@ -265,17 +267,19 @@ impl Caller {
             let error = match request().await {
                 Ok(value) => {
                     self.record(service, operation, "ok");
+                    log_call(service, operation, object, attempt, None);
                     return Ok(value);
                 }
                 Err(e) => AwsError::from_sdk(service, operation, e),
             };
             self.record(service, operation, error.kind());
             if !error.is_retryable() || attempt >= self.retry.max_attempts {
+                log_call(service, operation, object, attempt, Some(&error));
                 return Err(error);
             }
             // Full jitter: many reconciles throttled at once must not retry in step.
             let pause = ceiling.mul_f64(fastrand::f64());
-            tracing::debug!(%service, operation, attempt, ?pause, %error, "retrying AWS call");
+            tracing::debug!(%service, operation, object, attempt, ?pause, %error, "retrying AWS call");
             tokio::time::sleep(pause).await;
             ceiling = (ceiling * 2).min(self.retry.max);
             attempt += 1;
@@ -296,6 +300,37 @@ impl Caller {
                 outcome,
             })
             .inc();
+    }
+}
+
+/// Whether an operation only reads: AWS names its reads `Get…`, `List…` and
+/// `Describe…` (checked against the IAM actions each call needs, in `actions.rs`).
+pub fn is_read(operation: &str) -> bool {
+    ["Get", "List", "Describe"]
+        .iter()
+        .any(|verb| operation.starts_with(verb))
+}
+
+/// Logs a settled call. A change (anything but a read) goes to `info` with the object
+/// it touched, so the log of an operator that crashed still shows each create,
+/// update and delete it made, and whether AWS took it; a read goes to `debug`, since
+/// a steady-state reconcile only reads.
+fn log_call(
+    service: Service,
+    operation: &'static str,
+    object: &str,
+    attempts: u32,
+    error: Option<&AwsError>,
+) {
+    let outcome = error.map_or("ok", AwsError::kind);
+    match error {
+        _ if is_read(operation) => {
+            tracing::debug!(%service, operation, object, outcome, attempts, "read AWS");
+        }
+        None => tracing::info!(%service, operation, object, attempts, "changed AWS"),
+        Some(error) => {
+            tracing::info!(%service, operation, object, outcome, attempts, %error, "AWS change failed");
+        }
     }
 }
 
@@ -403,7 +438,7 @@ mod tests {
         let start = Instant::now();
         for _ in 0..3 {
             let answer: Result<(), AwsError> = caller
-                .call(Service::Acm, "ListTagsForResource", || async {
+                .call(Service::Acm, "ListTagsForResource", "arn", || async {
                     Ok::<
                         (),
                         SdkError<aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError, Response>,

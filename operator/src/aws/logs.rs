@@ -42,7 +42,7 @@ impl CloudWatchLogGroups {
     ) -> Result<Option<aws_sdk_cloudwatchlogs::types::LogGroup>, AwsError> {
         let groups = self
             .caller
-            .call(LOGS, "DescribeLogGroups", || {
+            .call(LOGS, "DescribeLogGroups", name, || {
                 self.logs
                     .describe_log_groups()
                     .log_group_name_prefix(name)
@@ -59,7 +59,7 @@ impl CloudWatchLogGroups {
     async fn check_owner(&self, arn: &str, name: &str, owner: &Owner) -> Result<(), AwsError> {
         let tags = self
             .caller
-            .call(LOGS, "ListTagsForResource", || {
+            .call(LOGS, "ListTagsForResource", arn, || {
                 self.logs.list_tags_for_resource().resource_arn(arn).send()
             })
             .await?
@@ -86,7 +86,7 @@ impl LogGroups for CloudWatchLogGroups {
             Some(group) => group,
             None => {
                 self.caller
-                    .call(LOGS, "CreateLogGroup", || {
+                    .call(LOGS, "CreateLogGroup", name, || {
                         self.logs
                             .create_log_group()
                             .log_group_name(name)
@@ -109,7 +109,7 @@ impl LogGroups for CloudWatchLogGroups {
         self.check_owner(&bare_arn(&arn), name, owner).await?;
         if group.retention_in_days != Some(retention_days) {
             self.caller
-                .call(LOGS, "PutRetentionPolicy", || {
+                .call(LOGS, "PutRetentionPolicy", name, || {
                     self.logs
                         .put_retention_policy()
                         .log_group_name(name)
@@ -129,7 +129,7 @@ impl LogGroups for CloudWatchLogGroups {
         self.check_owner(&arn, name, owner).await?;
         gone_is_fine(
             self.caller
-                .call(LOGS, "DeleteLogGroup", || {
+                .call(LOGS, "DeleteLogGroup", name, || {
                     self.logs.delete_log_group().log_group_name(name).send()
                 })
                 .await,

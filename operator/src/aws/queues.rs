@@ -100,7 +100,7 @@ impl SqsQueues {
     async fn url(&self, name: &str) -> Result<Option<String>, AwsError> {
         match self
             .caller
-            .call(SQS, "GetQueueUrl", || {
+            .call(SQS, "GetQueueUrl", name, || {
                 self.sqs.get_queue_url().queue_name(name).send()
             })
             .await
@@ -119,7 +119,7 @@ impl SqsQueues {
     ) -> Result<HashMap<String, String>, AwsError> {
         let tags = self
             .caller
-            .call(SQS, "ListQueueTags", || {
+            .call(SQS, "ListQueueTags", name, || {
                 self.sqs.list_queue_tags().queue_url(url).send()
             })
             .await?
@@ -143,7 +143,7 @@ impl SqsQueues {
             let initial = desired(None);
             let created = self
                 .caller
-                .call(SQS, "CreateQueue", || {
+                .call(SQS, "CreateQueue", name, || {
                     self.sqs
                         .create_queue()
                         .queue_name(name)
@@ -198,7 +198,7 @@ impl SqsQueues {
             .collect();
         if !missing_tags.is_empty() {
             self.caller
-                .call(SQS, "TagQueue", || {
+                .call(SQS, "TagQueue", name, || {
                     self.sqs
                         .tag_queue()
                         .queue_url(&url)
@@ -216,7 +216,7 @@ impl SqsQueues {
         changes: HashMap<Attr, String>,
     ) -> Result<(), AwsError> {
         self.caller
-            .call(SQS, "SetQueueAttributes", || {
+            .call(SQS, "SetQueueAttributes", url, || {
                 self.sqs
                     .set_queue_attributes()
                     .queue_url(url)
@@ -230,7 +230,7 @@ impl SqsQueues {
     async fn attributes(&self, url: &str, which: Attr) -> Result<HashMap<Attr, String>, AwsError> {
         Ok(self
             .caller
-            .call(SQS, "GetQueueAttributes", || {
+            .call(SQS, "GetQueueAttributes", url, || {
                 self.sqs
                     .get_queue_attributes()
                     .queue_url(url)
@@ -249,7 +249,7 @@ impl SqsQueues {
         self.check_owner(&url, name, owner).await?;
         gone_is_fine(
             self.caller
-                .call(SQS, "DeleteQueue", || {
+                .call(SQS, "DeleteQueue", name, || {
                     self.sqs.delete_queue().queue_url(&url).send()
                 })
                 .await,
@@ -428,7 +428,7 @@ impl Queues for SqsQueues {
         };
         let queue = self
             .caller
-            .call(SQS, "GetQueueAttributes", || {
+            .call(SQS, "GetQueueAttributes", &pair.queue.url, || {
                 self.sqs
                     .get_queue_attributes()
                     .queue_url(&pair.queue.url)
@@ -454,7 +454,7 @@ impl Queues for SqsQueues {
     async fn depth(&self, queue: &QueueRef) -> Result<(i64, i64), AwsError> {
         let attrs = self
             .caller
-            .call(SQS, "GetQueueAttributes", || {
+            .call(SQS, "GetQueueAttributes", &queue.url, || {
                 self.sqs
                     .get_queue_attributes()
                     .queue_url(&queue.url)

@@ -3,7 +3,7 @@
 //! the IRSA role of one namespace's workers ([`IamRoles::ensure_namespace_role`]),
 //! trusted by that namespace's ServiceAccount and allowed only its queues.
 
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::types::{Role, Tag};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -185,7 +185,7 @@ impl IamRoles {
     ) -> Result<(), AwsError> {
         let role = match self
             .caller
-            .call(IAM, "GetRole", || {
+            .call(IAM, "GetRole", name, || {
                 self.iam.get_role().role_name(name).send()
             })
             .await
@@ -213,13 +213,18 @@ impl IamRoles {
         // A role with inline policies cannot be deleted.
         match self
             .caller
-            .call(IAM, "DeleteRolePolicy", || {
-                self.iam
-                    .delete_role_policy()
-                    .role_name(name)
-                    .policy_name(policy_name)
-                    .send()
-            })
+            .call(
+                IAM,
+                "DeleteRolePolicy",
+                &format!("{name}/{policy_name}"),
+                || {
+                    self.iam
+                        .delete_role_policy()
+                        .role_name(name)
+                        .policy_name(policy_name)
+                        .send()
+                },
+            )
             .await
         {
             Err(e) if !e.is_not_found() => return Err(e),
@@ -227,7 +232,7 @@ impl IamRoles {
         }
         gone_is_fine(
             self.caller
-                .call(IAM, "DeleteRole", || {
+                .call(IAM, "DeleteRole", name, || {
                     self.iam.delete_role().role_name(name).send()
                 })
                 .await,
@@ -247,7 +252,7 @@ struct RoleDocuments<'a> {
 impl IamRoles {
     async fn put_policy(&self, role: &str, name: &str, policy: &Value) -> Result<(), AwsError> {
         self.caller
-            .call(IAM, "PutRolePolicy", || {
+            .call(IAM, "PutRolePolicy", &format!("{role}/{name}"), || {
                 self.iam
                     .put_role_policy()
                     .role_name(role)
@@ -267,10 +272,9 @@ impl IamRoles {
         want: &RoleDocuments<'_>,
         policy_for: impl Fn(&str) -> Result<Value, AwsError>,
     ) -> Result<String, AwsError> {
-        let trust = &want.trust;
         let existing = match self
             .caller
-            .call(IAM, "GetRole", || {
+            .call(IAM, "GetRole", want.name, || {
                 self.iam.get_role().role_name(want.name).send()
             })
             .await
@@ -279,36 +283,12 @@ impl IamRoles {
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        let role = match existing {
-            None => {
-                let tags: Vec<Tag> = want
-                    .owner
-                    .tags()
-                    .into_iter()
-                    .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
-                    .collect();
-                let role = self
-                    .caller
-                    .call(IAM, "CreateRole", || {
-                        self.iam
-                            .create_role()
-                            .role_name(want.name)
-                            .path("/hookline/")
-                            .assume_role_policy_document(trust.to_string())
-                            .description(want.description)
-                            .set_tags(Some(tags.clone()))
-                            .send()
-                    })
-                    .await?
-                    .role
-                    .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))?;
-                tracing::info!(role = %want.name, "created IAM role");
-                // A new role has no policy yet.
-                self.put_policy(want.name, want.policy_name, &policy_for(&role.arn)?)
-                    .await?;
-                return Ok(role.arn);
-            }
-            Some(role) => role,
+        let Some(role) = existing else {
+            let role = self.create_role(want).await?;
+            // A new role has no policy yet.
+            self.put_policy(want.name, want.policy_name, &policy_for(&role.arn)?)
+                .await?;
+            return Ok(role.arn);
         };
         let tags = role.tags.clone().unwrap_or_default();
         let owner = tags
@@ -320,42 +300,87 @@ impl IamRoles {
                 IAM, "GetRole", "IAM role", want.name, owner,
             ));
         }
-        if !role
-            .assume_role_policy_document
-            .as_deref()
-            .is_some_and(|doc| same_document(doc, trust))
-        {
-            self.caller
-                .call(IAM, "UpdateAssumeRolePolicy", || {
-                    self.iam
-                        .update_assume_role_policy()
-                        .role_name(want.name)
-                        .policy_document(trust.to_string())
-                        .send()
-                })
-                .await?;
-        }
-        let current = match self
-            .caller
-            .call(IAM, "GetRolePolicy", || {
+        self.ensure_trust(&role, want).await?;
+        self.ensure_inline_policy(want, &policy_for(&role.arn)?)
+            .await?;
+        Ok(role.arn)
+    }
+
+    /// A new role under `/hookline/` with the trust policy, tagged with its owner.
+    async fn create_role(&self, want: &RoleDocuments<'_>) -> Result<Role, AwsError> {
+        let tags: Vec<Tag> = want
+            .owner
+            .tags()
+            .into_iter()
+            .filter_map(|(key, value)| Tag::builder().key(key).value(value).build().ok())
+            .collect();
+        self.caller
+            .call(IAM, "CreateRole", want.name, || {
                 self.iam
-                    .get_role_policy()
+                    .create_role()
                     .role_name(want.name)
-                    .policy_name(want.policy_name)
+                    .path("/hookline/")
+                    .assume_role_policy_document(want.trust.to_string())
+                    .description(want.description)
+                    .set_tags(Some(tags.clone()))
                     .send()
             })
+            .await?
+            .role
+            .ok_or_else(|| AwsError::unexpected(IAM, "CreateRole", "no role returned"))
+    }
+
+    /// The role's trust policy, updated when it differs.
+    async fn ensure_trust(&self, role: &Role, want: &RoleDocuments<'_>) -> Result<(), AwsError> {
+        if role
+            .assume_role_policy_document
+            .as_deref()
+            .is_some_and(|doc| same_document(doc, &want.trust))
+        {
+            return Ok(());
+        }
+        self.caller
+            .call(IAM, "UpdateAssumeRolePolicy", want.name, || {
+                self.iam
+                    .update_assume_role_policy()
+                    .role_name(want.name)
+                    .policy_document(want.trust.to_string())
+                    .send()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The role's inline policy, put when it differs or is missing.
+    async fn ensure_inline_policy(
+        &self,
+        want: &RoleDocuments<'_>,
+        policy: &Value,
+    ) -> Result<(), AwsError> {
+        let current = match self
+            .caller
+            .call(
+                IAM,
+                "GetRolePolicy",
+                &format!("{}/{}", want.name, want.policy_name),
+                || {
+                    self.iam
+                        .get_role_policy()
+                        .role_name(want.name)
+                        .policy_name(want.policy_name)
+                        .send()
+                },
+            )
             .await
         {
             Ok(out) => Some(out.policy_document),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
-        let policy = policy_for(&role.arn)?;
-        if !current.is_some_and(|doc| same_document(&doc, &policy)) {
-            self.put_policy(want.name, want.policy_name, &policy)
-                .await?;
+        if current.is_some_and(|doc| same_document(&doc, policy)) {
+            return Ok(());
         }
-        Ok(role.arn)
+        self.put_policy(want.name, want.policy_name, policy).await
     }
 }
 

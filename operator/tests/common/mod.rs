@@ -105,3 +105,66 @@ pub async fn create_gateway(
         .await
         .with_context(|| format!("creating the gateway {name}"))
 }
+
+/// The log at `info`, as the operator writes it by default, readable afterwards.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// The test binary's log, from now on. Process-wide: a thread's own subscriber
+    /// (`set_default`) missed events while other tests ran in parallel, so the log
+    /// holds every test's lines and a test reads those about its own objects.
+    pub fn capture() -> Result<Self> {
+        static LOG: std::sync::OnceLock<Result<LogBuffer, String>> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = Self::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .map(|()| log)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("capturing the log: {e}"))
+    }
+
+    /// The lines logged so far that mention `object`.
+    pub fn lines_about(&self, object: &str) -> Vec<String> {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|l| l.contains(object))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The lines logged so far for `operation` that mention `object`.
+    pub fn changes(&self, operation: &str, object: &str) -> Vec<String> {
+        self.lines_about(object)
+            .into_iter()
+            .filter(|l| l.contains(&format!("operation=\"{operation}\"")))
+            .collect()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! [`RestApis`]: a gateway's API Gateway REST API (v1), its stage, one route per
+//! webhook (resource path, `POST` method, AWS integration to `sqs:SendMessage`), the
+//! custom domain, API keys and authorizers.
+//!
+//! Every `ensure_*` reads first and writes only what differs. A route costs two reads
+//! when nothing changed (`GetResources`, then `GetMethod`, which embeds the
+//! integration and its responses).
+//!
+//! # Layout
+//! One file per concern, each holding its trait, its spec types and its part of
+//! [`ApiGatewayRestApis`]; the decisions they make are pure functions apart from any
+//! SDK call, table-tested where they live:
+//! - [`routes`]: [`Routes`], the API, its routes and its resource policy.
+//! - [`stages`]: [`Stages`], deployments and the stage's settings.
+//! - [`domains`]: [`Domains`], the custom domain and its base path mapping.
+//! - [`keys`]: [`ApiKeys`], API keys and their usage plans.
+//! - [`authorizers`]: [`Authorizers`], Cognito and Lambda authorizers.
+//! - [`diff`] (pure): what a method, an integration, the stage, an authorizer or a
+//!   route's deletion needs to become its spec; whether a domain is ours.
+//! - [`policy`] (pure): the source-IP resource policy and its comparison with what AWS
+//!   stores.
+//! - [`markers`] (pure): the change and deployment markers that tell whether a route
+//!   is live.
+//!
+//! This file holds the SDK struct and what the concerns share: the mutation slot per
+//! API, the resource listing and `GetMethod`.
+
+pub mod authorizers;
+pub mod diff;
+pub mod domains;
+pub mod keys;
+pub mod markers;
+pub mod policy;
+pub mod routes;
+pub mod stages;
+
+pub use authorizers::{AuthorizerSpec, Authorizers, DeletedAuthorizer};
+pub use diff::{
+    AuthorizerChange, AuthorizerShape, Deletion, IntegrationSpec, ResourceTree, authorizer_change,
+    domain_owned, integration_matches, integration_response_matches, method_patch_operations,
+    route_deletion, scope_ops, stage_patch_operations,
+};
+pub use domains::{DomainSpec, DomainTarget, Domains};
+pub use keys::ApiKeys;
+pub use markers::deployment_contains;
+pub use policy::{normalise_policy, policies_match, source_ip_policy};
+pub use routes::{ApiRef, ApiSpec, RouteAuth, RouteSpec, Routes};
+pub use stages::{StageSpec, Stages};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{AwsError, Caller, Service};
+
+const APIGW: Service = Service::ApiGateway;
+
+/// A method as API Gateway's REST paths (and IAM resource ARNs) name it, for the log.
+fn method_path(api_id: &str, resource_id: &str, method: &str) -> String {
+    format!("/restapis/{api_id}/resources/{resource_id}/methods/{method}")
+}
+
+/// A gateway's REST API: every concern, as the SDK implementation provides them together
+/// (they share one mutation slot per API). Functions that need one concern take that trait.
+pub trait RestApis: Routes + Stages + Domains + ApiKeys + Authorizers {}
+
+impl<T: Routes + Stages + Domains + ApiKeys + Authorizers + ?Sized> RestApis for T {}
+
+/// Deployment markers by (API id, deployment id); `None`: not made by Hookline.
+type DeploymentMarkers = HashMap<(String, String), Option<u64>>;
+
+/// [`RestApis`] on the API Gateway SDK.
+#[derive(Debug, Clone)]
+pub struct ApiGatewayRestApis {
+    apigateway: aws_sdk_apigateway::Client,
+    caller: Caller,
+    mutations: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Markers of deployments by (API, deployment id): a deployment never changes
+    /// (Hookline never updates one), so one read each is enough.
+    deployment_markers: Arc<Mutex<DeploymentMarkers>>,
+}
+
+impl ApiGatewayRestApis {
+    /// Uses `apigateway` for calls and `caller` for limits, retries and counts.
+    pub fn new(apigateway: aws_sdk_apigateway::Client, caller: Caller) -> Self {
+        Self {
+            apigateway,
+            caller,
+            mutations: Arc::default(),
+            deployment_markers: Arc::default(),
+        }
+    }
+
+    /// Holds the REST API's mutation slot. API Gateway refuses parallel changes of
+    /// one REST API ("ConflictException: Unable to complete operation due to
+    /// concurrent modification"), and two reconciles creating the same path segment
+    /// race; so every `ensure_*`/`delete_*`/`deploy` that writes to an API runs alone
+    /// on it (reads included, so that what it read stays true while it writes).
+    async fn mutating(&self, api_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let slot = self
+            .mutations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(api_id.to_owned())
+            .or_default()
+            .clone();
+        slot.lock_owned().await
+    }
+
+    /// All resources of the API by path.
+    async fn resources(&self, api_id: &str) -> Result<HashMap<String, String>, AwsError> {
+        let mut by_path = HashMap::new();
+        let mut position: Option<String> = None;
+        for _ in 0..100 {
+            let page = self
+                .caller
+                .call(
+                    APIGW,
+                    "GetResources",
+                    &format!("/restapis/{api_id}/resources"),
+                    || {
+                        self.apigateway
+                            .get_resources()
+                            .rest_api_id(api_id)
+                            .set_position(position.clone())
+                            .limit(500)
+                            .send()
+                    },
+                )
+                .await?;
+            for resource in page.items.unwrap_or_default() {
+                if let (Some(path), Some(id)) = (resource.path, resource.id) {
+                    by_path.insert(path, id);
+                }
+            }
+            position = page.position;
+            if position.is_none() {
+                break;
+            }
+        }
+        Ok(by_path)
+    }
+
+    /// All resources of the API by path, with their id and whether they have any
+    /// method (`embed=methods`).
+    async fn resource_tree(&self, api_id: &str) -> Result<ResourceTree, AwsError> {
+        let mut tree = ResourceTree::new();
+        let mut position: Option<String> = None;
+        for _ in 0..100 {
+            let page = self
+                .caller
+                .call(
+                    APIGW,
+                    "GetResources",
+                    &format!("/restapis/{api_id}/resources"),
+                    || {
+                        self.apigateway
+                            .get_resources()
+                            .rest_api_id(api_id)
+                            .embed("methods")
+                            .set_position(position.clone())
+                            .limit(500)
+                            .send()
+                    },
+                )
+                .await?;
+            for resource in page.items.unwrap_or_default() {
+                let has_methods = resource
+                    .resource_methods
+                    .as_ref()
+                    .is_some_and(|m| !m.is_empty());
+                if let (Some(path), Some(id)) = (resource.path, resource.id) {
+                    tree.insert(path, (id, has_methods));
+                }
+            }
+            position = page.position;
+            if position.is_none() {
+                break;
+            }
+        }
+        Ok(tree)
+    }
+
+    async fn get_method(
+        &self,
+        api_id: &str,
+        resource_id: &str,
+        method: &str,
+    ) -> Result<Option<aws_sdk_apigateway::operation::get_method::GetMethodOutput>, AwsError> {
+        match self
+            .caller
+            .call(
+                APIGW,
+                "GetMethod",
+                &method_path(api_id, resource_id, method),
+                || {
+                    self.apigateway
+                        .get_method()
+                        .rest_api_id(api_id)
+                        .resource_id(resource_id)
+                        .http_method(method)
+                        .send()
+                },
+            )
+            .await
+        {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
