@@ -45,17 +45,21 @@ fn ensure_role(
     let Some(role) = state.roles.get(name).cloned() else {
         state.call(IAM, "CreateRole")?;
         let arn = format!("arn:aws:iam::{ACCOUNT}:role/hookline/{name}");
-        let policy = policy_for(&arn)?;
-        state.call(IAM, "PutRolePolicy")?;
+        // A new role has no policy until PutRolePolicy succeeds.
         state.roles.insert(
             name.to_owned(),
             MemoryRole {
                 arn: arn.clone(),
                 tags: owner.tags(),
                 trust,
-                policies: BTreeMap::from([(policy_name.to_owned(), policy)]),
+                policies: BTreeMap::new(),
             },
         );
+        let policy = policy_for(&arn)?;
+        state.call(IAM, "PutRolePolicy")?;
+        if let Some(role) = state.roles.get_mut(name) {
+            role.policies.insert(policy_name.to_owned(), policy);
+        }
         return Ok(arn);
     };
     let current = owner_of(&role.tags);

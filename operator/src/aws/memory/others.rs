@@ -121,7 +121,12 @@ impl Functions for MemoryAws {
             .and_then(|f| f.invoke_grants.get(statement_id).cloned());
         match current {
             Some(have) if have == source_arn => return Ok(false),
-            Some(_) => state.call(LAMBDA, "RemovePermission")?,
+            Some(_) => {
+                state.call(LAMBDA, "RemovePermission")?;
+                if let Some(function) = state.functions.get_mut(function_arn) {
+                    function.invoke_grants.remove(statement_id);
+                }
+            }
             None => {}
         }
         state.call(LAMBDA, "AddPermission")?;

@@ -8,6 +8,7 @@ use crate::aws::queues::{dead_letter_attributes, queue_attributes, queue_names};
 use crate::aws::{AwsError, Backlog, Owner, QueuePair, QueuePairSpec, QueueRef, Queues, Service};
 
 const SQS: Service = Service::Sqs;
+const REDRIVE_ALLOW_POLICY: &str = "RedriveAllowPolicy";
 
 /// One SQS queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,15 +90,23 @@ fn ensure_queue(
         state.call(SQS, "CreateQueue")?;
         let mut queue = MemoryQueue::new(&state.region, name);
         queue.tags.clone_from(tags);
-        state.call(SQS, "GetQueueAttributes")?;
-        queue.attributes = desired(&queue.arn);
-        // What depends on the queue's own ARN is set right after creation.
-        state.call(SQS, "SetQueueAttributes")?;
+        let mut attributes = desired(&queue.arn);
+        // What names the queue's own ARN (the redrive-allow policy) is set right
+        // after creation, by a call of its own that can fail on its own.
+        let later = attributes.remove_entry(REDRIVE_ALLOW_POLICY);
+        queue.attributes = attributes;
         let created = QueueRef {
             url: queue.url.clone(),
             arn: queue.arn.clone(),
         };
         state.queues.insert(name.to_owned(), queue);
+        state.call(SQS, "GetQueueAttributes")?;
+        if let Some((attr, value)) = later {
+            state.call(SQS, "SetQueueAttributes")?;
+            if let Some(queue) = state.queues.get_mut(name) {
+                queue.attributes.insert(attr, value);
+            }
+        }
         return Ok(created);
     }
     state.call(SQS, "ListQueueTags")?;

@@ -288,6 +288,10 @@ fn put_route(
         }
         Some(method) => method,
     };
+    // What the calls so far made is kept even if a later one fails, as in AWS.
+    if let Some(resource) = api.resources.get_mut(&path) {
+        resource.post = Some(method.clone());
+    }
     let matches = method.integration.as_ref().is_some_and(|i| {
         i.queue_arn == spec.queue_arn && i.role_arn == spec.role_arn && method.template == template
     });
@@ -412,12 +416,11 @@ impl Routes for MemoryAws {
     async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError> {
         let mut state = self.lock();
         state.call(APIGW, "GetRestApi")?;
-        let api = api_mut(&mut state, api_id, "GetRestApi")?;
-        if api.policy.as_ref() == policy {
+        if api_mut(&mut state, api_id, "GetRestApi")?.policy.as_ref() == policy {
             return Ok(false);
         }
-        api.policy = policy.cloned();
         state.call(APIGW, "UpdateRestApi")?;
+        api_mut(&mut state, api_id, "UpdateRestApi")?.policy = policy.cloned();
         Ok(true)
     }
 
@@ -559,8 +562,10 @@ impl Stages for MemoryAws {
         if &want == stage {
             return Ok(false);
         }
-        api.stages.insert(spec.name.clone(), want);
         state.call(APIGW, "UpdateStage")?;
+        api_mut(&mut state, api_id, "UpdateStage")?
+            .stages
+            .insert(spec.name.clone(), want);
         Ok(true)
     }
 }
