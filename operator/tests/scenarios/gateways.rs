@@ -26,6 +26,7 @@ scenario!(
     removing_a_webhooks_throttle_override_removes_it_from_the_stage,
     deleting_the_last_webhook_with_an_ip_allow_list_removes_the_resource_policy,
     an_account_without_a_cloudwatch_role_is_served_without_access_logs,
+    an_alias_record_deleted_by_hand_is_written_again,
 );
 
 async fn the_certificate_goes_pending_then_issued_then_domain_and_alias_follow() -> Result<()> {
@@ -383,4 +384,28 @@ async fn an_account_without_a_cloudwatch_role_is_served_without_access_logs() ->
         .context("the stage")?;
     ensure!(stage.access_log.is_none(), "the stage does not log");
     Ok(())
+}
+
+async fn an_alias_record_deleted_by_hand_is_written_again() -> Result<()> {
+    let mut s = Scenario::new("aliasdrift", json!({})).await?;
+    s.until("the gateway Ready", |p| async move {
+        p.gateway_is(READY, "True", RECONCILED).await
+    })
+    .await?;
+    let hostname = format!("hooks.{}", s.zone.0);
+    let (zone_id, name) = (s.zone.1.clone(), format!("{hostname}."));
+    s.aws.edit(|state| {
+        if let Some(zone) = state.zones.get_mut(&zone_id) {
+            zone.records
+                .retain(|r| !(r.name == name && r.kind == RrType::A));
+        }
+    });
+    ensure!(!s.records(&hostname).iter().any(|r| r.kind == RrType::A));
+    for _ in 0..10 {
+        s.pass().await?;
+        if s.records(&hostname).iter().any(|r| r.kind == RrType::A) {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the A alias was not written again")
 }
