@@ -1,10 +1,14 @@
-//! The operator running against the bench (a real API server, and MiniStack or
-//! LocalStack): gateway and webhook become Ready with a URL, a POST to it lands
-//! in the queue, spec changes and out-of-band deletions are repaired, conflicts and
-//! disallowed namespaces are reported, deletion cleans up, and a restart mid-creation
-//! leaves no duplicates. On MiniStack IAM is enforced: the operator runs as an IAM
-//! user whose only policy is the chart's, rendered as its README says; and a policy
+//! The operator end to end on the bench (a real API server, and MiniStack or
+//! LocalStack), for what only real AWS behaviour shows: the gateway and a Webhook
+//! become Ready through the SDK implementations (and a restart mid-creation finds
+//! everything by id or tag), a POST to the URL lands in the queue, an untagged
+//! custom domain someone else created is not adopted, and deletion removes every
+//! part. On MiniStack IAM is enforced: the operator runs as an IAM user whose only
+//! policy is the chart's, every call it made is in that policy, and a policy
 //! missing one statement makes the operator say AccessDenied in a condition.
+//!
+//! Each reconcile decision has its own scenario test on the in-memory AWS
+//! (`tests/scenarios/`); this file proves the wiring.
 //!
 //! Each run starts its own API server: two operators against one would both
 //! reconcile every gateway. The bench has no kubelet, so where the operator waits
@@ -13,10 +17,8 @@
 mod common;
 
 use anyhow::{Context as _, Result};
-use aws_sdk_route53::types::RrType;
 use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
-use hookline_operator::aws::dns::Record;
 use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::{AwsClients, RateLimits, RetryPolicy, Route53Dns};
 use hookline_operator::controller::context::{Context, Timing};
@@ -28,10 +30,7 @@ use hookline_tests::util::{post, wait_for};
 use hookline_tests::{Bench, EmulatorKind, data_plane_test};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::time::Duration;
 
@@ -364,306 +363,17 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
         received.first().and_then(|m| m.body.as_deref()),
         Some(event)
     );
-
-    // A spec change reaches AWS.
-    webhooks
-        .patch(
-            "stripe",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"delivery": {"maxReceiveCount": 8}}})),
-        )
-        .await?;
-    wait_for(
-        "maxReceiveCount 8 on the queue",
-        Duration::from_secs(30),
-        || async {
-            let attrs = clients
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&queue_url)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-                .send()
-                .await?
-                .attributes
-                .unwrap_or_default();
-            Ok(attrs.values().any(|p| {
-                p.contains("\"maxReceiveCount\":8") || p.contains("\"maxReceiveCount\":\"8\"")
-            }))
-        },
-    )
-    .await?;
-
-    // Drift: the alias record and the queue deleted by hand come back.
-    let dns = Route53Dns::new(clients.route53.clone(), clients.caller.clone());
-    let zone = gw_status.hosted_zone_id.clone().context("zone in status")?;
-    let alias: Vec<Record> = dns
-        .records(&zone, &host)
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == RrType::A)
-        .collect();
-    assert_eq!(alias.len(), 1);
-    dns.delete_records(&zone, &alias).await?;
-    clients
-        .sqs
-        .delete_queue()
-        .queue_url(&queue_url)
-        .send()
-        .await?;
-    wait_for(
-        "the alias record repaired",
-        Duration::from_secs(30),
-        || async {
-            Ok(dns
-                .records(&zone, &host)
-                .await?
-                .iter()
-                .any(|r| r.kind == RrType::A))
-        },
-    )
-    .await?;
-    wait_for("the queue repaired", Duration::from_secs(30), || async {
-        Ok(clients
+    // Delivered, as the worker would: deletion waits for a queue that still holds
+    // (or has in flight) what the route accepted.
+    for message in &received {
+        clients
             .sqs
-            .get_queue_attributes()
+            .delete_message()
             .queue_url(&queue_url)
+            .set_receipt_handle(message.receipt_handle.clone())
             .send()
-            .await
-            .is_ok())
-    })
-    .await?;
-
-    // Backlog autoscaling: up at once (never past max), down to zero only after the delay.
-    let mut scaled = webhook_yaml("scaled", &ns, &gw_name, "/scaled");
-    scaled["spec"]["worker"]["scaling"] = json!({"minReplicas": 0, "maxReplicas": 3, "targetBacklogPerReplica": 5, "scaleDownDelaySeconds": 2});
-    webhooks
-        .create(&PostParams::default(), &serde_json::from_value(scaled)?)
-        .await?;
-    wait_for(
-        "the scaled webhook's queue and Deployment",
-        Duration::from_secs(30),
-        || async {
-            // The operator's own cache, which the scaler reads.
-            let queued = ctx.webhooks().await?.iter().any(|w| {
-                w.metadata.name.as_deref() == Some("scaled")
-                    && w.status.as_ref().is_some_and(|s| s.queue.is_some())
-            });
-            Ok(queued
-                && Api::<Deployment>::namespaced(client.clone(), &ns)
-                    .get_opt("scaled-worker")
-                    .await?
-                    .is_some())
-        },
-    )
-    .await?;
-    let scaled_queue = webhooks
-        .get("scaled")
-        .await?
-        .status
-        .and_then(|s| s.queue)
-        .context("queue")?
-        .url;
-    let replicas = || async {
-        Ok::<_, anyhow::Error>(
-            Api::<Deployment>::namespaced(client.clone(), &ns)
-                .get("scaled-worker")
-                .await?
-                .spec
-                .replicas,
-        )
-    };
-    // The scaler's own loop (as the binary runs it) takes the idle worker to zero
-    // once the delay has passed; then single ticks check each rule in turn.
-    let stop_loop = tokio_util::sync::CancellationToken::new();
-    let looping = tokio::spawn(
-        std::sync::Arc::new(hookline_operator::scaler::Scaler::default()).run(
-            ctx.clone(),
-            Duration::from_millis(250),
-            stop_loop.clone().cancelled_owned(),
-        ),
-    );
-    assert_eq!(replicas().await?, Some(1), "idle: the delay has not passed");
-    wait_for(
-        "the scaler loop to reach zero",
-        Duration::from_secs(20),
-        || async { Ok(replicas().await? == Some(0)) },
-    )
-    .await?;
-    stop_loop.cancel();
-    looping.await?;
-    let scaler = hookline_operator::scaler::Scaler::default();
-    send_one_per_group(&clients.sqs, &scaled_queue, 0..12).await?;
-    scaler.tick(&ctx).await?;
-    assert_eq!(
-        replicas().await?,
-        Some(3),
-        "12 messages at 5 per replica: 3 at once"
-    );
-    send_one_per_group(&clients.sqs, &scaled_queue, 12..40).await?;
-    scaler.tick(&ctx).await?;
-    assert_eq!(replicas().await?, Some(3), "never past max");
-    let scaled_status = webhooks.get("scaled").await?.status.context("status")?;
-    assert!(scaled_status.last_scale_time.is_some());
-    assert_eq!(scaled_status.replicas.map(|r| r.desired), Some(3));
-    clients
-        .sqs
-        .purge_queue()
-        .queue_url(&scaled_queue)
-        .send()
-        .await?;
-    scaler.tick(&ctx).await?;
-    assert_eq!(
-        replicas().await?,
-        Some(3),
-        "drained, but the delay has not passed"
-    );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    scaler.tick(&ctx).await?;
-    assert_eq!(replicas().await?, Some(0), "drained past the delay");
-    webhooks.delete("scaled", &DeleteParams::default()).await?;
-
-    // KEDA as the engine: explained while its CRD is missing, a ScaledObject (that the
-    // API server validates against KEDA's own schema) once it is installed.
-    let mut keda = webhook_yaml("keda", &ns, &gw_name, "/keda");
-    keda["spec"]["worker"]["scaling"] = json!({"engine": "Keda", "minReplicas": 0, "maxReplicas": 4, "targetBacklogPerReplica": 25});
-    webhooks
-        .create(&PostParams::default(), &serde_json::from_value(keda)?)
-        .await?;
-    wait_for("KedaNotInstalled", Duration::from_secs(30), || async {
-        let status = webhooks.get("keda").await?.status.unwrap_or_default();
-        Ok(status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "WorkerReady" && c.reason == "KedaNotInstalled"))
-    })
-    .await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (name, crd) in [
-        (
-            "scaledobjects.keda.sh",
-            hookline_tests::keda_scaled_object_crd()?,
-        ),
-        (
-            "triggerauthentications.keda.sh",
-            hookline_tests::keda_trigger_authentication_crd()?,
-        ),
-    ] {
-        crds.patch(
-            name,
-            &PatchParams::apply("hookline-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            kube::runtime::wait::await_condition(
-                crds.clone(),
-                name,
-                kube::runtime::wait::conditions::is_crd_established(),
-            ),
-        )
-        .await??;
+            .await?;
     }
-    let scaled_objects: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "keda.sh",
-            "v1alpha1",
-            "ScaledObject",
-        )),
-    );
-    wait_for("the ScaledObject", Duration::from_secs(60), || async {
-        Ok(scaled_objects.get_opt("keda-worker").await?.is_some())
-    })
-    .await?;
-    let scaled_object = scaled_objects.get("keda-worker").await?;
-    assert_eq!(scaled_object.data["spec"]["maxReplicaCount"], 4);
-    assert_eq!(
-        scaled_object.data["spec"]["triggers"][0]["metadata"]["queueLength"],
-        "25"
-    );
-    // The trigger reads the queue through a TriggerAuthentication (KEDA's `aws` pod
-    // identity provider, KEDA's own role by default), which KEDA's schema accepted.
-    let authentication = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "keda.sh",
-            "v1alpha1",
-            "TriggerAuthentication",
-        )),
-    )
-    .get("keda-worker")
-    .await?;
-    assert_eq!(
-        scaled_object.data["spec"]["triggers"][0]["authenticationRef"]["name"],
-        "keda-worker"
-    );
-    assert_eq!(
-        authentication.data["spec"]["podIdentity"],
-        json!({"provider": "aws", "identityOwner": "keda"})
-    );
-    webhooks.delete("keda", &DeleteParams::default()).await?;
-
-    // The newer Webhook on a taken path is refused, and nothing of the older changes.
-    webhooks
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(webhook_yaml(
-                "stripe-copy",
-                &ns,
-                &gw_name,
-                "/payments/stripe",
-            ))?,
-        )
-        .await?;
-    wait_for("PathConflict", Duration::from_secs(30), || async {
-        Ok(webhook_reason(&webhooks.get("stripe-copy").await?)
-            == ("False".to_owned(), "PathConflict".to_owned()))
-    })
-    .await?;
-
-    // A namespace the gateway does not allow.
-    let other = bench.kube.namespace(&client, "other").await?;
-    let others: Api<Webhook> = Api::namespaced(client.clone(), &other);
-    others
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(webhook_yaml("stray", &other, &gw_name, "/stray"))?,
-        )
-        .await?;
-    wait_for("NamespaceNotAllowed", Duration::from_secs(30), || async {
-        Ok(webhook_reason(&others.get("stray").await?)
-            == ("False".to_owned(), "NamespaceNotAllowed".to_owned()))
-    })
-    .await?;
-    let stray = others.get("stray").await?.status.unwrap_or_default();
-    assert!(stray.queue.is_none(), "no AWS call for an invalid spec");
-
-    // A hostname someone else owns.
-    let taken = format!("taken.{zone_name}");
-    dns.ensure_records(
-        &zone,
-        &[Record::txt(
-            &format!("_hookline.{taken}"),
-            "hookline cluster=elsewhere gateway=x uid=y",
-            300,
-        )],
-    )
-    .await?;
-    let rival: WebhookGateway = serde_json::from_value(json!({
-        "apiVersion": "hookline.dev/v1alpha1",
-        "kind": "WebhookGateway",
-        "metadata": {"name": format!("rival-{id}")},
-        "spec": {"hostname": taken, "hostedZone": {"name": zone_name}}
-    }))?;
-    gateways.create(&PostParams::default(), &rival).await?;
-    wait_for("HostnameConflict", Duration::from_secs(30), || async {
-        Ok(gateway_reason(&gateways.get(&format!("rival-{id}")).await?)
-            == ("False".to_owned(), "HostnameConflict".to_owned()))
-    })
-    .await?;
 
     // A custom domain someone else created, untagged, under a free hostname: the
     // gateway never recorded it, so it is not adopted (on either emulator, whether
@@ -680,165 +390,10 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     ))
     .await?;
 
-    // A signature Secret that does not exist.
-    let mut unsigned = webhook_yaml("unsigned", &ns, &gw_name, "/unsigned");
-    unsigned["spec"]["signature"]["secretRef"]["name"] = json!("missing-secret");
-    webhooks
-        .create(&PostParams::default(), &serde_json::from_value(unsigned)?)
-        .await?;
-    wait_for("SecretNotFound", Duration::from_secs(30), || async {
-        Ok(webhook_reason(&webhooks.get("unsigned").await?)
-            == ("False".to_owned(), "SecretNotFound".to_owned()))
-    })
-    .await?;
-    // Every key of a Secret (`keys: []`) that has none.
-    let empty: Secret = serde_json::from_value(json!({"metadata": {"name": "empty-secret"}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &empty)
-        .await?;
-    let mut keyless = webhook_yaml("keyless", &ns, &gw_name, "/keyless");
-    keyless["spec"]["signature"]["secretRef"] = json!({"name": "empty-secret", "keys": []});
-    webhooks
-        .create(&PostParams::default(), &serde_json::from_value(keyless)?)
-        .await?;
-    wait_for(
-        "SecretNotFound (no keys)",
-        Duration::from_secs(30),
-        || async {
-            let webhook = webhooks.get("keyless").await?;
-            let message = webhook
-                .status
-                .as_ref()
-                .and_then(|s| condition(&s.conditions, "Ready"))
-                .map(|c| c.message.clone())
-                .unwrap_or_default();
-            Ok(
-                webhook_reason(&webhook) == ("False".to_owned(), "SecretNotFound".to_owned())
-                    && message.contains("has no keys"),
-            )
-        },
-    )
-    .await?;
-
-    // A Webhook whose dead-letter queue holds a message is not deleted without consent.
-    let dlq_url = webhooks
-        .get("stripe")
-        .await?
-        .status
-        .and_then(|s| s.dead_letter_queue)
-        .context("DLQ in status")?
-        .url;
-    clients
-        .sqs
-        .send_message()
-        .queue_url(&dlq_url)
-        .message_group_id("g")
-        .message_deduplication_id("poison-1")
-        .message_body("poison")
-        .send()
-        .await?;
-    // Deleting a Webhook whose queue still holds what the route accepted: the route
-    // goes, the queue stays until the worker has drained it (the test plays the
-    // worker), and only then does the dead-letter check come.
-    let queue_url = webhooks
-        .get("stripe")
-        .await?
-        .status
-        .and_then(|s| s.queue)
-        .context("queue in status")?
-        .url;
-    let pending = r#"{"id":"evt_pending","data":{"object":{"customer":"cus_9"}}}"#;
-    let accepted = post(
-        port,
-        &invoke_host,
-        &invoke_path,
-        &[
-            ("Content-Type", "application/json"),
-            ("Stripe-Signature", "t=1,v1=00"),
-        ],
-        pending,
-    )
-    .await?;
-    assert_eq!(accepted.0, 200);
-    webhooks.delete("stripe", &DeleteParams::default()).await?;
-    wait_for("Draining", Duration::from_secs(30), || async {
-        Ok(webhook_reason(&webhooks.get("stripe").await?)
-            == ("False".to_owned(), "Draining".to_owned()))
-    })
-    .await?;
-    let mut drained = Vec::new();
-    for _ in 0..45 {
-        let got = hookline_tests::util::receive_all(
-            &clients.sqs,
-            &queue_url,
-            2,
-            hookline_tests::util::AfterReceive::Delete,
-        )
-        .await?;
-        drained.extend(got.into_iter().filter_map(|m| m.body));
-        if drained.iter().any(|b| b == pending) {
-            break;
-        }
-    }
-    assert!(
-        drained.iter().any(|b| b == pending),
-        "the accepted event was still in the queue to be delivered: {drained:?}"
-    );
-    assert!(
-        clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .send()
-            .await
-            .is_ok(),
-        "the main queue is kept while it drains"
-    );
-    wait_for(
-        "DeadLetterQueueNotEmpty",
-        Duration::from_secs(30),
-        || async {
-            Ok(webhook_reason(&webhooks.get("stripe").await?)
-                == ("False".to_owned(), "DeadLetterQueueNotEmpty".to_owned()))
-        },
-    )
-    .await?;
-    assert!(
-        clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .send()
-            .await
-            .is_ok(),
-        "DLQ kept"
-    );
-    webhooks
-        .patch(
-            "stripe",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"hookline.dev/allow-dlq-loss": "true"}}}),
-            ),
-        )
-        .await?;
-
     // Deleting the Webhook removes its route and queues, then the finalizer.
-    others.delete("stray", &DeleteParams::default()).await?;
-    webhooks
-        .delete("stripe-copy", &DeleteParams::default())
-        .await?;
-    webhooks
-        .delete("unsigned", &DeleteParams::default())
-        .await?;
+    webhooks.delete("stripe", &DeleteParams::default()).await?;
     wait_for("the webhook gone", Duration::from_secs(60), || async {
         Ok(webhooks.get_opt("stripe").await?.is_none())
-    })
-    .await?;
-    // stripe-copy took the path over once stripe was being deleted (a deleting
-    // Webhook claims no path), so the path is free only once it is gone too.
-    wait_for("stripe-copy gone", Duration::from_secs(60), || async {
-        Ok(webhooks.get_opt("stripe-copy").await?.is_none())
     })
     .await?;
     assert!(
@@ -870,9 +425,6 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
     // And the gateway, once nothing is attached, with all its parts.
     gateways.delete(&gw_name, &DeleteParams::default()).await?;
     gateways
-        .delete(&format!("rival-{id}"), &DeleteParams::default())
-        .await?;
-    gateways
         .delete(&format!("squatter-{id}"), &DeleteParams::default())
         .await?;
     let waited = wait_for("the gateway gone", Duration::from_secs(60), || async {
@@ -890,16 +442,11 @@ async fn the_operator_end_to_end(kind: EmulatorKind) -> Result<()> {
             .is_err(),
         "REST API deleted"
     );
+    let dns = Route53Dns::new(clients.route53.clone(), clients.caller.clone());
+    let zone = gw_status.hosted_zone_id.clone().context("zone in status")?;
     assert!(
         dns.records(&zone, &host).await?.is_empty(),
         "alias records deleted"
-    );
-    assert_eq!(
-        dns.records(&zone, &format!("_hookline.{taken}"))
-            .await?
-            .len(),
-        1,
-        "the other owner's record is untouched"
     );
     operator.stop().await;
     every_call_is_in_the_chart_iam_policy(&operator_aws.caller.snapshot())?;
@@ -1039,24 +586,6 @@ async fn a_missing_permission_is_reported_in_a_condition() -> Result<()> {
     operator.stop().await;
     let last = webhooks.get("stripe").await?.status.unwrap_or_default();
     seen.with_context(|| format!("last conditions: {:?}", last.conditions))
-}
-
-/// Sends message `m{i}` to group `g{i}` for each `i`: one message per group, so every
-/// message is receivable at once.
-async fn send_one_per_group(
-    sqs: &aws_sdk_sqs::Client,
-    url: &str,
-    range: std::ops::Range<u32>,
-) -> Result<()> {
-    for i in range {
-        sqs.send_message()
-            .queue_url(url)
-            .message_group_id(format!("g{i}"))
-            .message_body(format!("m{i}"))
-            .send()
-            .await?;
-    }
-    Ok(())
 }
 
 /// The chart's IAM policy allows every AWS operation this run made, by the IAM

@@ -13,6 +13,7 @@
 //! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
 //! - [`Bench`]: both together; [`Bench::shared`] is the one instance a test binary's
 //!   tests share (each test still gets its own namespace and its own clients).
+//! - [`shared_cluster`]: the API server alone, for tests whose AWS is in memory.
 //! - [`data_plane_test!`]: runs one test once per data-plane emulator
 //!   ([`aws::DATA_PLANES`]); [`Bench::data_plane`] hands out the shared instances.
 //!
@@ -53,6 +54,28 @@ pub struct Bench {
 
 static SHARED: OnceLock<Result<&'static Bench, String>> = OnceLock::new();
 static SHARED_LOCALSTACK: OnceLock<Result<&'static Emulator, String>> = OnceLock::new();
+static SHARED_CLUSTER: OnceLock<Result<&'static KubeCluster, String>> = OnceLock::new();
+
+/// The API server (with etcd and Hookline's CRDs) that every test of this test binary
+/// shares, without an AWS emulator: for tests whose AWS is in memory
+/// (`hookline_operator::aws::memory`). Started on first use, like [`Bench::shared`].
+pub async fn shared_cluster() -> Result<&'static KubeCluster> {
+    tokio::task::spawn_blocking(|| {
+        SHARED_CLUSTER
+            .get_or_init(|| {
+                on_keeper_thread("hookline-cluster", || async {
+                    // Leaked with the cluster; removed by a later bench once this
+                    // process is gone.
+                    let workdir = Box::leak(Box::new(Workdir::create()?));
+                    KubeCluster::start(&kube_binaries()?, workdir.path()).await
+                })
+            })
+            .clone()
+    })
+    .await
+    .context("waiting for the shared API server")?
+    .map_err(|e| anyhow!("the API server could not start: {e}"))
+}
 
 impl Bench {
     /// Builds what is missing (first run only), then starts the control plane and

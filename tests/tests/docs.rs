@@ -75,6 +75,7 @@ const OTHER_TOOLS_FLAGS: &[&str] = &[
     "--serviceaccount",
     "--set",
     "--target",
+    "--test",
     "--timeout",
     "--txt-owner-id",
     "--txt-prefix",

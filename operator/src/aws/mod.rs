@@ -29,6 +29,7 @@ pub mod error;
 pub mod functions;
 pub mod limits;
 pub mod logs;
+pub mod memory;
 pub mod queues;
 pub mod rest_apis;
 pub mod roles;

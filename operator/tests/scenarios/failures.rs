@@ -1,0 +1,174 @@
+//! What an AWS failure of one operation shows, and what the operator does with an
+//! object under its name that is not its own.
+
+use anyhow::{Context as _, Result, ensure};
+use hookline_crds::conditions::{
+    API_READY, CERTIFICATE_READY, DNS_READY, QUEUE_READY, READY, ROUTE_READY,
+};
+use hookline_crds::reasons::{AWS_ERROR, NOT_OWNED, RECONCILED};
+use hookline_operator::aws::memory::MemoryQueue;
+use hookline_operator::aws::{AwsError, Service};
+use serde_json::json;
+
+use crate::harness::{REGION, Scenario, queue_names};
+use crate::scenario;
+use crate::webhooks::ready_webhook;
+
+scenario!(
+    a_failed_webhook_operation_is_reported_on_its_part_until_it_succeeds,
+    a_failed_gateway_operation_is_reported_on_its_part_and_spares_the_others,
+    a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted,
+);
+
+fn refused(service: Service, operation: &'static str) -> AwsError {
+    AwsError::Invalid {
+        service,
+        operation,
+        code: "AccessDenied".to_owned(),
+        message: format!("not allowed to {operation} (scenario)"),
+    }
+}
+
+/// Whether `condition` is False with reason AwsError and a message naming `operation`.
+async fn failed_with(
+    p: &crate::harness::Probe,
+    webhook: Option<&str>,
+    condition: &str,
+    operation: &str,
+) -> Result<bool> {
+    let conditions = match webhook {
+        Some(name) => p
+            .webhooks
+            .get(name)
+            .await?
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default(),
+        None => p
+            .gateways
+            .get(&p.gateway)
+            .await?
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default(),
+    };
+    Ok(conditions.iter().any(|c| {
+        c.type_ == condition
+            && c.status == "False"
+            && c.reason == AWS_ERROR
+            && c.message.contains(operation)
+    }))
+}
+
+async fn a_failed_webhook_operation_is_reported_on_its_part_until_it_succeeds() -> Result<()> {
+    let table = [
+        (Service::Sqs, "CreateQueue", QUEUE_READY),
+        (Service::Sqs, "GetQueueAttributes", QUEUE_READY),
+        (Service::ApiGateway, "PutIntegration", ROUTE_READY),
+        (Service::ApiGateway, "CreateResource", ROUTE_READY),
+    ];
+    for (service, operation, part) in table {
+        let mut s = Scenario::new("wfail", json!({})).await?;
+        s.until("the gateway Ready", |p| async move {
+            p.gateway_is(READY, "True", RECONCILED).await
+        })
+        .await?;
+        s.aws.fail(operation, refused(service, operation));
+        s.create_webhook("stripe", "/stripe", json!({})).await?;
+        s.until(&format!("{operation} on {part}"), |p| async move {
+            failed_with(&p, Some("stripe"), part, operation).await
+        })
+        .await
+        .with_context(|| format!("{operation} → {part}"))?;
+        ensure!(
+            s.probe()
+                .webhook_condition("stripe", READY)
+                .await?
+                .is_some_and(|(st, _)| st == "False"),
+            "{operation}: not Ready"
+        );
+        s.aws.heal(operation);
+        s.until(&format!("Ready once {operation} works"), |p| async move {
+            p.webhook_is("stripe", READY, "True", RECONCILED).await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn a_failed_gateway_operation_is_reported_on_its_part_and_spares_the_others() -> Result<()> {
+    // (service, operation, the part that fails, a part that still succeeds)
+    let table = [
+        (
+            Service::ApiGateway,
+            "CreateRestApi",
+            API_READY,
+            CERTIFICATE_READY,
+        ),
+        (
+            Service::Acm,
+            "RequestCertificate",
+            CERTIFICATE_READY,
+            API_READY,
+        ),
+        (Service::Iam, "CreateRole", API_READY, CERTIFICATE_READY),
+        (
+            Service::ApiGateway,
+            "CreateDomainName",
+            DNS_READY,
+            API_READY,
+        ),
+    ];
+    for (service, operation, part, spared) in table {
+        let mut s = Scenario::new("gfail", json!({})).await?;
+        s.aws.fail(operation, refused(service, operation));
+        s.until(
+            &format!("{operation} on {part}, {spared} True"),
+            |p| async move {
+                Ok(failed_with(&p, None, part, operation).await?
+                    && p.gateway_is(spared, "True", RECONCILED).await?)
+            },
+        )
+        .await
+        .with_context(|| format!("{operation} → {part}"))?;
+        s.aws.heal(operation);
+        s.until(&format!("Ready once {operation} works"), |p| async move {
+            p.gateway_is(READY, "True", RECONCILED).await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted() -> Result<()> {
+    let mut s = Scenario::new("foreignq", json!({})).await?;
+    ready_webhook(&mut s, "other", "/other", json!({})).await?;
+    let (queue, _) = queue_names(&s.namespace, "stripe");
+    let mut foreign = MemoryQueue::new(REGION, &queue);
+    foreign
+        .attributes
+        .insert("VisibilityTimeout".into(), "7".into());
+    foreign.visible = 3;
+    s.aws
+        .edit(|state| state.queues.insert(queue.clone(), foreign.clone()));
+    s.create_webhook("stripe", "/stripe", json!({})).await?;
+    s.until("NotOwned on QueueReady", |p| async move {
+        p.webhook_is("stripe", QUEUE_READY, "False", NOT_OWNED)
+            .await
+    })
+    .await?;
+    ensure!(
+        s.aws.queue(&queue) == Some(foreign.clone()),
+        "the foreign queue is left as it was"
+    );
+    s.delete_webhook("stripe").await?;
+    for _ in 0..5 {
+        s.pass().await?;
+    }
+    ensure!(
+        s.aws.queue(&queue) == Some(foreign),
+        "and is not deleted with the Webhook"
+    );
+    ensure!(s.aws.calls("DeleteQueue") == 0, "no DeleteQueue at all");
+    Ok(())
+}
