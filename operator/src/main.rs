@@ -143,18 +143,7 @@ async fn main() -> Result<()> {
     // One crypto provider for rustls, chosen before any client exists.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &args.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &args.aws_endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let sdk = loader.load().await;
-    let region = sdk
-        .region()
-        .map(ToString::to_string)
-        .context("no AWS region: set --region or AWS_REGION (the chart's aws.region)")?;
+    let (sdk, region) = load_aws(&args).await?;
     let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
     let mut registry = Registry::default();
     clients.caller.register(&mut registry);
@@ -162,32 +151,7 @@ async fn main() -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let settings = Settings {
-        name_prefix: args.name_prefix,
-        region,
-        worker_image: args.worker_image,
-        aws_endpoint_url: args.aws_endpoint_url,
-        irsa_oidc_provider_arn: args.irsa_oidc_provider_arn.filter(|arn| !arn.is_empty()),
-    };
-    let timing = Timing {
-        resync: Duration::from_secs(args.resync_seconds),
-        drain_stall: Duration::from_secs(args.drain_stall_seconds),
-        ..Timing::default()
-    };
-    let ctx = Context::new(
-        client.clone(),
-        &clients,
-        settings,
-        timing,
-        args.cluster_name,
-        args.namespaces,
-    )
-    .with_quotas(Quotas {
-        resources_per_api: args.quota_resources_per_api,
-        authorizers_per_api: args.quota_authorizers_per_api,
-        resource_policy_chars: args.quota_resource_policy_chars,
-        usage_plans: args.quota_usage_plans,
-    });
+    let ctx = context(&args, client.clone(), &clients, region);
     ctx.metrics.register(&mut registry);
 
     let leading = Arc::new(AtomicBool::new(!args.leader_election));
@@ -203,31 +167,7 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let app = {
-        let leading = leading.clone();
-        // A standby is ready too: were readiness to wait for leadership, a rolling
-        // update would wait forever for a new pod that cannot lead while the old one
-        // runs, and a PodDisruptionBudget would count the standby as down.
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/readyz",
-                get(move || {
-                    let leading = leading.load(Ordering::Relaxed);
-                    async move {
-                        if leading {
-                            "ok: leading"
-                        } else {
-                            "ok: standing by"
-                        }
-                    }
-                }),
-            )
-            .route(
-                "/metrics",
-                get(move || hookline_telemetry::metrics_text(registry.clone())),
-            )
-    };
+    let app = health_router(leading.clone(), registry);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let lease = LeaseConfig {
@@ -277,4 +217,85 @@ async fn main() -> Result<()> {
     tracing::info!("stopped");
     server.abort();
     Ok(())
+}
+
+/// The SDK configuration and the region it resolved.
+async fn load_aws(args: &Args) -> Result<(aws_config::SdkConfig, String)> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &args.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &args.aws_endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk = loader.load().await;
+    let region = sdk
+        .region()
+        .map(ToString::to_string)
+        .context("no AWS region: set --region or AWS_REGION (the chart's aws.region)")?;
+    Ok((sdk, region))
+}
+
+/// The reconcile context the flags describe.
+fn context(
+    args: &Args,
+    client: kube::Client,
+    clients: &AwsClients,
+    region: String,
+) -> Arc<Context> {
+    let settings = Settings {
+        name_prefix: args.name_prefix.clone(),
+        region,
+        worker_image: args.worker_image.clone(),
+        aws_endpoint_url: args.aws_endpoint_url.clone(),
+        irsa_oidc_provider_arn: args
+            .irsa_oidc_provider_arn
+            .clone()
+            .filter(|arn| !arn.is_empty()),
+    };
+    let timing = Timing {
+        resync: Duration::from_secs(args.resync_seconds),
+        drain_stall: Duration::from_secs(args.drain_stall_seconds),
+        ..Timing::default()
+    };
+    Context::new(
+        client,
+        clients,
+        settings,
+        timing,
+        args.cluster_name.clone(),
+        args.namespaces.clone(),
+    )
+    .with_quotas(Quotas {
+        resources_per_api: args.quota_resources_per_api,
+        authorizers_per_api: args.quota_authorizers_per_api,
+        resource_policy_chars: args.quota_resource_policy_chars,
+        usage_plans: args.quota_usage_plans,
+    })
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+fn health_router(leading: Arc<AtomicBool>, registry: Arc<Registry>) -> Router {
+    // A standby is ready too: were readiness to wait for leadership, a rolling
+    // update would wait forever for a new pod that cannot lead while the old one
+    // runs, and a PodDisruptionBudget would count the standby as down.
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let leading = leading.load(Ordering::Relaxed);
+                async move {
+                    if leading {
+                        "ok: leading"
+                    } else {
+                        "ok: standing by"
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || hookline_telemetry::metrics_text(registry.clone())),
+        )
 }

@@ -80,8 +80,36 @@ struct Api {
 }
 
 /// The Webhooks (by uid) that do not fit, each with its [`Refusal`]. `webhooks` are
-/// `(gateway name, Webhook)`: every Webhook that holds, or asks for, a route.
+/// `(gateway name, Webhook)`: every Webhook that holds, or asks for, a route. Older
+/// Webhooks are counted first, so a new one never takes an older one's place.
 pub fn refusals(webhooks: &[(String, &Webhook)], quotas: &Quotas) -> BTreeMap<String, Refusal> {
+    let mut apis: BTreeMap<&str, Api> = BTreeMap::new();
+    let mut usage_plans = 0;
+    let mut refused = BTreeMap::new();
+    for (gateway, webhook) in oldest_first(webhooks) {
+        let api = apis.entry(gateway.as_str()).or_insert_with(|| Api {
+            resources: BTreeSet::from(["/".to_owned()]),
+            ..Api::default()
+        });
+        let ask = Ask::of(&webhook.spec, api);
+        match refusal(gateway, &ask, api, usage_plans, quotas) {
+            Some(refusal) => {
+                if let Some(uid) = &webhook.metadata.uid {
+                    refused.insert(uid.clone(), refusal);
+                }
+            }
+            None => {
+                api.resources.extend(ask.new);
+                api.authorizers += usize::from(ask.authorizer);
+                usage_plans += usize::from(ask.api_key);
+                api.lists = ask.lists;
+            }
+        }
+    }
+    refused
+}
+
+fn oldest_first<'a>(webhooks: &'a [(String, &'a Webhook)]) -> Vec<&'a (String, &'a Webhook)> {
     let mut ordered: Vec<&(String, &Webhook)> = webhooks.iter().collect();
     ordered.sort_by(|(_, a), (_, b)| {
         let key = |w: &Webhook| {
@@ -95,95 +123,106 @@ pub fn refusals(webhooks: &[(String, &Webhook)], quotas: &Quotas) -> BTreeMap<St
             .partial_cmp(&key(b))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let mut apis: BTreeMap<&str, Api> = BTreeMap::new();
-    let mut usage_plans = 0;
-    let mut refused = BTreeMap::new();
-    for (gateway, webhook) in ordered {
-        let api = apis.entry(gateway.as_str()).or_insert_with(|| Api {
-            resources: BTreeSet::from(["/".to_owned()]),
-            ..Api::default()
-        });
-        let spec = &webhook.spec;
+    ordered
+}
+
+/// What one Webhook would add to its REST API and the account.
+struct Ask {
+    /// Path segments the API does not have yet.
+    new: Vec<String>,
+    /// Resources the API would then have.
+    resources: usize,
+    authorizer: bool,
+    api_key: bool,
+    /// The API's source-IP lists with this Webhook's.
+    lists: Vec<(String, Vec<String>)>,
+}
+
+impl Ask {
+    fn of(spec: &hookline_crds::WebhookSpec, api: &Api) -> Self {
         let new: Vec<String> = segments(&spec.path)
             .into_iter()
             .filter(|s| !api.resources.contains(s))
             .collect();
-        let resources = api.resources.len() + new.len();
-        let authorizer = matches!(spec.auth.mode, AuthMode::Cognito | AuthMode::Lambda);
-        let api_key = spec.auth.mode == AuthMode::ApiKey;
-        let cidrs = &spec.auth.source_ip_allow_list;
         let mut lists = api.lists.clone();
-        if !cidrs.is_empty() {
-            lists.push((spec.path.clone(), cidrs.clone()));
+        if !spec.auth.source_ip_allow_list.is_empty() {
+            lists.push((spec.path.clone(), spec.auth.source_ip_allow_list.clone()));
         }
-        let refusal = if resources > quotas.resources_per_api {
-            Some(Refusal {
-                reason: RESOURCES_PER_API_QUOTA,
-                message: format!(
-                    "the REST API of gateway {gateway} would need {resources} resources (every \
-                     path segment is one, `/` too), over the quota of {}; older Webhooks keep \
-                     theirs. Raise \"Resources per API\" in Service Quotas (API Gateway) and the \
-                     operator's --quota-resources-per-api (chart: quotas.resourcesPerApi), or \
-                     use a path sharing more segments with the others",
-                    quotas.resources_per_api
-                ),
-            })
-        } else if authorizer && api.authorizers + 1 > quotas.authorizers_per_api {
-            Some(Refusal {
-                reason: AUTHORIZERS_PER_API_QUOTA,
-                message: format!(
-                    "the REST API of gateway {gateway} would need {} authorizers (one per \
-                     Cognito or Lambda Webhook), over the quota of {}; older Webhooks keep \
-                     theirs. Raise \"Authorizers per API\" in Service Quotas (API Gateway) and \
-                     the operator's --quota-authorizers-per-api (chart: \
-                     quotas.authorizersPerApi), or move Webhooks to another gateway",
-                    api.authorizers + 1,
-                    quotas.authorizers_per_api
-                ),
-            })
-        } else if api_key && usage_plans + 1 > quotas.usage_plans {
-            Some(Refusal {
-                reason: USAGE_PLANS_QUOTA,
-                message: format!(
-                    "the account would need {} usage plans (one per ApiKey Webhook), over the \
-                     quota of {}; older Webhooks keep theirs. Raise \"Usage plans per \
-                     account\" in Service Quotas (API Gateway) and the operator's \
-                     --quota-usage-plans (chart: quotas.usagePlansPerAccount)",
-                    usage_plans + 1,
-                    quotas.usage_plans
-                ),
-            })
-        } else if !cidrs.is_empty() && policy_chars(&lists) > quotas.resource_policy_chars {
-            Some(Refusal {
-                reason: RESOURCE_POLICY_SIZE_QUOTA,
-                message: format!(
-                    "with this sourceIpAllowList the resource policy of gateway {gateway} would \
-                     be about {} characters, over API Gateway's {} (a fixed limit; the \
-                     operator's --quota-resource-policy-chars, chart: \
-                     quotas.resourcePolicyChars, only follows it); older Webhooks keep theirs. \
-                     List fewer or wider CIDR ranges",
-                    policy_chars(&lists),
-                    quotas.resource_policy_chars
-                ),
-            })
-        } else {
-            None
-        };
-        match refusal {
-            Some(refusal) => {
-                if let Some(uid) = &webhook.metadata.uid {
-                    refused.insert(uid.clone(), refusal);
-                }
-            }
-            None => {
-                api.resources.extend(new);
-                api.authorizers += usize::from(authorizer);
-                usage_plans += usize::from(api_key);
-                api.lists = lists;
-            }
+        Self {
+            resources: api.resources.len() + new.len(),
+            new,
+            authorizer: matches!(spec.auth.mode, AuthMode::Cognito | AuthMode::Lambda),
+            api_key: spec.auth.mode == AuthMode::ApiKey,
+            lists,
         }
     }
-    refused
+}
+
+/// The first quota `ask` would exceed on `api` (of `gateway`), with `usage_plans`
+/// already used in the account.
+fn refusal(
+    gateway: &str,
+    ask: &Ask,
+    api: &Api,
+    usage_plans: usize,
+    quotas: &Quotas,
+) -> Option<Refusal> {
+    let (resources, authorizer, api_key) = (ask.resources, ask.authorizer, ask.api_key);
+    let has_list = ask.lists.len() > api.lists.len();
+    let lists = &ask.lists;
+    if resources > quotas.resources_per_api {
+        Some(Refusal {
+            reason: RESOURCES_PER_API_QUOTA,
+            message: format!(
+                "the REST API of gateway {gateway} would need {resources} resources (every \
+                 path segment is one, `/` too), over the quota of {}; older Webhooks keep \
+                 theirs. Raise \"Resources per API\" in Service Quotas (API Gateway) and the \
+                 operator's --quota-resources-per-api (chart: quotas.resourcesPerApi), or \
+                 use a path sharing more segments with the others",
+                quotas.resources_per_api
+            ),
+        })
+    } else if authorizer && api.authorizers + 1 > quotas.authorizers_per_api {
+        Some(Refusal {
+            reason: AUTHORIZERS_PER_API_QUOTA,
+            message: format!(
+                "the REST API of gateway {gateway} would need {} authorizers (one per \
+                 Cognito or Lambda Webhook), over the quota of {}; older Webhooks keep \
+                 theirs. Raise \"Authorizers per API\" in Service Quotas (API Gateway) and \
+                 the operator's --quota-authorizers-per-api (chart: \
+                 quotas.authorizersPerApi), or move Webhooks to another gateway",
+                api.authorizers + 1,
+                quotas.authorizers_per_api
+            ),
+        })
+    } else if api_key && usage_plans + 1 > quotas.usage_plans {
+        Some(Refusal {
+            reason: USAGE_PLANS_QUOTA,
+            message: format!(
+                "the account would need {} usage plans (one per ApiKey Webhook), over the \
+                 quota of {}; older Webhooks keep theirs. Raise \"Usage plans per \
+                 account\" in Service Quotas (API Gateway) and the operator's \
+                 --quota-usage-plans (chart: quotas.usagePlansPerAccount)",
+                usage_plans + 1,
+                quotas.usage_plans
+            ),
+        })
+    } else if has_list && policy_chars(lists) > quotas.resource_policy_chars {
+        Some(Refusal {
+            reason: RESOURCE_POLICY_SIZE_QUOTA,
+            message: format!(
+                "with this sourceIpAllowList the resource policy of gateway {gateway} would \
+                 be about {} characters, over API Gateway's {} (a fixed limit; the \
+                 operator's --quota-resource-policy-chars, chart: \
+                 quotas.resourcePolicyChars, only follows it); older Webhooks keep theirs. \
+                 List fewer or wider CIDR ranges",
+                policy_chars(lists),
+                quotas.resource_policy_chars
+            ),
+        })
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -114,12 +114,25 @@ pub async fn run(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let client = ctx.client.clone();
     let scopes: Vec<Option<String>> = if ctx.namespaces.is_empty() {
         vec![None]
     } else {
         ctx.namespaces.iter().cloned().map(Some).collect()
     };
+    tokio::join!(
+        gateways(ctx.clone(), &scopes, shutdown.clone()),
+        webhooks(ctx.clone(), scopes.clone(), shutdown)
+    );
+}
+
+/// The gateway controller, woken by its own objects, by deploy requests, and by the
+/// Webhook changes its index reads.
+async fn gateways(
+    ctx: Arc<Context>,
+    scopes: &[Option<String>],
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = ctx.client.clone();
     let mut gateways = Controller::new(
         Api::<WebhookGateway>::all(client.clone()),
         watcher::Config::default(),
@@ -128,7 +141,7 @@ pub async fn run(
     // The gateway applies what its Webhooks share (stage throttles, resource policy),
     // so a Webhook's change that the index reads reconciles its gateway.
     let concerns = Arc::new(Mutex::new(HashMap::new()));
-    for namespace in &scopes {
+    for namespace in scopes {
         let webhooks = match namespace {
             Some(ns) => Api::<Webhook>::namespaced(client.clone(), ns),
             None => Api::<Webhook>::all(client.clone()),
@@ -147,7 +160,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         });
     }
-    let gateways = gateways
+    gateways
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |obj, ctx: Arc<Context>| async move {
@@ -161,7 +174,17 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "gateway controller");
             }
-        });
+        })
+        .await;
+}
+
+/// One webhook controller per scope; their caches go into `ctx.webhook_stores`.
+async fn webhooks(
+    ctx: Arc<Context>,
+    scopes: Vec<Option<String>>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let client = ctx.client.clone();
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|namespace| {
@@ -206,7 +229,7 @@ pub async fn run(
                 }
             })
     }));
-    tokio::join!(gateways, webhooks);
+    webhooks.await;
 }
 
 #[cfg(test)]
