@@ -157,6 +157,27 @@ pub fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
+/// The one public hosted zone of `ids` (those named `wanted`): none is not found,
+/// several is a conflict the spec must settle by naming one by id.
+pub fn the_public_zone(ids: Vec<String>, wanted: &str) -> Result<String, AwsError> {
+    match ids.as_slice() {
+        [zone] => Ok(zone.clone()),
+        [] => Err(AwsError::NotFound {
+            service: R53,
+            operation: "ListHostedZonesByName",
+            message: format!("no public hosted zone named {wanted}"),
+        }),
+        _ => Err(AwsError::Conflict {
+            service: R53,
+            operation: "ListHostedZonesByName",
+            message: format!(
+                "{} public hosted zones are named {wanted}; name one by id",
+                ids.len()
+            ),
+        }),
+    }
+}
+
 fn to_set(record: &Record) -> Result<ResourceRecordSet, AwsError> {
     let builder = ResourceRecordSet::builder()
         .name(fqdn(&record.name))
@@ -254,22 +275,11 @@ impl Dns for Route53Dns {
                 fqdn(&z.name) == wanted && !z.config.as_ref().is_some_and(|c| c.private_zone)
             })
             .collect();
-        match public.as_slice() {
-            [zone] => Ok(zone.id.trim_start_matches("/hostedzone/").to_owned()),
-            [] => Err(AwsError::NotFound {
-                service: R53,
-                operation: "ListHostedZonesByName",
-                message: format!("no public hosted zone named {wanted}"),
-            }),
-            _ => Err(AwsError::Conflict {
-                service: R53,
-                operation: "ListHostedZonesByName",
-                message: format!(
-                    "{} public hosted zones are named {wanted}; name one by id",
-                    public.len()
-                ),
-            }),
-        }
+        let ids: Vec<String> = public
+            .iter()
+            .map(|zone| zone.id.trim_start_matches("/hostedzone/").to_owned())
+            .collect();
+        the_public_zone(ids, &wanted)
     }
 
     async fn ensure_records(

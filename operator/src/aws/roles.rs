@@ -470,32 +470,39 @@ fn account_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(4).filter(|a| !a.is_empty())
 }
 
+/// A namespace role's trust policy (the namespace's worker ServiceAccount through
+/// the cluster's OIDC provider) and its inline policy (that namespace's queues).
+pub fn namespace_role_documents(spec: &NamespaceRoleSpec) -> Result<(Value, Value), AwsError> {
+    let trust = irsa_trust_policy(
+        &spec.oidc_provider_arn,
+        &spec.namespace,
+        &spec.service_account,
+    )?;
+    let (partition, account) = names::partition_of(&spec.oidc_provider_arn)
+        .zip(account_of(&spec.oidc_provider_arn))
+        .ok_or_else(|| {
+            AwsError::unexpected(
+                IAM,
+                "CreateRole",
+                format!("no partition or account in {}", spec.oidc_provider_arn),
+            )
+        })?;
+    let policy = worker_policy(
+        partition,
+        &spec.region,
+        account,
+        &spec.queue_prefix,
+        &spec.namespace,
+    )?;
+    Ok((trust, policy))
+}
+
 impl IamRoles {
     async fn ensure_namespace_role_now(
         &self,
         spec: &NamespaceRoleSpec,
     ) -> Result<String, AwsError> {
-        let trust = irsa_trust_policy(
-            &spec.oidc_provider_arn,
-            &spec.namespace,
-            &spec.service_account,
-        )?;
-        let (partition, account) = names::partition_of(&spec.oidc_provider_arn)
-            .zip(account_of(&spec.oidc_provider_arn))
-            .ok_or_else(|| {
-                AwsError::unexpected(
-                    IAM,
-                    "CreateRole",
-                    format!("no partition or account in {}", spec.oidc_provider_arn),
-                )
-            })?;
-        let policy = worker_policy(
-            partition,
-            &spec.region,
-            account,
-            &spec.queue_prefix,
-            &spec.namespace,
-        )?;
+        let (trust, policy) = namespace_role_documents(spec)?;
         self.ensure_role(
             &RoleDocuments {
                 name: &spec.name,

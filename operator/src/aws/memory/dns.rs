@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{MemoryAws, State, not_found};
-use crate::aws::dns::{ChangeId, Record, Value, fqdn};
+use crate::aws::dns::{ChangeId, Record, Value, fqdn, the_public_zone};
 use crate::aws::{AwsError, Dns, Service};
 
 const R53: Service = Service::Route53;
@@ -104,22 +104,7 @@ impl Dns for MemoryAws {
             .filter(|(_, z)| z.name == wanted && !z.private)
             .map(|(id, _)| id.clone())
             .collect();
-        match public.as_slice() {
-            [zone] => Ok(zone.clone()),
-            [] => Err(AwsError::NotFound {
-                service: R53,
-                operation: "ListHostedZonesByName",
-                message: format!("no public hosted zone named {wanted}"),
-            }),
-            _ => Err(AwsError::Conflict {
-                service: R53,
-                operation: "ListHostedZonesByName",
-                message: format!(
-                    "{} public hosted zones are named {wanted}; name one by id",
-                    public.len()
-                ),
-            }),
-        }
+        the_public_zone(public, &wanted)
     }
 
     async fn ensure_records(

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use super::{ACCOUNT, MemoryAws, State, owner_of};
-use crate::aws::roles::{irsa_trust_policy, send_policy, trust_policy, worker_policy};
+use crate::aws::roles::{namespace_role_documents, send_policy, trust_policy};
 use crate::aws::{AwsError, NamespaceRoleSpec, Owner, RoleSpec, Roles, Service};
 use crate::names;
 
@@ -143,27 +143,7 @@ impl Roles for MemoryAws {
     }
 
     async fn ensure_namespace_role(&self, spec: &NamespaceRoleSpec) -> Result<String, AwsError> {
-        let trust = irsa_trust_policy(
-            &spec.oidc_provider_arn,
-            &spec.namespace,
-            &spec.service_account,
-        )?;
-        let (partition, account) = names::partition_of(&spec.oidc_provider_arn)
-            .zip(spec.oidc_provider_arn.split(':').nth(4))
-            .ok_or_else(|| {
-                AwsError::unexpected(
-                    IAM,
-                    "CreateRole",
-                    format!("no partition or account in {}", spec.oidc_provider_arn),
-                )
-            })?;
-        let policy = worker_policy(
-            partition,
-            &spec.region,
-            account,
-            &spec.queue_prefix,
-            &spec.namespace,
-        )?;
+        let (trust, policy) = namespace_role_documents(spec)?;
         ensure_role(
             &mut self.lock(),
             &spec.name,
