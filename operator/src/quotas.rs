@@ -9,6 +9,7 @@ use hookline_crds::reasons::{
     USAGE_PLANS_QUOTA,
 };
 use hookline_crds::{AuthMode, Webhook};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::aws::rest_apis::source_ip_policy;
@@ -109,18 +110,28 @@ pub fn refusals(webhooks: &[(String, &Webhook)], quotas: &Quotas) -> BTreeMap<St
     refused
 }
 
+/// The order in which Webhooks claim paths and quota: the older first. Creation
+/// times have one-second resolution, so within one second a Webhook whose route
+/// already exists goes first: a newcomer created in the same second as a serving
+/// Webhook must never take over its path (its events would go to the newcomer's
+/// queue) or its place under a quota. Namespace and name settle the rest.
+pub type Seniority = (Option<Time>, bool, Option<String>, Option<String>);
+
+/// `webhook`'s place in the [`Seniority`] order.
+pub fn seniority(webhook: &Webhook) -> Seniority {
+    (
+        webhook.metadata.creation_timestamp.clone(),
+        webhook.status.as_ref().is_none_or(|s| s.route.is_none()),
+        webhook.metadata.namespace.clone(),
+        webhook.metadata.name.clone(),
+    )
+}
+
 fn oldest_first<'a>(webhooks: &'a [(String, &'a Webhook)]) -> Vec<&'a (String, &'a Webhook)> {
     let mut ordered: Vec<&(String, &Webhook)> = webhooks.iter().collect();
     ordered.sort_by(|(_, a), (_, b)| {
-        let key = |w: &Webhook| {
-            (
-                w.metadata.creation_timestamp.clone(),
-                w.metadata.namespace.clone(),
-                w.metadata.name.clone(),
-            )
-        };
-        key(a)
-            .partial_cmp(&key(b))
+        seniority(a)
+            .partial_cmp(&seniority(b))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     ordered

@@ -7,7 +7,6 @@
 //! setting goes away when the last Webhook asking for it does.
 
 use hookline_crds::{AuthMode, Webhook};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,14 +67,6 @@ pub fn authorizer_name(namespace: &str, name: &str) -> String {
     format!("{namespace}-{name}")
 }
 
-fn age(webhook: &Webhook) -> (Option<Time>, Option<String>, Option<String>) {
-    (
-        webhook.metadata.creation_timestamp.clone(),
-        webhook.metadata.namespace.clone(),
-        webhook.metadata.name.clone(),
-    )
-}
-
 fn key_of(webhook: &Webhook) -> String {
     format!(
         "{}/{}",
@@ -107,7 +98,7 @@ impl GatewayIndex {
     /// The index of `gateway`, from every attachment (of every gateway: usage plans
     /// are counted per account).
     ///
-    /// A path belongs to the oldest Webhook on the gateway that is not being deleted
+    /// A path belongs to the oldest Webhook (in [`quotas::seniority`] order) on the gateway that is not being deleted
     /// (a deleting one does not keep a newer one waiting), or, when every claimant is
     /// being deleted, to the oldest of those: its route is still there until its
     /// cleanup removes it, so its throttle and source-IP limits stay until it is gone.
@@ -118,8 +109,8 @@ impl GatewayIndex {
             .filter(|(_, w)| w.metadata.uid.is_some())
             .collect();
         ordered.sort_by(|(_, a), (_, b)| {
-            age(a)
-                .partial_cmp(&age(b))
+            quotas::seniority(a)
+                .partial_cmp(&quotas::seniority(b))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
         // (gateway, path) → owner, live claimants first.
@@ -345,7 +336,7 @@ mod tests {
             "spec": spec,
         }))
         .expect("a valid Webhook");
-        w.metadata.creation_timestamp = Some(Time(
+        w.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).expect("a time"),
         ));
         w
@@ -381,6 +372,33 @@ mod tests {
 
     fn lambda() -> Value {
         serde_json::json!({"auth": {"type": "Lambda", "lambda": {"functionArn": "arn:aws:lambda:eu-west-1:1:function:a"}}})
+    }
+
+    #[test]
+    fn within_one_second_the_webhook_already_serving_keeps_its_path() {
+        // Creation times have one-second resolution; "aaa" sorts before "zzz".
+        let mut serving = on("gw", &webhook("zzz", 1, "/p", none()));
+        serving.status.get_or_insert_with(Default::default).route = Some(hookline_crds::RouteRef {
+            rest_api_id: "api".to_owned(),
+            resource_id: "r".to_owned(),
+        });
+        let newcomer = on("gw", &webhook("aaa", 1, "/p", none()));
+        let gw = index(
+            "gw",
+            &[newcomer.clone(), serving.clone()],
+            &Quotas::default(),
+        );
+        assert_eq!(gw.admission(&serving), Admission::Admitted);
+        assert_eq!(
+            gw.admission(&newcomer),
+            Admission::PathTaken {
+                owner: "team/zzz".to_owned()
+            }
+        );
+        // Neither serving yet: namespace and name decide, the same way every time.
+        let zzz = on("gw", &webhook("zzz", 1, "/p", none()));
+        let gw = index("gw", &[zzz.clone(), newcomer.clone()], &Quotas::default());
+        assert_eq!(gw.admission(&newcomer), Admission::Admitted);
     }
 
     #[test]
