@@ -251,6 +251,51 @@ async fn untagged_queue_is_not_adopted(emulator: &Emulator) -> Result<()> {
         .send()
         .await;
     assert!(still.is_err(), "nothing created next to a foreign queue");
+    match queues
+        .delete_pair(&name, &pair_spec(&name, "uid-1").owner)
+        .await
+    {
+        Err(AwsError::NotOwned { .. }) => {}
+        other => bail!("a foreign queue is reported, got {other:?}"),
+    }
+    exists(&clients, &format!("{name}-dlq.fifo"), true).await?;
+
+    // A foreign main queue: our dead-letter queue (made first) is refused a partner,
+    // and deleting the pair deletes ours and leaves theirs.
+    let squatted = unique("hl-squat");
+    clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{squatted}.fifo"))
+        .attributes(Attr::FifoQueue, "true")
+        .send()
+        .await?;
+    let spec = pair_spec(&squatted, "uid-1");
+    match queues.ensure_pair(&spec).await {
+        Err(AwsError::NotOwned { .. }) => {}
+        other => bail!("expected a conflict, got {other:?}"),
+    }
+    exists(&clients, &format!("{squatted}-dlq.fifo"), true).await?;
+    match queues.delete_pair(&squatted, &spec.owner).await {
+        Err(AwsError::NotOwned { .. }) => {}
+        other => bail!("a foreign queue is reported, got {other:?}"),
+    }
+    exists(&clients, &format!("{squatted}-dlq.fifo"), false).await?;
+    exists(&clients, &format!("{squatted}.fifo"), true).await
+}
+
+async fn exists(clients: &AwsClients, queue: &str, wanted: bool) -> Result<()> {
+    let found = clients
+        .sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await
+        .is_ok();
+    anyhow::ensure!(
+        found == wanted,
+        "{queue}: exists {found}, expected {wanted}"
+    );
     Ok(())
 }
 

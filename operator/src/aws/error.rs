@@ -139,6 +139,11 @@ impl AwsError {
         }
     }
 
+    /// True for [`AwsError::NotOwned`]: the object exists under our name but is not ours.
+    pub fn is_not_owned(&self) -> bool {
+        matches!(self, Self::NotOwned { .. })
+    }
+
     /// True for [`AwsError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })

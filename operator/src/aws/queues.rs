@@ -80,7 +80,9 @@ pub trait Queues: Send + Sync {
     async fn backlog(&self, pair: &QueuePair) -> Result<Backlog, AwsError>;
     /// Visible and in-flight messages of one queue, in one call (what the scaler needs).
     async fn depth(&self, queue: &QueueRef) -> Result<(i64, i64), AwsError>;
-    /// Deletes both queues if they are ours; queues already gone are fine.
+    /// Deletes both queues if they are ours; queues already gone are fine. A queue of
+    /// another owner under the name is left, and reported as `NotOwned` once the other
+    /// queue, if ours, is deleted (so a squatted name never strands our own queue).
     async fn delete_pair(&self, name: &str, owner: &Owner) -> Result<(), AwsError>;
 }
 
@@ -254,6 +256,19 @@ impl SqsQueues {
                 })
                 .await,
         )
+    }
+}
+
+/// The outcome of deleting a pair from the outcomes for its two queues: a failure
+/// that a retry may cure comes first, then a queue that is not ours.
+pub fn pair_deleted(
+    queue: Result<(), AwsError>,
+    dead_letter: Result<(), AwsError>,
+) -> Result<(), AwsError> {
+    match (queue, dead_letter) {
+        (_, Err(e)) if !e.is_not_owned() => Err(e),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
     }
 }
 
@@ -475,8 +490,11 @@ impl Queues for SqsQueues {
     async fn delete_pair(&self, name: &str, owner: &Owner) -> Result<(), AwsError> {
         let (queue_name, dead_letter_name) = queue_names(name);
         // The queue first: while it exists, its redrive policy points at the DLQ.
-        self.delete_queue(&queue_name, owner).await?;
-        self.delete_queue(&dead_letter_name, owner).await
+        let queue = self.delete_queue(&queue_name, owner).await;
+        if queue.as_ref().is_err_and(|e| !e.is_not_owned()) {
+            return queue;
+        }
+        pair_deleted(queue, self.delete_queue(&dead_letter_name, owner).await)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::webhooks::ready_webhook;
 scenario!(
     a_failed_webhook_operation_is_reported_on_its_part_until_it_succeeds,
     a_failed_gateway_operation_is_reported_on_its_part_and_spares_the_others,
-    a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted,
+    a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted_nor_blocks_deletion,
 );
 
 fn refused(service: Service, operation: &'static str) -> AwsError {
@@ -140,7 +140,8 @@ async fn a_failed_gateway_operation_is_reported_on_its_part_and_spares_the_other
     Ok(())
 }
 
-async fn a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted() -> Result<()> {
+async fn a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted_nor_blocks_deletion()
+-> Result<()> {
     let mut s = Scenario::new("foreignq", json!({})).await?;
     ready_webhook(&mut s, "other", "/other", json!({})).await?;
     let (queue, _) = queue_names(&s.namespace, "stripe");
@@ -161,14 +162,26 @@ async fn a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted() -
         s.aws.queue(&queue) == Some(foreign.clone()),
         "the foreign queue is left as it was"
     );
+    let (_, dead_letter) = queue_names(&s.namespace, "stripe");
+    let ours_too = s.aws.queue(&dead_letter).is_some();
     s.delete_webhook("stripe").await?;
-    for _ in 0..5 {
-        s.pass().await?;
-    }
+    // The queue was never the Webhook's, so its deletion neither waits for it nor
+    // takes it; a dead-letter queue of ours under the name goes.
+    s.until("the Webhook gone", |p| async move {
+        p.webhook_gone("stripe").await
+    })
+    .await?;
     ensure!(
         s.aws.queue(&queue) == Some(foreign),
         "and is not deleted with the Webhook"
     );
-    ensure!(s.aws.calls("DeleteQueue") == 0, "no DeleteQueue at all");
+    ensure!(
+        s.aws.queue(&dead_letter).is_none(),
+        "our dead-letter queue is deleted"
+    );
+    ensure!(
+        s.aws.calls("DeleteQueue") == u64::from(ours_too),
+        "DeleteQueue only for our own dead-letter queue"
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{ACCOUNT, MemoryAws, State, not_found};
-use crate::aws::queues::{dead_letter_attributes, queue_attributes, queue_names};
+use crate::aws::queues::{dead_letter_attributes, pair_deleted, queue_attributes, queue_names};
 use crate::aws::{AwsError, Backlog, Owner, QueuePair, QueuePairSpec, QueueRef, Queues, Service};
 
 const SQS: Service = Service::Sqs;
@@ -224,7 +224,11 @@ impl Queues for MemoryAws {
         let (queue_name, dead_letter_name) = queue_names(name);
         let mut state = self.lock();
         // The queue first: while it exists, its redrive policy points at the DLQ.
-        delete_queue(&mut state, &queue_name, owner)?;
-        delete_queue(&mut state, &dead_letter_name, owner)
+        let queue = delete_queue(&mut state, &queue_name, owner);
+        if queue.as_ref().is_err_and(|e| !e.is_not_owned()) {
+            return queue;
+        }
+        let dead_letter = delete_queue(&mut state, &dead_letter_name, owner);
+        pair_deleted(queue, dead_letter)
     }
 }

@@ -4,11 +4,12 @@
 //! status, so a spec that became invalid does not keep its AWS objects alive.
 
 use hookline_crds::conditions::READY;
-use hookline_crds::reasons::{DEAD_LETTER_NOT_EMPTY, DRAIN_STALLED, DRAINING};
+use hookline_crds::reasons::{DEAD_LETTER_NOT_EMPTY, DRAIN_STALLED, DRAINING, NOT_OWNED};
 use hookline_crds::{AuthMode, DeletionPolicy, Webhook, WebhookGateway, WebhookStatus};
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
 
 use super::super::context::Context;
 use super::super::index::authorizer_name;
@@ -36,10 +37,35 @@ pub async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Re
         return Err(Error::Blocked(blocked));
     }
     let name = names::queue_base(&ctx.settings.name_prefix, &namespace, &webhook.name_any());
-    ctx.aws
+    match ctx
+        .aws
         .queues
         .delete_pair(&name, &webhook_owner(webhook))
-        .await?;
+        .await
+    {
+        // A queue of someone else's under the Webhook's name was never this
+        // Webhook's (its creation was refused with NotOwned), so deletion leaves it and
+        // does not wait for it: nothing the Webhook accepted is in it.
+        Err(e) if e.is_not_owned() => {
+            tracing::warn!(webhook = %webhook.name_any(), error = %e, "left a queue that is not the webhook's");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: NOT_OWNED.to_owned(),
+                note: Some(
+                    format!("{e}; deletion leaves it as it is")
+                        .chars()
+                        .take(1000)
+                        .collect(),
+                ),
+                action: "Delete".to_owned(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &webhook.object_ref(&())).await {
+                tracing::warn!(error = %e, "could not publish an Event");
+            }
+        }
+        other => other?,
+    }
     identity::release(ctx, webhook, &namespace).await?;
     tracing::info!(webhook = %webhook.name_any(), "deleted the webhook's AWS objects");
     Ok(Action::await_change())
