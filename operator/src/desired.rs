@@ -36,6 +36,20 @@ pub struct Settings {
     pub irsa_oidc_provider_arn: Option<String>,
 }
 
+#[cfg(test)]
+impl Settings {
+    /// Settings for unit tests: prefix `hl`, region `us-east-1`, worker image `w`.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            name_prefix: "hl".to_owned(),
+            region: "us-east-1".to_owned(),
+            worker_image: "w".to_owned(),
+            aws_endpoint_url: None,
+            irsa_oidc_provider_arn: None,
+        }
+    }
+}
+
 /// Name of the worker sidecar container; a team container may not use it.
 pub const WORKER_CONTAINER: &str = "hookline-worker";
 /// Port of the worker's /healthz and /metrics inside the pod.

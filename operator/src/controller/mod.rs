@@ -63,6 +63,18 @@ pub enum Error {
     Malformed(&'static str),
 }
 
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    /// A failed apply or cleanup is that step's own error; the rest is the finalizer
+    /// machinery's (adding or removing the finalizer itself).
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        match e {
+            kube::runtime::finalizer::Error::ApplyFailed(e)
+            | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+            other => Self::Finalizer(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// A short label for metrics.
     pub fn metric_label(&self) -> &'static str {

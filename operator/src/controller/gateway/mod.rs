@@ -44,11 +44,7 @@ pub async fn reconcile(gateway: Arc<WebhookGateway>, ctx: Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    .map_err(Error::from)
 }
 
 /// The five steps, then the one status write of the pass.

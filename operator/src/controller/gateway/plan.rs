@@ -232,13 +232,7 @@ mod tests {
     }
 
     fn settings() -> Settings {
-        Settings {
-            name_prefix: "hl".to_owned(),
-            region: "us-east-1".to_owned(),
-            worker_image: "w".to_owned(),
-            aws_endpoint_url: None,
-            irsa_oidc_provider_arn: None,
-        }
+        Settings::for_tests()
     }
 
     fn plan_of(gateway: &WebhookGateway, webhooks: Vec<Webhook>) -> Plan {
