@@ -6,7 +6,9 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use rcgen::{
@@ -212,8 +214,41 @@ impl KubeCluster {
             .with_context(|| format!("CRD {name} was not Established within 30 s"))?
             .with_context(|| format!("watching CRD {name}"))?;
         }
+        for resource in hookline_resources() {
+            wait_until_served(client, &resource).await?;
+        }
         Ok(())
     }
+}
+
+/// The API resources of Hookline's CRDs, for tests that reach them untyped.
+pub fn hookline_resources() -> [ApiResource; 2] {
+    [
+        ApiResource::erase::<hookline_crds::WebhookGateway>(&()),
+        ApiResource::erase::<hookline_crds::Webhook>(&()),
+    ]
+}
+
+/// Waits until the API server serves `resource`. A CRD's `Established` condition
+/// comes before every handler of the API server knows the new resource: for a
+/// moment after it, a request can still answer 404 "page not found" (CI saw this
+/// right after `helm install` created two CRDs of one group, one served and the
+/// other not yet). A list is what every client does first, so a list succeeding is
+/// the signal; bounded at 30 s.
+pub async fn wait_until_served(client: &kube::Client, resource: &ApiResource) -> Result<()> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let what = format!("the API server to serve {}", resource.plural);
+    crate::util::wait_for(&what, Duration::from_secs(30), || {
+        let api = api.clone();
+        async move {
+            match api.list(&ListParams::default().limit(1)).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+                Err(error) => Err(error).context("listing a Hookline resource"),
+            }
+        }
+    })
+    .await
 }
 
 async fn client_from(kubeconfig_path: &Path) -> Result<kube::Client> {

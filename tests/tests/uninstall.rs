@@ -110,6 +110,10 @@ async fn uninstall_refuses_while_webhooks_hold_the_finalizer() -> Result<()> {
         "NOTES lack the uninstall step: {notes}"
     );
 
+    for resource in hookline_tests::kube::hookline_resources() {
+        hookline_tests::kube::wait_until_served(&client, &resource).await?;
+    }
+
     // What a running operator leaves: a gateway and a Webhook with its finalizer.
     let gateways: Api<DynamicObject> = Api::all_with(
         client.clone(),
