@@ -125,9 +125,14 @@ pub struct Context {
     /// when: the gateway reconcile re-reads it only once a resync period, and a
     /// Webhook with a source-IP allow list reads here whether it is enforced.
     pub policies: Arc<std::sync::Mutex<KnownPolicies>>,
-    /// The webhook controllers' caches, replaced each time they start; reconciles read
-    /// other Webhooks (path conflicts, a gateway's attachments) from here, not the API.
+    /// The webhook controllers' caches, replaced each time they start: a Webhook
+    /// reconcile reads the other Webhooks (path conflicts, quotas) and the scaler its
+    /// Webhooks from here, not the API.
     pub webhook_stores: Arc<RwLock<Option<Vec<Store<Webhook>>>>>,
+    /// The gateway controller's caches of Webhooks (without worker templates), filled
+    /// by the watch that wakes it: a gateway reconcile reads its index from here, so it
+    /// sees at least the change that woke it.
+    pub index_stores: Arc<RwLock<Option<Vec<Store<Webhook>>>>>,
     /// The namespaces whose Webhooks this operator manages; all when empty. Every
     /// read of Webhooks stays inside them, so a namespaced install needs no
     /// cluster-wide access to Webhooks.
@@ -189,6 +194,7 @@ impl Context {
             cluster,
             metrics: super::metrics::ReconcileMetrics::default(),
             webhook_stores: Arc::new(RwLock::new(None)),
+            index_stores: Arc::new(RwLock::new(None)),
             policies: Arc::default(),
             namespaces,
             quotas: Quotas::default(),
@@ -205,11 +211,49 @@ impl Context {
 }
 
 impl Context {
-    /// Every Webhook the operator watches: from the controllers' caches once they are
-    /// synced (so a decision never misses an older Webhook), from the API otherwise.
+    /// Every Webhook the operator watches, from the webhook controllers' caches once
+    /// they are synced (so a decision never misses an older Webhook), from the API
+    /// before they exist (a reconcile run outside the controllers).
+    ///
+    /// The cache is as good as a list for the decisions reconciles make from it: one
+    /// watch delivers events in the order the API server stored them, so when a
+    /// Webhook is in the cache every Webhook created before it is too. With several
+    /// namespace-scoped watches that order holds per namespace only; see
+    /// [`Context::claimants`].
     pub async fn webhooks(&self) -> super::Result<Vec<Arc<Webhook>>> {
-        let stores = self
-            .webhook_stores
+        self.cached(&self.webhook_stores).await
+    }
+
+    /// Every Webhook, as the gateway controller's caches hold them (no worker
+    /// templates): what the gateway index is built from.
+    pub async fn indexed_webhooks(&self) -> super::Result<Vec<Arc<Webhook>>> {
+        self.cached(&self.index_stores).await
+    }
+
+    /// The Webhooks to decide path ownership from, for a Webhook about to claim a path
+    /// (`claiming`: it holds no route yet, or its spec changed since it last did). One
+    /// cluster-wide watch keeps the cache in the API server's order, so the cache is
+    /// enough. Namespace-scoped watches each lag on their own, so a Webhook created a
+    /// moment earlier in another namespace may not be cached yet: a claim then reads
+    /// the watched namespaces from the API (a path must never go to the newer of two
+    /// claimants, even for a moment: its requests would reach the other team's queue).
+    pub async fn claimants(&self, claiming: bool) -> super::Result<Vec<Arc<Webhook>>> {
+        if claiming && self.namespaces.len() > 1 {
+            return Ok(self
+                .list_webhooks()
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect());
+        }
+        self.webhooks().await
+    }
+
+    async fn cached(
+        &self,
+        stores: &RwLock<Option<Vec<Store<Webhook>>>>,
+    ) -> super::Result<Vec<Arc<Webhook>>> {
+        let stores = stores
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
@@ -230,22 +274,59 @@ impl Context {
     }
 
     /// Every Webhook in the watched namespaces, read from the API now: for decisions
-    /// that must not act on a cache that lags (which Webhook owns a path, whether a
-    /// gateway is still in use).
+    /// that must not act on a cache that lags (whether a gateway is still in use, a
+    /// claim across namespace-scoped watches). Read in pages and kept as the caches
+    /// keep them ([`slim`]), so a list of thousands stays small.
     pub async fn list_webhooks(&self) -> super::Result<Vec<Webhook>> {
         if self.namespaces.is_empty() {
-            return Ok(Api::<Webhook>::all(self.client.clone())
-                .list(&ListParams::default())
-                .await?
-                .items);
+            return list_slim(Api::<Webhook>::all(self.client.clone())).await;
         }
         let lists = futures::future::try_join_all(self.namespaces.iter().map(|namespace| {
-            let api = Api::<Webhook>::namespaced(self.client.clone(), namespace);
-            async move { api.list(&ListParams::default()).await }
+            list_slim(Api::<Webhook>::namespaced(self.client.clone(), namespace))
         }))
         .await?;
-        Ok(lists.into_iter().flat_map(|list| list.items).collect())
+        Ok(lists.into_iter().flatten().collect())
     }
+}
+
+/// Webhooks listed per page of [`LIST_PAGE`] objects.
+pub const LIST_PAGE: u32 = 100;
+
+async fn list_slim(api: Api<Webhook>) -> super::Result<Vec<Webhook>> {
+    let mut webhooks = Vec::new();
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        webhooks.extend(page.items.into_iter().map(|mut webhook| {
+            slim(&mut webhook);
+            webhook
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(webhooks),
+        }
+    }
+}
+
+/// kubectl's copy of the last applied manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What a cache keeps of a Webhook: neither `managedFields` (server-side apply's
+/// bookkeeping, larger than the rest of the object once a few managers wrote it) nor
+/// kubectl's last-applied copy. No reconcile reads them, and holding them made the
+/// operator's memory grow with every Webhook.
+pub fn slim(webhook: &mut Webhook) {
+    webhook.metadata.managed_fields = None;
+    if let Some(annotations) = webhook.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// What the gateway index keeps: also no worker template (the team's pod spec),
+/// which nothing the gateway applies depends on.
+pub fn slim_for_index(webhook: &mut Webhook) {
+    slim(webhook);
+    webhook.spec.worker.template = Default::default();
 }
 
 impl Context {

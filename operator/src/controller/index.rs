@@ -79,12 +79,12 @@ fn key_of(webhook: &Webhook) -> String {
 /// status names a gateway, and `candidate` (a Webhook being validated, which has no
 /// status yet) on the gateway it resolved to, in place of its own older entry.
 pub fn attachments<'a>(
-    webhooks: &'a [Webhook],
+    webhooks: impl IntoIterator<Item = &'a Webhook>,
     candidate: Option<(&str, &'a Webhook)>,
 ) -> Vec<(String, &'a Webhook)> {
     let candidate_uid = candidate.and_then(|(_, w)| w.metadata.uid.as_deref());
     let mut attached: Vec<(String, &Webhook)> = webhooks
-        .iter()
+        .into_iter()
         .filter(|w| candidate_uid.is_none() || w.metadata.uid.as_deref() != candidate_uid)
         .filter_map(|w| Some((w.status.as_ref()?.gateway.clone()?, w)))
         .collect();

@@ -4,14 +4,15 @@ use futures::StreamExt;
 use hookline_crds::{Webhook, WebhookGateway};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::context::Context;
+use super::context::{self, Context};
 use super::index::GatewayConcern;
 use super::{Error, gateway, webhook};
 
@@ -100,6 +101,13 @@ fn concerning(
     }
 }
 
+/// How every watch lists: in pages of [`context::LIST_PAGE`] objects, so the first
+/// listing of thousands of Webhooks never sits in memory at once (the default page
+/// is 500).
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(context::LIST_PAGE)
+}
+
 /// Reconciles of one kind running at once.
 pub const CONCURRENCY: u16 = 16;
 
@@ -141,18 +149,24 @@ async fn gateways(
     // The gateway applies what its Webhooks share (stage throttles, resource policy),
     // so a Webhook's change that the index reads reconciles its gateway.
     let concerns = Arc::new(Mutex::new(HashMap::new()));
+    let mut stores = Vec::new();
     for namespace in scopes {
         let webhooks = match namespace {
             Some(ns) => Api::<Webhook>::namespaced(client.clone(), ns),
             None => Api::<Webhook>::all(client.clone()),
         };
         let concerns = concerns.clone();
-        let events = watcher(webhooks, watcher::Config::default())
+        // The index is read from the cache this watch fills, and the reflector stores
+        // each event before passing it on: the reconcile it wakes sees that change.
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        let watch = watcher(webhooks, watch_config())
             .default_backoff()
-            .filter_map(move |event| {
-                let concerning = event.map(|event| concerning(&concerns, event)).transpose();
-                std::future::ready(concerning)
-            });
+            .modify(context::slim_for_index);
+        let events = reflector::reflector(writer, watch).filter_map(move |event| {
+            let concerning = event.map(|event| concerning(&concerns, event)).transpose();
+            std::future::ready(concerning)
+        });
         gateways = gateways.watches_stream(events, |webhook| {
             GatewayConcern::gateways(&webhook)
                 .iter()
@@ -160,6 +174,9 @@ async fn gateways(
                 .collect::<Vec<_>>()
         });
     }
+    *ctx.index_stores
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = Some(stores);
     gateways
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -191,18 +208,27 @@ async fn webhooks(
             let (webhooks, deployments) = match &namespace {
                 Some(ns) => (
                     Api::<Webhook>::namespaced(client.clone(), ns),
-                    Api::<Deployment>::namespaced(client.clone(), ns),
+                    Api::<PartialObjectMeta<Deployment>>::namespaced(client.clone(), ns),
                 ),
                 None => (
                     Api::<Webhook>::all(client.clone()),
-                    Api::<Deployment>::all(client.clone()),
+                    Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
                 ),
             };
-            Controller::new(webhooks, watcher::Config::default())
-                .owns(
-                    deployments,
-                    watcher::Config::default().labels("app.kubernetes.io/managed-by=hookline"),
-                )
+            let (store, writer) = reflector::store();
+            let watch = watcher(webhooks, watch_config())
+                .default_backoff()
+                .modify(context::slim);
+            // Only the owner references of worker Deployments wake a reconcile, so
+            // their metadata is all that is watched: never a pod template.
+            let workers = watcher(
+                deployments,
+                watch_config().labels("app.kubernetes.io/managed-by=hookline"),
+            )
+            .default_backoff()
+            .touched_objects();
+            Controller::for_stream(reflector::reflector(writer, watch).applied_objects(), store)
+                .owns_stream(workers)
                 // Woken once the deployment its route waited for is live.
                 .reconcile_on(ctx.deploys.webhook_triggers(namespace))
         })

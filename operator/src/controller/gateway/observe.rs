@@ -19,7 +19,7 @@ pub struct Observed {
     /// When the Webhooks were read: deployments asked for before it are covered.
     pub read_at: Instant,
     /// Every Webhook the operator manages.
-    pub webhooks: Vec<Webhook>,
+    pub webhooks: Vec<std::sync::Arc<Webhook>>,
     /// The hosted zone's id.
     pub zone: Result<String, AwsError>,
     /// The records at the hostname's ownership name; `None` when the zone is unknown.
@@ -35,7 +35,7 @@ pub async fn observe(ctx: &Context, gateway: &WebhookGateway) -> Result<Observed
     let spec = &gateway.spec;
     let aws = &ctx.aws;
     let read_at = Instant::now();
-    let webhooks = ctx.list_webhooks().await?;
+    let webhooks = ctx.indexed_webhooks().await?;
     let zone = match &spec.hosted_zone.id {
         Some(id) => Ok(id.trim_start_matches("/hostedzone/").to_owned()),
         None => {

@@ -57,7 +57,11 @@ pub fn plan(
     let spec = &gateway.spec;
     let name = gateway.name_any();
     let owner = gateway_owner(gateway);
-    let index = GatewayIndex::build(&name, &index::attachments(&observed.webhooks, None), quotas);
+    let index = GatewayIndex::build(
+        &name,
+        &index::attachments(observed.webhooks.iter().map(|w| &**w), None),
+        quotas,
+    );
     Plan {
         role: RoleSpec {
             name: names::gateway_role(&settings.name_prefix, &name),
@@ -223,7 +227,7 @@ mod tests {
     fn observed(webhooks: Vec<Webhook>) -> Observed {
         Observed {
             read_at: tokio::time::Instant::now(),
-            webhooks,
+            webhooks: webhooks.into_iter().map(std::sync::Arc::new).collect(),
             zone: Ok("Z".to_owned()),
             owner_records: None,
             cloudwatch_role: None,

@@ -8,6 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::super::Result;
 use super::super::context::Context;
@@ -24,8 +25,9 @@ pub struct Observed {
     pub api_key_secret: Option<SecretRead>,
     /// The signature Secret, when `signature` names one.
     pub signature_secret: Option<SecretRead>,
-    /// Every Webhook the operator manages (from the controllers' caches).
-    pub webhooks: Vec<Webhook>,
+    /// Every Webhook the operator manages (from the controllers' caches; see
+    /// [`Context::claimants`]).
+    pub webhooks: Vec<Arc<Webhook>>,
     /// Whether KEDA's ScaledObject and TriggerAuthentication CRDs are both installed.
     pub keda_installed: bool,
 }
@@ -85,8 +87,16 @@ pub async fn observe(ctx: &Context, webhook: &Webhook, namespace: &str) -> Resul
         namespace_labels,
         api_key_secret,
         signature_secret,
-        webhooks: ctx.list_webhooks().await?,
+        webhooks: ctx.claimants(claiming(webhook)).await?,
         keda_installed,
+    })
+}
+
+/// Whether the Webhook is about to claim its path: it holds no route yet, or its
+/// spec (its path, perhaps) changed since the pass that last applied it.
+fn claiming(webhook: &Webhook) -> bool {
+    webhook.status.as_ref().is_none_or(|status| {
+        status.route.is_none() || status.observed_generation != webhook.metadata.generation
     })
 }
 

@@ -136,7 +136,10 @@ fn admission(
     quotas: &Quotas,
 ) -> Result<(), Invalid> {
     let gateway_name = gateway.name_any();
-    let attached = index::attachments(&observed.webhooks, Some((&gateway_name, webhook)));
+    let attached = index::attachments(
+        observed.webhooks.iter().map(|w| &**w),
+        Some((&gateway_name, webhook)),
+    );
     match GatewayIndex::build(&gateway_name, &attached, quotas).admission(webhook) {
         Admission::Admitted => Ok(()),
         Admission::PathTaken { owner } => Err(invalid(
@@ -315,7 +318,7 @@ mod tests {
             ..Default::default()
         });
         let observed = Observed {
-            webhooks: vec![older],
+            webhooks: vec![older.into()],
             ..observed(Ok(gateway(serde_json::json!({"from": "All"}))))
         };
         let got = validate(
