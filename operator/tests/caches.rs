@@ -134,6 +134,7 @@ async fn reconciles_read_webhooks_from_the_caches_and_see_what_woke_them() -> Re
     )
     .await?;
     let by_operator = webhook_lists(&client).await? - before - f64::from(own_lists.into_inner());
+    eprintln!("Webhook LISTs by the operator while {WEBHOOKS} converged: {by_operator}");
     // The caches' watches listed before `before`; a relist of each (a watch that
     // expired) is all that may come on top.
     ensure!(
