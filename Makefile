@@ -41,9 +41,9 @@ bench-worker: ## Benchmark the release worker against a boto3 loop on MiniStack 
 	$(CARGO) build --release -p hookline-worker
 	$(CARGO) run -q -p hookline-worker --example throughput -- $(or $(MESSAGES),10000)
 
-bench-operator: ## Benchmark the release operator with N=200 then M=1000 Webhooks on the bench (prints figures)
+bench-operator: ## Benchmark the release operator: N=200 then M=1000 Webhooks, then HOLD=10 minutes at rest (prints figures)
 	$(CARGO) build --release -p hookline-operator
-	$(CARGO) run -q -p hookline-operator --example scale -- $(or $(N),200) $(or $(M),1000)
+	$(CARGO) run -q -p hookline-operator --example scale -- $(or $(N),200) $(or $(M),1000) $(or $(HOLD),10)
 
 ci: ## What CI runs
 	bash .ci/run

@@ -3,10 +3,11 @@
 //!
 //! Prints the time until every Webhook serves (QueueReady and RouteReady: the
 //! bench has no kubelet, so worker pods never become ready), the AWS calls per
-//! webhook on create and per steady-state reconcile, and the operator's peak RSS;
-//! then grows to M Webhooks and prints the peak RSS again.
+//! webhook on create and per steady-state reconcile, and the operator's memory
+//! (resident and peak) at 0 and N Webhooks; then grows to M Webhooks, waits until they
+//! serve, and samples its memory once a minute for HOLD minutes at rest.
 //!
-//! `make bench-operator` (N=200, M=1000). Figures go to docs/benchmarks.md.
+//! `make bench-operator` (N=200, M=1000, HOLD=10). Figures go to docs/benchmarks.md.
 
 #![allow(clippy::print_stdout)]
 
@@ -25,6 +26,8 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map_or(Ok(200), |a| a.parse()).context("N")?;
     let m: usize = args.next().map_or(Ok(1000), |a| a.parse()).context("M")?;
+    // Minutes the operator is watched at rest with M Webhooks, sampling its memory.
+    let hold: u64 = args.next().map_or(Ok(10), |a| a.parse()).context("HOLD")?;
     // As shipped.
     let resync = 300;
     let binary = std::env::var("HOOKLINE_OPERATOR_BIN").map_or_else(
@@ -84,6 +87,8 @@ async fn main() -> Result<()> {
     )
     .await?;
 
+    println!("{}", memory(pid, "with 0 Webhooks (gateway Ready)")?);
+
     let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
     let before = scrape(metrics_port).await?;
     let started = Instant::now();
@@ -113,7 +118,7 @@ async fn main() -> Result<()> {
         create_calls / n as f64,
         create_calls
     );
-    println!("peak RSS with {n}: {} MiB", peak_rss_mib(pid)?);
+    println!("{}", memory(pid, &format!("with {n} Webhooks serving"))?);
 
     // Steady state: one minute of resyncs (of the Webhooks that come due) and scaler ticks.
     let before = scrape(metrics_port).await?;
@@ -131,6 +136,7 @@ async fn main() -> Result<()> {
     println!(
         "steady state over 60 s: {reconciles:.0} webhook reconciles, {calls:.0} AWS calls ({writes:.0} writes), of which {scaler_reads:.0} GetQueueAttributes (scaler and reconciles)"
     );
+    println!("{}", memory(pid, &format!("with {n} Webhooks after 60 s at rest"))?);
 
     let started = Instant::now();
     create(&webhooks, &namespace, n..m).await?;
@@ -139,17 +145,18 @@ async fn main() -> Result<()> {
         m - n,
         started.elapsed().as_secs_f64()
     );
-    let observe = Duration::from_secs(180);
-    let _ = wait(&mut operator, &format!("{m} serving"), observe, || async {
+    let served = wait(&mut operator, &format!("{m} serving"), limit, || async {
         Ok(serving(&webhooks).await? >= m)
     })
     .await;
     println!(
-        "after {:.0}s: {} of {m} serving; peak RSS {} MiB",
+        "after {:.0}s: {} of {m} serving{}",
         started.elapsed().as_secs_f64(),
         serving(&webhooks).await?,
-        peak_rss_mib(pid)?
+        served.err().map_or(String::new(), |e| format!(" ({e})"))
     );
+    println!("{}", memory(pid, &format!("with {m} Webhooks"))?);
+    hold_at_rest(pid, hold).await?;
     let _ = operator.kill();
     let _ = operator.wait();
     Ok(())
@@ -242,16 +249,63 @@ where
     }
 }
 
-/// The operator's peak resident set (VmHWM), in MiB.
-fn peak_rss_mib(pid: u32) -> Result<u64> {
+/// A line of the operator's memory: resident now (VmRSS) and at its peak (VmHWM).
+fn memory(pid: u32, when: &str) -> Result<String> {
+    Ok(format!(
+        "memory {when}: RSS {:.1} MiB, peak {:.1} MiB",
+        status_mib(pid, "VmRSS")?,
+        status_mib(pid, "VmHWM")?
+    ))
+}
+
+/// A `/proc/<pid>/status` size, in MiB.
+fn status_mib(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
+    let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no VmHWM")?;
-    Ok(kib / 1024)
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+    Ok(kib / 1024.0)
+}
+
+/// Samples the operator's resident memory once a minute for `minutes` at rest, and
+/// prints the first and last samples, the range, and the growth per hour (a line
+/// through the samples): memory that is held, not lost, stays flat.
+async fn hold_at_rest(pid: u32, minutes: u64) -> Result<()> {
+    if minutes == 0 {
+        return Ok(());
+    }
+    let mut samples = Vec::new();
+    for minute in 0..=minutes {
+        if minute > 0 {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        let rss = status_mib(pid, "VmRSS")?;
+        println!("at rest, minute {minute}: RSS {rss:.1} MiB");
+        samples.push(rss);
+    }
+    let n = samples.len() as f64;
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = samples.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in samples.iter().enumerate() {
+        let dx = x as f64 - mean_x;
+        sxy += dx * (y - mean_y);
+        sxx += dx * dx;
+    }
+    let per_hour = if sxx > 0.0 { sxy / sxx * 60.0 } else { 0.0 };
+    let (low, high) = samples
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    println!(
+        "at rest for {minutes} min: RSS {:.1} -> {:.1} MiB (range {low:.1}-{high:.1}), trend {per_hour:+.2} MiB/h; {}",
+        samples[0],
+        samples[samples.len() - 1],
+        memory(pid, "at the end")?
+    );
+    Ok(())
 }
 
 /// Metric lines `name{labels} value` of /metrics.
