@@ -136,7 +136,10 @@ async fn main() -> Result<()> {
     println!(
         "steady state over 60 s: {reconciles:.0} webhook reconciles, {calls:.0} AWS calls ({writes:.0} writes), of which {scaler_reads:.0} GetQueueAttributes (scaler and reconciles)"
     );
-    println!("{}", memory(pid, &format!("with {n} Webhooks after 60 s at rest"))?);
+    println!(
+        "{}",
+        memory(pid, &format!("with {n} Webhooks after 60 s at rest"))?
+    );
 
     let started = Instant::now();
     create(&webhooks, &namespace, n..m).await?;

@@ -14,7 +14,7 @@ use kube::api::{
 };
 use kube::runtime::controller::Action;
 
-use super::super::context::Context;
+use super::super::context::{Context, Timing};
 use super::super::index;
 use super::super::{Error, MANAGER, Result, identity};
 use super::plan::{self, AuthPlan, KedaPlan, Plan, RoutePlan};
@@ -112,12 +112,20 @@ fn at(part: &'static str) -> impl Fn(AwsError) -> Stop {
 }
 
 impl Applied {
-    /// How the reconcile ends: resync once the route is live, soon while it waits.
-    pub fn action(self, ctx: &Context) -> Result<Action> {
+    /// How the reconcile ends: resync once the route is live, soon while something
+    /// is in progress. A route waiting for its deployment also waits a resync period:
+    /// the gateway wakes the Webhook once the deployment is live
+    /// ([`super::super::deployer::DeployRequests::deployed`]), and checking sooner
+    /// costs four API Gateway reads per waiting Webhook per pass. With 200 Webhooks
+    /// waiting those reads (about 50 a second) took every token of API Gateway's
+    /// 10-a-second budget, and the deployment they waited for starved behind them.
+    pub fn action(self, timing: &Timing) -> Result<Action> {
         match (self.stopped, self.route) {
             (Some(stop), _) => Err(stop.error),
-            (None, Some(RouteDone::Live { .. })) => Ok(Action::requeue(ctx.timing.resync)),
-            (None, _) => Ok(Action::requeue(ctx.timing.pending)),
+            (None, Some(RouteDone::Live { .. } | RouteDone::Undeployed { .. })) => {
+                Ok(Action::requeue(timing.resync))
+            }
+            (None, _) => Ok(Action::requeue(timing.pending)),
         }
     }
 }
@@ -412,4 +420,36 @@ async fn worker(
 fn keda_object(ctx: &Context, namespace: &str, kind: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("keda.sh", "v1alpha1", kind));
     Api::namespaced_with(ctx.client.clone(), namespace, &resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_waiting_for_its_deployment_waits_for_the_gateway_to_wake_it() {
+        let timing = Timing::default();
+        let route = RouteRef {
+            rest_api_id: "api".to_owned(),
+            resource_id: "res".to_owned(),
+        };
+        let ends = |route: Option<RouteDone>| {
+            Applied {
+                route,
+                ..Applied::default()
+            }
+            .action(&timing)
+            .ok()
+        };
+        let undeployed = RouteDone::Undeployed {
+            route: route.clone(),
+            stage: "live".to_owned(),
+        };
+        assert_eq!(ends(Some(undeployed)), Some(Action::requeue(timing.resync)));
+        assert_eq!(
+            ends(Some(RouteDone::PolicyPending { route })),
+            Some(Action::requeue(timing.pending))
+        );
+        assert_eq!(ends(None), Some(Action::requeue(timing.pending)));
+    }
 }

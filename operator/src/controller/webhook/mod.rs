@@ -80,7 +80,7 @@ async fn converge(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Resul
     )
     .await;
     write(api, webhook, webhook.status.as_ref(), &next).await?;
-    applied.action(ctx)
+    applied.action(&ctx.timing)
 }
 
 /// Writes the fields the reconcile owns ([`status::operator_fields`]) unless they are
