@@ -53,16 +53,21 @@ async fn main() -> Result<()> {
         .await?;
     let namespace = bench.kube.namespace(&client, "scale").await?;
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
-    gateways
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "hookline.dev/v1alpha1", "kind": "WebhookGateway",
-                "metadata": {"name": "bench"},
-                "spec": {"hostname": format!("hooks.{zone}"), "hostedZone": {"name": zone}, "throttling": {"rateLimit": 1000, "burstLimit": 2000}}
-            }))?,
-        )
-        .await?;
+    // A REST API holds 300 resources by default (AWS's "Resources per API"): the
+    // Webhooks go PER_GATEWAY to a gateway, each its own REST API.
+    let gateway_count = m.max(n).div_ceil(PER_GATEWAY).max(1);
+    for g in 0..gateway_count {
+        gateways
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "hookline.dev/v1alpha1", "kind": "WebhookGateway",
+                    "metadata": {"name": gateway_name(g)},
+                    "spec": {"hostname": format!("hooks-{g}.{zone}"), "hostedZone": {"name": zone}, "throttling": {"rateLimit": 1000, "burstLimit": 2000}}
+                }))?,
+            )
+            .await?;
+    }
 
     let metrics_port = hookline_tests::process::free_port()?;
     let mut operator = start_operator(&bench, &binary, metrics_port, resync)?;
@@ -74,20 +79,27 @@ async fn main() -> Result<()> {
 
     wait(
         &mut operator,
-        "the gateway Ready",
-        Duration::from_secs(300),
+        &format!("{gateway_count} gateways Ready"),
+        Duration::from_secs(600),
         || async {
-            let gateway = gateways.get("bench").await?;
-            Ok(gateway.status.is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            }))
+            let all = gateways.list(&ListParams::default()).await?;
+            Ok(all
+                .items
+                .iter()
+                .filter(|gateway| {
+                    gateway.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count()
+                == gateway_count)
         },
     )
     .await?;
-
-    println!("{}", memory(pid, "with 0 Webhooks (gateway Ready)")?);
+    println!("{gateway_count} gateways Ready ({PER_GATEWAY} Webhooks each, one REST API each)");
+    println!("{}", memory(pid, "with 0 Webhooks (gateways Ready)")?);
 
     let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
     let before = scrape(metrics_port).await?;
@@ -165,6 +177,18 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// Webhooks per gateway: with `/`, the shared `/bench` and one resource each, 252 of
+/// the 300 resources a REST API holds by default.
+const PER_GATEWAY: usize = 250;
+
+fn gateway_name(index: usize) -> String {
+    if index == 0 {
+        "bench".to_owned()
+    } else {
+        format!("bench-{index}")
+    }
+}
+
 fn start_operator(
     bench: &Bench,
     binary: &std::path::Path,
@@ -199,7 +223,7 @@ async fn create(
             "apiVersion": "hookline.dev/v1alpha1", "kind": "Webhook",
             "metadata": {"name": format!("wh-{i}"), "namespace": namespace},
             "spec": {
-                "gatewayRef": {"name": "bench"},
+                "gatewayRef": {"name": gateway_name(i / PER_GATEWAY)},
                 "path": format!("/bench/wh-{i}"),
                 "worker": {"template": {"spec": {"containers": [{"name": "handler", "image": "handler:1"}]}}}
             }
