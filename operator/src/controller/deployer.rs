@@ -82,14 +82,48 @@ impl Deployer {
     }
 }
 
-/// What a gateway's next deployment must cover: the latest route change a Webhook
-/// reconcile made on the REST API, and the Webhooks waiting to see theirs live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a gateway's next deployment must cover: the Webhooks waiting to see their
+/// routes live, each with the moment its latest route change was complete.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pending {
-    /// When the latest change was complete.
-    pub changed_at: Instant,
-    /// The Webhooks whose routes wait for the deployment.
-    pub waiting: Vec<ObjectRef<Webhook>>,
+    /// The Webhooks whose routes wait for the deployment, and when each changed.
+    pub waiting: Vec<(ObjectRef<Webhook>, Instant)>,
+    /// A change of the gateway's own that no deployment has carried yet (a resource
+    /// policy whose deployment failed), and when it was made.
+    pub own_change: Option<Instant>,
+}
+
+impl Pending {
+    /// A change of the gateway's own, made at `at`, to deploy.
+    pub fn own(at: Instant) -> Self {
+        Self {
+            waiting: Vec::new(),
+            own_change: Some(at),
+        }
+    }
+
+    /// When the latest change it covers was complete.
+    pub fn changed_at(&self) -> Option<Instant> {
+        self.waiting
+            .iter()
+            .map(|(_, at)| *at)
+            .chain(self.own_change)
+            .max()
+    }
+
+    /// The Webhooks it covers.
+    pub fn webhooks(&self) -> Vec<ObjectRef<Webhook>> {
+        self.waiting.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Adds `reference` (changed at `at`), or moves its change time when `changed`.
+    fn add(&mut self, reference: ObjectRef<Webhook>, at: Instant, changed: bool) {
+        match self.waiting.iter_mut().find(|(r, _)| *r == reference) {
+            Some((_, known)) if changed => *known = (*known).max(at),
+            Some(_) => {}
+            None => self.waiting.push((reference, at)),
+        }
+    }
 }
 
 /// Deployment requests from Webhook reconciles to gateway reconciles. A Webhook
@@ -135,21 +169,17 @@ impl DeployRequests {
         receiver
     }
 
-    /// Asks `gateway`'s reconcile to deploy `api_id`, for `webhook`'s route changed
-    /// just now.
-    pub fn request(&self, api_id: &str, gateway: &str, webhook: &Webhook) {
+    /// Asks `gateway`'s reconcile to deploy `api_id` for `webhook`'s route: changed
+    /// just now (`changed`), or built earlier and not live yet. Only a change moves the
+    /// time a deployment must start after: a Webhook that asks again while it waits
+    /// must not push the deployment it waits for further away (with hundreds waiting
+    /// and asking, no gateway reconcile ever read after the latest request).
+    pub fn request(&self, api_id: &str, gateway: &str, webhook: &Webhook, changed: bool) {
         let reference = ObjectRef::from_obj(webhook);
-        {
-            let mut pending = locked(&self.pending);
-            let entry = pending.entry(api_id.to_owned()).or_insert_with(|| Pending {
-                changed_at: Instant::now(),
-                waiting: Vec::new(),
-            });
-            entry.changed_at = Instant::now();
-            if !entry.waiting.contains(&reference) {
-                entry.waiting.push(reference);
-            }
-        }
+        locked(&self.pending)
+            .entry(api_id.to_owned())
+            .or_default()
+            .add(reference, Instant::now(), changed);
         if let Some(uid) = &webhook.metadata.uid {
             locked(&self.awaiting).insert(uid.clone());
         }
@@ -157,34 +187,39 @@ impl DeployRequests {
             .retain(|sender| sender.unbounded_send(ObjectRef::new(gateway)).is_ok());
     }
 
-    /// What the next deployment of `api_id` must cover, taken (a deployment that
-    /// fails gives it back with [`Self::restore`]), when every change it covers was
-    /// made before `read_at`, the moment the gateway read the Webhooks it applies:
-    /// a change made since may rest on state it did not see (a new route's
-    /// source-IP allow list), and its request has queued another gateway reconcile.
+    /// What the next deployment of `api_id` covers, taken (a deployment that fails
+    /// gives it back with [`Self::restore`]): the routes changed before `read_at`, the
+    /// moment the gateway read the Webhooks it applies. A route changed since may
+    /// rest on state it did not see (a new route's source-IP allow list); it stays
+    /// for the next deployment, which its request has already queued a gateway
+    /// reconcile for. Taking what is covered rather than all or nothing keeps a
+    /// stream of new Webhooks from holding back the ones before them.
     pub fn take_before(&self, api_id: &str, read_at: Instant) -> Option<Pending> {
         let mut pending = locked(&self.pending);
-        if pending.get(api_id)?.changed_at > read_at {
-            return None;
+        let entry = pending.get_mut(api_id)?;
+        let (covered, later): (Vec<_>, Vec<_>) = std::mem::take(&mut entry.waiting)
+            .into_iter()
+            .partition(|(_, at)| *at <= read_at);
+        entry.waiting = later;
+        let own_change = entry.own_change.take_if(|at| *at <= read_at);
+        if entry.waiting.is_empty() && entry.own_change.is_none() {
+            pending.remove(api_id);
         }
-        pending.remove(api_id)
+        let taken = Pending {
+            waiting: covered,
+            own_change,
+        };
+        (taken.changed_at().is_some()).then_some(taken)
     }
 
     /// Puts back what a failed deployment did not cover (merged with what came since).
     pub fn restore(&self, api_id: &str, taken: Pending) {
         let mut pending = locked(&self.pending);
-        match pending.get_mut(api_id) {
-            Some(entry) => {
-                for reference in taken.waiting {
-                    if !entry.waiting.contains(&reference) {
-                        entry.waiting.push(reference);
-                    }
-                }
-            }
-            None => {
-                pending.insert(api_id.to_owned(), taken);
-            }
+        let entry = pending.entry(api_id.to_owned()).or_default();
+        for (reference, at) in taken.waiting {
+            entry.add(reference, at, true);
         }
+        entry.own_change = entry.own_change.max(taken.own_change);
     }
 
     /// Wakes the Webhooks whose routes a deployment made live.
@@ -232,7 +267,7 @@ mod tests {
         let mut gateways = requests.gateway_triggers();
         let before = Instant::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        requests.request("api", "gw", &webhook("a"));
+        requests.request("api", "gw", &webhook("a"), true);
         assert_eq!(
             futures::StreamExt::next(&mut gateways).await,
             Some(ObjectRef::new("gw"))
@@ -243,7 +278,7 @@ mod tests {
         assert_eq!(waiting, Some(1));
         assert_eq!(requests.take_before("api", Instant::now()), None);
         // A failed deployment gives it back, merged with what came meanwhile.
-        requests.request("api", "gw", &webhook("b"));
+        requests.request("api", "gw", &webhook("b"), true);
         if let Some(taken) = taken {
             requests.restore("api", taken);
         }
@@ -252,6 +287,38 @@ mod tests {
         assert!(requests.awaits("a"));
         requests.seen_live("a");
         assert!(!requests.awaits("a"));
+    }
+
+    #[tokio::test]
+    async fn waiting_webhooks_that_ask_again_do_not_hold_back_their_deployment() {
+        let requests = DeployRequests::default();
+        requests.request("api", "gw", &webhook("a"), true);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let read_at = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // After the gateway's read: "a" asks again while it waits, "b" is new.
+        requests.request("api", "gw", &webhook("a"), false);
+        requests.request("api", "gw", &webhook("b"), true);
+        let taken = requests.take_before("api", read_at).map(|p| p.webhooks());
+        assert_eq!(taken, Some(vec![ObjectRef::from_obj(&webhook("a"))]));
+        let next = requests
+            .take_before("api", Instant::now())
+            .map(|p| p.webhooks());
+        assert_eq!(
+            next,
+            Some(vec![ObjectRef::from_obj(&webhook("b"))]),
+            "the new one waits for the next deployment"
+        );
+    }
+
+    #[test]
+    fn a_failed_deployment_of_the_gateways_own_change_is_taken_again() {
+        let requests = DeployRequests::default();
+        let changed = Instant::now();
+        requests.restore("api", Pending::own(changed));
+        let taken = requests.take_before("api", Instant::now());
+        assert_eq!(taken.and_then(|p| p.changed_at()), Some(changed));
+        assert_eq!(requests.take_before("api", Instant::now()), None);
     }
 
     #[tokio::test]

@@ -370,8 +370,8 @@ pub async fn shared(
         return;
     }
     // A resource policy takes effect only once deployed.
-    let changed_at = match &requested {
-        Some(pending) if !policy_changed => pending.changed_at,
+    let changed_at = match requested.as_ref().and_then(Pending::changed_at) {
+        Some(at) if !policy_changed => at,
         _ => Instant::now(),
     };
     match ctx
@@ -380,7 +380,7 @@ pub async fn shared(
         .await
     {
         Ok(()) => {
-            let waiting = requested.map(|p| p.waiting).unwrap_or_default();
+            let waiting = requested.map(|p| p.webhooks()).unwrap_or_default();
             tracing::info!(api = %api_id, %stage, routes = waiting.len(), "deployed the REST API");
             if policy_changed || policy_read {
                 ctx.remember_policy(api_id, policy);
@@ -392,10 +392,7 @@ pub async fn shared(
             // now reads back unchanged.
             ctx.deploys.restore(
                 api_id,
-                requested.unwrap_or(Pending {
-                    changed_at,
-                    waiting: Vec::new(),
-                }),
+                requested.unwrap_or_else(|| Pending::own(changed_at)),
             );
             applied.shared_failures.push(e);
             applied.deploy_pending = true;

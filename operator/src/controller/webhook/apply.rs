@@ -211,7 +211,7 @@ async fn route(
         resource_id,
     };
     if !live {
-        ctx.deploys.request(api_id, &plan.gateway, webhook);
+        ctx.deploys.request(api_id, &plan.gateway, webhook, changed);
         return Ok(RouteDone::Undeployed {
             route,
             stage: plan.stage.clone(),
