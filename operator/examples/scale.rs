@@ -73,8 +73,9 @@ async fn main() -> Result<()> {
     let mut operator = start_operator(&bench, &binary, metrics_port, resync)?;
     let pid = operator.id();
     println!(
-        "operator pid {pid}, bench ready in {:.1}s",
-        bench.started_in().as_secs_f64()
+        "operator pid {pid}, bench ready in {:.1}s, log {}",
+        bench.started_in().as_secs_f64(),
+        bench.workdir().join("operator.log").display()
     );
 
     wait(
@@ -205,7 +206,12 @@ fn start_operator(
         .env("HOOKLINE_LEADER_ELECTION", "false")
         .env("HOOKLINE_METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("HOOKLINE_RESYNC_SECONDS", resync.to_string())
-        .env("RUST_LOG", "warn")
+        // HOOKLINE_BENCH_LOG: the operator's log filter, for a run that needs a look
+        // inside (the log is operator.log in the bench's directory).
+        .env(
+            "RUST_LOG",
+            std::env::var("HOOKLINE_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
