@@ -17,7 +17,9 @@
 //!
 //! `make bench-worker` builds the release binary and runs this (`MESSAGES=n` to
 //! change the count, `HOOKLINE_WORKER_BIN` to use another binary; the worker's own
-//! `HOOKLINE_*` variables, e.g. `HOOKLINE_CONCURRENCY`, pass through). Figures go to
+//! `HOOKLINE_*` variables, e.g. `HOOKLINE_CONCURRENCY`, pass through).
+//! `BENCH_SERVERS=elasticmq` or `BENCH_CONSUMERS=hookline-worker` run a subset
+//! (e.g. to profile the worker, whose PID is printed when it starts). Figures go to
 //! `docs/benchmarks.md`.
 
 #![allow(clippy::print_stdout)]
@@ -157,10 +159,18 @@ async fn main() -> Result<()> {
     }
 
     let mut results = Vec::new();
+    let servers: Vec<&Server> = servers
+        .iter()
+        .filter(|s| chosen("BENCH_SERVERS", s.name))
+        .collect();
+    let consumers: Vec<Consumer> = [Consumer::Worker, Consumer::Boto3]
+        .into_iter()
+        .filter(|c| chosen("BENCH_CONSUMERS", c.name()))
+        .collect();
     for server in &servers {
         let sqs = aws_sdk_sqs::Client::new(&server.sdk);
         warm_up(&sqs, server.name).await?;
-        for consumer in [Consumer::Worker, Consumer::Boto3] {
+        for &consumer in &consumers {
             let queue = create_queue(&sqs, server.name, consumer).await?;
             fill(&sqs, &queue, messages, groups).await?;
             seen.handled.store(0, Ordering::Relaxed);
@@ -193,10 +203,11 @@ async fn main() -> Result<()> {
                 latencies,
             };
             println!(
-                "{} on {}: {:.1} s",
+                "{} on {}: {:.1} s (load average {})",
                 consumer.name(),
                 server.name,
-                figures.seconds
+                figures.seconds,
+                load_average()
             );
             results.push(figures);
         }
@@ -234,7 +245,7 @@ async fn main() -> Result<()> {
          (3,000 msg/s); p50/p99: receive-to-handler latency, from the consumer reading \
          the message from its ReceiveMessage answer to the handler getting the request."
     );
-    for server in &servers {
+    for server in servers {
         let pick = |c: Consumer| {
             results
                 .iter()
@@ -250,6 +261,23 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The machine's 1-minute load average: on a shared machine the figures are only
+/// comparable at similar loads.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Whether `name` is among the comma-separated names in `variable` (all when unset).
+fn chosen(variable: &str, name: &str) -> bool {
+    std::env::var(variable).map_or(true, |list| {
+        list.split(',')
+            .any(|n| n.trim().eq_ignore_ascii_case(&name.replace(' ', "-")))
+    })
 }
 
 /// The `p`-quantile (nearest rank) of sorted values; NaN when there are none.
@@ -416,6 +444,7 @@ async fn run_worker(
         .stdout(Stdio::null())
         .spawn()
         .context("starting hookline-worker")?;
+    println!("hookline-worker on {}: pid {}", server.name, child.id());
     let deadline = Instant::now() + Duration::from_secs(1800);
     while seen.handled.load(Ordering::Relaxed) < messages {
         if Instant::now() > deadline || child.try_wait()?.is_some() {
