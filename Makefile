@@ -29,16 +29,17 @@ chart: ## Check the Helm chart only: lint, render, install on a new API server, 
 	$(CARGO) build -q -p hookline-operator --bins
 	$(CARGO) test -p hookline-tests --test chart
 
-bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs and the emulator venvs (MiniStack, moto, LocalStack) into ~/.cache/hookline (tests do it on demand)
+bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs, the emulator venvs (MiniStack, moto, LocalStack) and fetch ElasticMQ into ~/.cache/hookline (tests do it on demand)
 	tests/kube-bench/build.sh
 	tests/helm/build.sh
 	tests/velocity/build.sh
 	tests/promtool/build.sh
 	tests/monitoring-crds/gen.sh
 	tests/emulators/setup.sh
+	tests/elasticmq/setup.sh
 
-bench-worker: ## Benchmark the release worker against a boto3 loop on MiniStack (prints figures)
-	$(CARGO) build --release -p hookline-worker
+bench-worker: ## Benchmark the release worker against a boto3 loop on ElasticMQ and MiniStack: msgs/s, CPU per 10k msgs, receive-to-handler p50/p99 (MESSAGES=n; HOOKLINE_WORKER_BIN=path)
+	$(if $(HOOKLINE_WORKER_BIN),,$(CARGO) build --release -p hookline-worker)
 	$(CARGO) run -q -p hookline-worker --example throughput -- $(or $(MESSAGES),10000)
 
 bench-operator: ## Benchmark the release operator: N=200 then M=1000 Webhooks, then HOLD=10 minutes at rest (prints figures)

@@ -269,7 +269,7 @@ impl Emulator {
 
 /// True when `GET path` on the port answers 2xx. A hand-written HTTP/1.0 request keeps
 /// an HTTP client library out of the bench for this one probe.
-async fn http_status(port: u16, path: &str) -> bool {
+pub(crate) async fn http_status(port: u16, path: &str) -> bool {
     let probe = async {
         let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         stream

@@ -8,6 +8,8 @@
 //! - [`process`]: child processes tied to this process's life, with log files.
 //! - [`kube`]: certificates, etcd, kube-apiserver, kubeconfig, CRD installation.
 //! - [`aws`]: the emulators and SDK configs pointed at them.
+//! - [`elasticmq`]: ElasticMQ, a fast SQS-compatible server for benchmarks (not a
+//!   correctness oracle: see docs/emulators.md).
 //! - [`iam`]: IAM users holding only the chart's policies, for enforced-IAM tests.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
 //! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
@@ -25,6 +27,7 @@
 
 pub mod aws;
 pub mod chart_docs;
+pub mod elasticmq;
 pub mod iam;
 pub mod kube;
 pub mod process;

@@ -1,5 +1,8 @@
 """The consumer a team would otherwise write: receive up to 10, POST each to the
 handler, delete it. The baseline for `make bench-worker`; it prints one JSON line.
+Like hookline-worker, it tells the handler when it read each message from the
+receive's answer (`Hookline-Received-At`, epoch milliseconds), so the benchmark
+measures both consumers' receive-to-handler latency the same way.
 
 Usage: python boto3_consumer.py QUEUE_URL HANDLER_URL COUNT
 (AWS_ENDPOINT_URL and test credentials come from the environment)
@@ -33,8 +36,14 @@ def main() -> None:
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
+        received_at = "%.3f" % (time.time() * 1000)
         for message in out.get("Messages", []):
-            conn.request("POST", target.path or "/", body=message["Body"].encode())
+            conn.request(
+                "POST",
+                target.path or "/",
+                body=message["Body"].encode(),
+                headers={"Hookline-Received-At": received_at},
+            )
             response = conn.getresponse()
             response.read()
             if 200 <= response.status < 300:

@@ -37,7 +37,8 @@ pub trait Handler: Send + Sync + 'static {
 
 /// POSTs each delivery to an HTTP endpoint (the team's container, usually
 /// `http://127.0.0.1:8080/`), with the original headers plus `Hookline-Message-Id`,
-/// `Hookline-Group-Id` and `Hookline-Receive-Count`. A `2xx` answer means done;
+/// `Hookline-Group-Id`, `Hookline-Receive-Count` and `Hookline-Received-At`. A `2xx`
+/// answer means done;
 /// any other status, a connection error or a timeout means retry.
 #[derive(Debug, Clone)]
 pub struct HttpHandler {
@@ -93,6 +94,9 @@ impl HttpHandler {
                 headers::RECEIVE_COUNT,
                 HeaderValue::from(delivery.receive_count),
             );
+            if let Some(at) = epoch_millis(delivery.received_at) {
+                headers.insert(headers::RECEIVED_AT, HeaderValue::from_str(&at)?);
+            }
         }
         request.body(Full::new(delivery.body.clone()))
     }
@@ -129,9 +133,63 @@ impl Handler for HttpHandler {
     }
 }
 
+/// `at` as Unix epoch milliseconds with a microsecond fraction; `None` before 1970.
+fn epoch_millis(at: std::time::SystemTime) -> Option<String> {
+    let since = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!(
+        "{}.{:03}",
+        since.as_millis(),
+        since.subsec_micros() % 1000
+    ))
+}
+
 fn retry(reason: String) -> Outcome {
     Outcome::Retry {
         after: None,
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn millis(at: SystemTime) -> f64 {
+        at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
+    }
+
+    #[test]
+    fn the_request_says_when_the_worker_received_the_message() {
+        let before = millis(SystemTime::now());
+        let message = Message::builder()
+            .message_id("m-1")
+            .receipt_handle("r-1")
+            .body("{}")
+            .attributes(MessageSystemAttributeName::MessageGroupId, "g")
+            .build();
+        let delivery = Delivery::from_sqs(message).unwrap();
+        let after = millis(SystemTime::now());
+        let handler = HttpHandler::new(Uri::from_static("http://127.0.0.1:1/"), Duration::ZERO);
+        let request = handler.request(&delivery).unwrap();
+        let value = request.headers()[headers::RECEIVED_AT].to_str().unwrap();
+        let (whole, fraction) = value.split_once('.').unwrap();
+        assert_eq!(fraction.len(), 3, "microseconds: {value}");
+        assert!(whole.bytes().all(|b| b.is_ascii_digit()), "{value}");
+        let at: f64 = value.parse().unwrap();
+        // The header has microseconds; the bounds are read as floats, so allow one.
+        assert!(
+            before - 0.001 <= at && at <= after + 0.001,
+            "{before} <= {at} <= {after}"
+        );
+    }
+
+    #[test]
+    fn epoch_millis_keeps_microseconds() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_764_612_345_123_456);
+        assert_eq!(epoch_millis(at).as_deref(), Some("1764612345123.456"));
+        let at = UNIX_EPOCH + Duration::from_micros(1_000_007);
+        assert_eq!(epoch_millis(at).as_deref(), Some("1000.007"));
     }
 }

@@ -17,6 +17,11 @@ pub mod headers {
     pub const GROUP_ID: &str = "hookline-group-id";
     /// How many times SQS has delivered this message (1 on the first try).
     pub const RECEIVE_COUNT: &str = "hookline-receive-count";
+    /// When the worker read this delivery from SQS's answer, in Unix epoch
+    /// milliseconds with a microsecond fraction (`1764612345123.456`): the handler's
+    /// arrival time minus this is the time the message spent inside the worker
+    /// (waiting behind its group, verification, the HTTP call).
+    pub const RECEIVED_AT: &str = "hookline-received-at";
 }
 
 /// One queued webhook request, as the handler sees it.
@@ -31,6 +36,8 @@ pub struct Delivery {
     /// When the gateway put the request on the queue: [`QUEUED_AT_ATTRIBUTE`] for a
     /// message the worker moved (dead-lettered, redriven), else SQS's SentTimestamp.
     pub sent_at: Option<std::time::SystemTime>,
+    /// When the worker read this delivery from SQS's answer to its receive.
+    pub received_at: std::time::SystemTime,
     /// The raw request body.
     pub body: Bytes,
     /// The forwarded request headers.
@@ -56,6 +63,7 @@ impl Delivery {
     /// Reads an SQS message received with all system and message attributes.
     /// Unreadable headers are dropped one by one (and logged), never the message.
     pub fn from_sqs(message: Message) -> Result<Self, WireError> {
+        let received_at = std::time::SystemTime::now();
         let message_id = message.message_id.unwrap_or_default();
         let missing = |what| WireError::Missing {
             message_id: message_id.clone(),
@@ -81,6 +89,7 @@ impl Delivery {
             group_id,
             receive_count,
             sent_at,
+            received_at,
             body: Bytes::from(message.body.unwrap_or_default()),
             headers,
             receipt_handle,
