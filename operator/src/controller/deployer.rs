@@ -83,11 +83,12 @@ impl Deployer {
 }
 
 /// What a gateway's next deployment must cover: the Webhooks waiting to see their
-/// routes live, each with the moment its latest route change was complete.
+/// routes live, each with the moment its latest route change was complete (`None`:
+/// built earlier, by a pass or a process before, and any deployment covers it).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pending {
     /// The Webhooks whose routes wait for the deployment, and when each changed.
-    pub waiting: Vec<(ObjectRef<Webhook>, Instant)>,
+    pub waiting: Vec<(ObjectRef<Webhook>, Option<Instant>)>,
     /// A change of the gateway's own that no deployment has carried yet (a resource
     /// policy whose deployment failed), and when it was made.
     pub own_change: Option<Instant>,
@@ -106,7 +107,7 @@ impl Pending {
     pub fn changed_at(&self) -> Option<Instant> {
         self.waiting
             .iter()
-            .map(|(_, at)| *at)
+            .filter_map(|(_, at)| *at)
             .chain(self.own_change)
             .max()
     }
@@ -116,11 +117,10 @@ impl Pending {
         self.waiting.iter().map(|(r, _)| r.clone()).collect()
     }
 
-    /// Adds `reference` (changed at `at`), or moves its change time when `changed`.
-    fn add(&mut self, reference: ObjectRef<Webhook>, at: Instant, changed: bool) {
+    /// Adds `reference`, or moves its change time to `at` when it has one.
+    fn add(&mut self, reference: ObjectRef<Webhook>, at: Option<Instant>) {
         match self.waiting.iter_mut().find(|(r, _)| *r == reference) {
-            Some((_, known)) if changed => *known = (*known).max(at),
-            Some(_) => {}
+            Some((_, known)) => *known = (*known).max(at),
             None => self.waiting.push((reference, at)),
         }
     }
@@ -169,17 +169,28 @@ impl DeployRequests {
         receiver
     }
 
-    /// Asks `gateway`'s reconcile to deploy `api_id` for `webhook`'s route: changed
-    /// just now (`changed`), or built earlier and not live yet. Only a change moves the
-    /// time a deployment must start after: a Webhook that asks again while it waits
-    /// must not push the deployment it waits for further away (with hundreds waiting
-    /// and asking, no gateway reconcile ever read after the latest request).
-    pub fn request(&self, api_id: &str, gateway: &str, webhook: &Webhook, changed: bool) {
+    /// Asks `gateway`'s reconcile to deploy `api_id`, for `webhook`'s route changed
+    /// just now.
+    pub fn request(&self, api_id: &str, gateway: &str, webhook: &Webhook) {
+        self.ask(api_id, gateway, webhook, Some(Instant::now()));
+    }
+
+    /// Asks again for `webhook`'s route, built earlier and not live yet (a pass that
+    /// changed nothing): it joins the next deployment without moving the moment a
+    /// deployment must start after. Only a change does that; otherwise hundreds of
+    /// waiting Webhooks, each asking again every pass, would keep that moment later
+    /// than any gateway reconcile's reading (see [`Self::take_before`]), and the
+    /// deployment that would make them live would never be taken.
+    pub fn remind(&self, api_id: &str, gateway: &str, webhook: &Webhook) {
+        self.ask(api_id, gateway, webhook, None);
+    }
+
+    fn ask(&self, api_id: &str, gateway: &str, webhook: &Webhook, changed_at: Option<Instant>) {
         let reference = ObjectRef::from_obj(webhook);
         locked(&self.pending)
             .entry(api_id.to_owned())
             .or_default()
-            .add(reference, Instant::now(), changed);
+            .add(reference, changed_at);
         if let Some(uid) = &webhook.metadata.uid {
             locked(&self.awaiting).insert(uid.clone());
         }
@@ -199,7 +210,7 @@ impl DeployRequests {
         let entry = pending.get_mut(api_id)?;
         let (covered, later): (Vec<_>, Vec<_>) = std::mem::take(&mut entry.waiting)
             .into_iter()
-            .partition(|(_, at)| *at <= read_at);
+            .partition(|(_, at)| at.is_none_or(|at| at <= read_at));
         entry.waiting = later;
         let own_change = entry.own_change.take_if(|at| *at <= read_at);
         if entry.waiting.is_empty() && entry.own_change.is_none() {
@@ -209,7 +220,7 @@ impl DeployRequests {
             waiting: covered,
             own_change,
         };
-        (taken.changed_at().is_some()).then_some(taken)
+        (!taken.waiting.is_empty() || taken.own_change.is_some()).then_some(taken)
     }
 
     /// Puts back what a failed deployment did not cover (merged with what came since).
@@ -217,7 +228,7 @@ impl DeployRequests {
         let mut pending = locked(&self.pending);
         let entry = pending.entry(api_id.to_owned()).or_default();
         for (reference, at) in taken.waiting {
-            entry.add(reference, at, true);
+            entry.add(reference, at);
         }
         entry.own_change = entry.own_change.max(taken.own_change);
     }
@@ -233,6 +244,16 @@ impl DeployRequests {
                 sender.unbounded_send(reference.clone()).is_ok()
             });
         }
+    }
+
+    /// Whether `webhook` waits in the request for `api_id`'s next deployment, which
+    /// no gateway reconcile has taken yet: its route is certainly not live, and
+    /// asking AWS would only spend the API Gateway quota the routes being made need.
+    pub fn is_waiting(&self, api_id: &str, webhook: &Webhook) -> bool {
+        let reference = ObjectRef::from_obj(webhook);
+        locked(&self.pending)
+            .get(api_id)
+            .is_some_and(|p| p.waiting.iter().any(|(r, _)| *r == reference))
     }
 
     /// Whether the Webhook `uid` asked for a deployment and has not yet done what
@@ -267,7 +288,7 @@ mod tests {
         let mut gateways = requests.gateway_triggers();
         let before = Instant::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        requests.request("api", "gw", &webhook("a"), true);
+        requests.request("api", "gw", &webhook("a"));
         assert_eq!(
             futures::StreamExt::next(&mut gateways).await,
             Some(ObjectRef::new("gw"))
@@ -278,7 +299,7 @@ mod tests {
         assert_eq!(waiting, Some(1));
         assert_eq!(requests.take_before("api", Instant::now()), None);
         // A failed deployment gives it back, merged with what came meanwhile.
-        requests.request("api", "gw", &webhook("b"), true);
+        requests.request("api", "gw", &webhook("b"));
         if let Some(taken) = taken {
             requests.restore("api", taken);
         }
@@ -292,15 +313,29 @@ mod tests {
     #[tokio::test]
     async fn waiting_webhooks_that_ask_again_do_not_hold_back_their_deployment() {
         let requests = DeployRequests::default();
-        requests.request("api", "gw", &webhook("a"), true);
+        requests.request("api", "gw", &webhook("a"));
         tokio::time::sleep(Duration::from_millis(5)).await;
         let read_at = Instant::now();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        // After the gateway's read: "a" asks again while it waits, "b" is new.
-        requests.request("api", "gw", &webhook("a"), false);
-        requests.request("api", "gw", &webhook("b"), true);
+        // After the gateway's read: "a" asks again while it waits, "c" (built by an
+        // earlier process) asks for the first time, "b" is a new change.
+        requests.remind("api", "gw", &webhook("a"));
+        requests.remind("api", "gw", &webhook("c"));
+        requests.request("api", "gw", &webhook("b"));
+        assert!(requests.is_waiting("api", &webhook("b")));
+        assert!(!requests.is_waiting("other", &webhook("b")));
         let taken = requests.take_before("api", read_at).map(|p| p.webhooks());
-        assert_eq!(taken, Some(vec![ObjectRef::from_obj(&webhook("a"))]));
+        assert_eq!(
+            taken,
+            Some(vec![
+                ObjectRef::from_obj(&webhook("a")),
+                ObjectRef::from_obj(&webhook("c"))
+            ])
+        );
+        assert!(
+            !requests.is_waiting("api", &webhook("a")),
+            "taken: AWS says if live"
+        );
         let next = requests
             .take_before("api", Instant::now())
             .map(|p| p.webhooks());

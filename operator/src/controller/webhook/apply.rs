@@ -200,7 +200,9 @@ async fn route(
         .map_err(at(ROUTE_READY))?;
     // Unchanged now is not deployed: a change made just before the operator stopped
     // may never have been deployed. AWS knows; memory does not survive a restart.
+    // Still in the request for the next deployment: not live, no need to ask.
     let live = !changed
+        && !ctx.deploys.is_waiting(api_id, webhook)
         && aws
             .apis
             .route_is_live(api_id, &resource_id, &plan.stage)
@@ -211,7 +213,11 @@ async fn route(
         resource_id,
     };
     if !live {
-        ctx.deploys.request(api_id, &plan.gateway, webhook, changed);
+        if changed {
+            ctx.deploys.request(api_id, &plan.gateway, webhook);
+        } else {
+            ctx.deploys.remind(api_id, &plan.gateway, webhook);
+        }
         return Ok(RouteDone::Undeployed {
             route,
             stage: plan.stage.clone(),
