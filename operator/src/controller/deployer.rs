@@ -138,6 +138,20 @@ impl DeployRequests {
     /// Asks `gateway`'s reconcile to deploy `api_id`, for `webhook`'s route changed
     /// just now.
     pub fn request(&self, api_id: &str, gateway: &str, webhook: &Webhook) {
+        self.ask(api_id, gateway, webhook, true);
+    }
+
+    /// Asks again for `webhook`'s route changed earlier and not live yet (a pass
+    /// that changed nothing): it joins the next deployment without moving the
+    /// moment the changes were complete. Only a change does that; otherwise the
+    /// Webhooks still waiting, each asking again every pass, would keep that moment
+    /// later than any gateway reconcile's reading (see [`Self::take_before`]), and
+    /// the deployment that would make them live would never be taken.
+    pub fn remind(&self, api_id: &str, gateway: &str, webhook: &Webhook) {
+        self.ask(api_id, gateway, webhook, false);
+    }
+
+    fn ask(&self, api_id: &str, gateway: &str, webhook: &Webhook, changed: bool) {
         let reference = ObjectRef::from_obj(webhook);
         {
             let mut pending = locked(&self.pending);
@@ -145,7 +159,9 @@ impl DeployRequests {
                 changed_at: Instant::now(),
                 waiting: Vec::new(),
             });
-            entry.changed_at = Instant::now();
+            if changed {
+                entry.changed_at = Instant::now();
+            }
             if !entry.waiting.contains(&reference) {
                 entry.waiting.push(reference);
             }
@@ -252,6 +268,28 @@ mod tests {
         assert!(requests.awaits("a"));
         requests.seen_live("a");
         assert!(!requests.awaits("a"));
+    }
+
+    /// 200 Webhooks waiting for one deployment each ask again on every pass; the
+    /// gateway must still find the changes settled.
+    #[tokio::test]
+    async fn reminders_of_waiting_webhooks_do_not_postpone_the_deployment() {
+        let requests = DeployRequests::default();
+        requests.request("api", "gw", &webhook("a"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let read_at = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        requests.remind("api", "gw", &webhook("a"));
+        requests.remind("api", "gw", &webhook("b"));
+        let taken = requests.take_before("api", read_at);
+        assert_eq!(
+            taken.map(|p| p.waiting.len()),
+            Some(2),
+            "the reminders join the deployment the change asked for"
+        );
+        // A reminder with nothing pending (a restarted operator) asks anew.
+        requests.remind("api", "gw", &webhook("c"));
+        assert!(requests.take_before("api", Instant::now()).is_some());
     }
 
     #[tokio::test]

@@ -203,7 +203,11 @@ async fn route(
         resource_id,
     };
     if !live {
-        ctx.deploys.request(api_id, &plan.gateway, webhook);
+        if changed {
+            ctx.deploys.request(api_id, &plan.gateway, webhook);
+        } else {
+            ctx.deploys.remind(api_id, &plan.gateway, webhook);
+        }
         return Ok(RouteDone::Undeployed {
             route,
             stage: plan.stage.clone(),
