@@ -25,12 +25,18 @@ use tokio::time::Instant;
 
 use super::error::{AwsError, Service};
 
-/// A token bucket: `per_second` tokens a second, at most `burst` saved up.
+/// A token bucket: `per_second` tokens a second, at most `burst` saved up. Callers
+/// get tokens in the order they asked (first come, first served): at the quota,
+/// hundreds of reconciles wait at once, and a call that lost every race for a
+/// token (say, the gateway's deployment behind a crowd of Webhook reads) would
+/// otherwise wait without bound.
 #[derive(Debug)]
 pub struct TokenBucket {
     per_second: f64,
     burst: f64,
     state: Mutex<(f64, Instant)>,
+    /// Held by the caller whose turn it is (tokio's mutex queues waiters in order).
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl TokenBucket {
@@ -41,6 +47,7 @@ impl TokenBucket {
             per_second: per_second.max(f64::MIN_POSITIVE),
             burst,
             state: Mutex::new((burst, Instant::now())),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -49,8 +56,10 @@ impl TokenBucket {
         Self::new(1.0 / interval.as_secs_f64().max(f64::MIN_POSITIVE), 1)
     }
 
-    /// Waits until a token is available and takes it.
+    /// Waits until a token is available and takes it, after the callers that asked
+    /// before.
     pub async fn acquire(&self) {
+        let _turn = self.turn.lock().await;
         loop {
             let wait = {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -479,6 +488,35 @@ mod tests {
             (paced - 2.0).abs() < 0.01,
             "10 more at 5/s take 2 s, took {paced}"
         );
+    }
+
+    /// A caller that waits for a token is served before one that came later, even
+    /// when the latecomer asks at the very instant the token is due (it then used
+    /// to take it, and a caller could lose that race for ever).
+    #[tokio::test(start_paused = true)]
+    async fn tokens_go_to_callers_in_the_order_they_asked() {
+        let bucket = Arc::new(TokenBucket::new(1.0, 1));
+        bucket.acquire().await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let task = |name: &'static str, delay: Duration| {
+            let (bucket, order) = (bucket.clone(), order.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                bucket.acquire().await;
+                order
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(name);
+            })
+        };
+        // The latecomer's timer is set first, so it fires first at t = 1 s.
+        let late = task("late", Duration::from_secs(1));
+        tokio::task::yield_now().await;
+        let early = task("early", Duration::ZERO);
+        let _ = early.await;
+        let _ = late.await;
+        let order = order.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        assert_eq!(order, ["early", "late"], "served in the order they asked");
     }
 
     #[tokio::test(start_paused = true)]
