@@ -216,6 +216,16 @@ impl DeployRequests {
         }
     }
 
+    /// Whether `webhook` waits in the request for `api_id`'s next deployment, which
+    /// no gateway reconcile has taken yet: its route is certainly not live, and
+    /// asking AWS would only spend the API Gateway quota the routes being made need.
+    pub fn is_waiting(&self, api_id: &str, webhook: &Webhook) -> bool {
+        let reference = ObjectRef::from_obj(webhook);
+        locked(&self.pending)
+            .get(api_id)
+            .is_some_and(|p| p.waiting.contains(&reference))
+    }
+
     /// Whether the Webhook `uid` asked for a deployment and has not yet done what
     /// waited for it ([`Self::seen_live`]).
     pub fn awaits(&self, uid: &str) -> bool {
@@ -287,8 +297,14 @@ mod tests {
             Some(2),
             "the reminders join the deployment the change asked for"
         );
+        assert!(
+            !requests.is_waiting("api", &webhook("a")),
+            "taken: the deployment may be live, AWS says"
+        );
         // A reminder with nothing pending (a restarted operator) asks anew.
         requests.remind("api", "gw", &webhook("c"));
+        assert!(requests.is_waiting("api", &webhook("c")));
+        assert!(!requests.is_waiting("other", &webhook("c")));
         assert!(requests.take_before("api", Instant::now()).is_some());
     }
 

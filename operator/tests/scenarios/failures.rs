@@ -18,6 +18,7 @@ scenario!(
     a_failed_webhook_operation_is_reported_on_its_part_until_it_succeeds,
     a_failed_gateway_operation_is_reported_on_its_part_and_spares_the_others,
     aws_throttling_reads_as_retrying_never_as_a_failure,
+    a_webhook_waiting_for_a_deployment_does_not_ask_aws_whether_it_is_live,
     a_foreign_queue_under_the_webhooks_name_is_never_adopted_or_deleted_nor_blocks_deletion,
 );
 
@@ -161,6 +162,45 @@ async fn aws_throttling_reads_as_retrying_never_as_a_failure() -> Result<()> {
     .await?;
     s.aws.heal("PutMethod");
     s.until("the Webhook Ready", |p| async move {
+        p.webhook_is("stripe", READY, "True", RECONCILED).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// While a Webhook's route waits in the request for the next deployment (here, the
+/// gateway's CreateDeployment keeps failing), its passes do not ask AWS whether it
+/// is live (GetMethod, GetStage, GetDeployment) to learn what the operator knows: many new Webhooks waiting at once would
+/// otherwise spend the account's API Gateway quota that the routes being made need.
+async fn a_webhook_waiting_for_a_deployment_does_not_ask_aws_whether_it_is_live() -> Result<()> {
+    let mut s = Scenario::new("waiting", json!({})).await?;
+    s.until("the gateway Ready", |p| async move {
+        p.gateway_is(READY, "True", RECONCILED).await
+    })
+    .await?;
+    s.aws.fail(
+        "CreateDeployment",
+        AwsError::Other {
+            service: Service::ApiGateway,
+            operation: "CreateDeployment",
+            message: "InternalFailure (scenario)".to_owned(),
+            retryable: true,
+        },
+    );
+    s.create_webhook("stripe", "/stripe", json!({})).await?;
+    s.pass().await?;
+    // Only `route_is_live` reads deployments (the gateway reads its stage too).
+    let reads = s.aws.calls("GetDeployment");
+    for _ in 0..3 {
+        s.pass().await?;
+    }
+    ensure!(
+        s.aws.calls("GetDeployment") == reads,
+        "a waiting Webhook asked AWS {} times whether its route is live",
+        s.aws.calls("GetDeployment") - reads
+    );
+    s.aws.heal("CreateDeployment");
+    s.until("the Webhook Ready once deployed", |p| async move {
         p.webhook_is("stripe", READY, "True", RECONCILED).await
     })
     .await?;

@@ -192,7 +192,9 @@ async fn route(
         .map_err(at(ROUTE_READY))?;
     // Unchanged now is not deployed: a change made just before the operator stopped
     // may never have been deployed. AWS knows; memory does not survive a restart.
+    // Still in the request for the next deployment: not live, no need to ask.
     let live = !changed
+        && !ctx.deploys.is_waiting(api_id, webhook)
         && aws
             .apis
             .route_is_live(api_id, &resource_id, &plan.stage)
