@@ -7,12 +7,19 @@
 //! (resident and peak) at 0 and N Webhooks; then grows to M Webhooks, waits until they
 //! serve, and samples its memory once a minute for HOLD minutes at rest.
 //!
+//! The floor: from the API Gateway calls the create made (per operation, from the
+//! operator's /metrics) and AWS's published quotas (`aws::limits::APIGATEWAY_QUOTAS`),
+//! the least time AWS would allow for them ([`api_gateway_floor`]), next to the time
+//! measured and their ratio; with the emulator's and the operator's CPU time, and how
+//! often a Webhook's condition showed throttling as a failure.
+//!
 //! `make bench-operator` (N=200, M=1000, HOLD=10). Figures go to docs/benchmarks.md.
 
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context, Result, bail};
 use hookline_crds::{Webhook, WebhookGateway};
+use hookline_operator::aws::limits::{DEFAULT_QUOTA_SHARE, api_gateway_floor};
 use hookline_tests::Bench;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
@@ -104,6 +111,8 @@ async fn main() -> Result<()> {
 
     let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
     let before = scrape(metrics_port).await?;
+    let cpu_before = (cpu_seconds(bench.aws.pid())?, cpu_seconds(pid)?);
+    let throttled = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let started = Instant::now();
     create(&webhooks, &namespace, 0..n).await?;
     println!(
@@ -115,11 +124,32 @@ async fn main() -> Result<()> {
         &mut operator,
         &format!("{n} Webhooks serving"),
         limit,
-        || async { Ok(serving(&webhooks).await? >= n) },
+        || async {
+            // A loaded API server may drop one answer; the next second asks again.
+            let all = match webhooks.list(&ListParams::default()).await {
+                Ok(all) => all.items,
+                Err(e) => {
+                    eprintln!("listing the Webhooks: {e}; asking again");
+                    return Ok(false);
+                }
+            };
+            throttling_surfaced(&all, &throttled);
+            Ok(serving_of(&all) >= n)
+        },
     )
     .await?;
     let ready_after = started.elapsed();
     let after_create = scrape(metrics_port).await?;
+    print_floor(
+        n,
+        &apigateway_calls(&after_create, &before),
+        ready_after,
+        (
+            cpu_before,
+            (cpu_seconds(bench.aws.pid())?, cpu_seconds(pid)?),
+        ),
+        &throttled,
+    );
     let create_calls = delta(&after_create, &before, "hookline_aws_calls_total");
     let deployments = delta_matching(&after_create, &before, "CreateDeployment");
     println!(
@@ -219,6 +249,138 @@ fn start_operator(
         .context("starting hookline-operator")
 }
 
+/// API Gateway calls since `before`, per operation (every outcome: AWS counts each
+/// request against its quotas).
+fn apigateway_calls(
+    after: &BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for (key, value) in after {
+        if !key.starts_with("hookline_aws_calls_total") || !key.contains("service=\"apigateway\"") {
+            continue;
+        }
+        let Some(operation) = key
+            .split("operation=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let new = value - before.get(key).copied().unwrap_or(0.0);
+        // Counters: whole, non-negative numbers.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let new = new.max(0.0).round() as u64;
+        *calls.entry(operation.to_owned()).or_default() += new;
+    }
+    calls
+}
+
+/// Remembers each Webhook whose conditions show AWS throttling as a failure
+/// (reason `AwsError`); "throttled, retrying" (`Progressing`) is expected.
+fn throttling_surfaced(
+    webhooks: &[Webhook],
+    seen: &std::sync::Mutex<std::collections::BTreeSet<String>>,
+) {
+    for webhook in webhooks {
+        let failed = webhook.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "AwsError" && c.message.contains("throttled"))
+        });
+        if failed {
+            seen.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(webhook.metadata.name.clone().unwrap_or_default());
+        }
+    }
+}
+
+/// The floor for the create's API Gateway calls, the time measured, their ratio,
+/// and where the time went.
+fn print_floor(
+    n: usize,
+    calls: &BTreeMap<String, u64>,
+    actual: Duration,
+    ((emulator_0, operator_0), (emulator_1, operator_1)): ((f64, f64), (f64, f64)),
+    throttled: &std::sync::Mutex<std::collections::BTreeSet<String>>,
+) {
+    let total: u64 = calls.values().sum();
+    #[allow(clippy::cast_precision_loss)]
+    let per = |c: u64| c as f64 / n as f64;
+    let by_operation: Vec<String> = calls
+        .iter()
+        .map(|(op, c)| format!("{op} {:.2}", per(*c)))
+        .collect();
+    println!(
+        "API Gateway calls per webhook on create: {:.2} ({total} in all): {}",
+        per(total),
+        by_operation.join(", ")
+    );
+    let floor = api_gateway_floor(calls);
+    let terms: Vec<String> = floor
+        .terms
+        .iter()
+        .take(4)
+        .map(|t| format!("{} {} calls {:.1}s", t.bucket, t.calls, t.seconds))
+        .collect();
+    let actual = actual.as_secs_f64();
+    println!(
+        "floor for {n} new Webhooks at AWS's published quotas: {:.1}s (slowest buckets: {}; plus one 5 s deployment interval); at the operator's default share ({DEFAULT_QUOTA_SHARE}): {:.1}s",
+        floor.seconds,
+        terms.join(", "),
+        floor.seconds / DEFAULT_QUOTA_SHARE
+    );
+    // The writes are what a route needs whatever the operator reads; reads (the
+    // waiting Webhooks' checks whether their route is live) are the operator's choice.
+    let writes: BTreeMap<String, u64> = calls
+        .iter()
+        .filter(|(op, _)| !hookline_operator::aws::limits::is_read(op))
+        .map(|(op, c)| (op.clone(), *c))
+        .collect();
+    let writes_floor = api_gateway_floor(&writes);
+    println!(
+        "actual {actual:.1}s, {:.2}x the floor; the writes alone ({} calls) have a floor of {:.1}s ({:.2}x)",
+        actual / floor.seconds.max(f64::MIN_POSITIVE),
+        writes.values().sum::<u64>(),
+        writes_floor.seconds,
+        actual / writes_floor.seconds.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "CPU during the create: emulator {:.1}s ({:.0}% of one core), operator {:.1}s ({:.0}%)",
+        emulator_1 - emulator_0,
+        100.0 * (emulator_1 - emulator_0) / actual,
+        operator_1 - operator_0,
+        100.0 * (operator_1 - operator_0) / actual
+    );
+    let throttled = throttled
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    println!(
+        "Webhooks whose conditions showed throttling as a failure (AwsError): {}",
+        throttled.len()
+    );
+}
+
+/// User + system CPU seconds of process `pid` so far.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces: fields count from after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .context("malformed /proc/<pid>/stat")
+    };
+    // utime and stime are fields 14 and 15 (1-based, counting pid and comm); the
+    // kernel's USER_HZ is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 async fn create(
     webhooks: &Api<Webhook>,
     namespace: &str,
@@ -240,10 +402,13 @@ async fn create(
 }
 
 async fn serving(webhooks: &Api<Webhook>) -> Result<usize> {
-    let all = webhooks.list(&ListParams::default()).await?;
-    Ok(all
-        .items
-        .iter()
+    Ok(serving_of(
+        &webhooks.list(&ListParams::default()).await?.items,
+    ))
+}
+
+fn serving_of(all: &[Webhook]) -> usize {
+    all.iter()
         .filter(|w| {
             let ok = |t: &str| {
                 w.status.as_ref().is_some_and(|s| {
@@ -254,7 +419,7 @@ async fn serving(webhooks: &Api<Webhook>) -> Result<usize> {
             };
             ok("QueueReady") && ok("RouteReady")
         })
-        .count())
+        .count()
 }
 
 async fn wait<F, Fut>(

@@ -99,6 +99,12 @@ struct Args {
     /// API Gateway's usage plans per account and region (one per ApiKey Webhook).
     #[arg(long, env = "HOOKLINE_QUOTA_USAGE_PLANS", default_value_t = 300)]
     quota_usage_plans: usize,
+    /// The share of AWS's published control-plane request quotas (API Gateway's 10
+    /// per second in all and its per-operation ones, Route 53's 5 per second) the
+    /// operator's rate limiter uses; lower it when other tools call the same
+    /// account's control planes.
+    #[arg(long, env = "HOOKLINE_AWS_QUOTA_SHARE", default_value_t = hookline_operator::aws::limits::DEFAULT_QUOTA_SHARE)]
+    aws_quota_share: f64,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -144,7 +150,11 @@ async fn main() -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let (sdk, region) = load_aws(&args).await?;
-    let clients = AwsClients::new(&sdk, &RateLimits::default(), RetryPolicy::default());
+    let clients = AwsClients::new(
+        &sdk,
+        &RateLimits::with_share(args.aws_quota_share),
+        RetryPolicy::default(),
+    );
     let mut registry = Registry::default();
     clients.caller.register(&mut registry);
 

@@ -124,6 +124,15 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
         "RestApis::ensure_route",
         apis.ensure_route(&api, &route).await?
     );
+    // Another route on the same API: its resources are known by now.
+    let second = RouteSpec {
+        path: "/payments/adyen".into(),
+        ..route.clone()
+    };
+    measure!(
+        "RestApis::ensure_route (a second route on the API)",
+        apis.ensure_route(&api, &second).await?
+    );
     let before = caller.snapshot();
     apis.deploy(&api.id, "live").await?;
     table.push((
@@ -232,9 +241,10 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             "RestApis::ensure_api (repeat with known id)",
             vec!["GetMethod×1", "GetRestApi×1"],
         ),
+        ("RestApis::ensure_route", vec!["GetMethod×1"]),
         (
-            "RestApis::ensure_route",
-            vec!["GetMethod×1", "GetResources×1"],
+            "RestApis::ensure_route (a second route on the API)",
+            vec!["GetMethod×1"],
         ),
         ("RestApis::route_is_live", vec!["GetMethod×1", "GetStage×1"]),
         ("RestApis::ensure_stage", vec!["GetStage×1"]),
@@ -258,6 +268,34 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             assert_eq!(
                 repeat, expected,
                 "{name}: a repeat must make exactly these reads\n{text}"
+            );
+        }
+    }
+    // A new route's calls set how fast many Webhooks converge (API Gateway allows
+    // 10 calls per second per account in all, GetResources 5 per 2 s): the
+    // resources are listed once per API, and a resource just created is not asked
+    // for its method.
+    let route_writes = [
+        "PutIntegration×1",
+        "PutIntegrationResponse×4",
+        "PutMethod×1",
+        "PutMethodResponse×4",
+    ];
+    let expected_creates: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        (
+            "RestApis::ensure_route",
+            [&["CreateResource×2", "GetResources×1"][..], &route_writes].concat(),
+        ),
+        (
+            "RestApis::ensure_route (a second route on the API)",
+            [&["CreateResource×1"][..], &route_writes].concat(),
+        ),
+    ]);
+    for (name, fresh, _) in &table {
+        if let Some(expected) = expected_creates.get(name) {
+            assert_eq!(
+                fresh, expected,
+                "{name}: a create must make exactly these calls\n{text}"
             );
         }
     }

@@ -223,6 +223,52 @@ async fn route_changes_are_logged_with_the_route() -> Result<()> {
     Ok(())
 }
 
+/// The adapter lists an API's resources once and then remembers them (GetResources
+/// has the tightest quota a new route meets). What another tool changes behind its
+/// back shows as NotFound (a remembered resource deleted) or Conflict (a segment
+/// created); either way the route is made on a fresh listing, in the same call.
+#[tokio::test]
+async fn resources_changed_behind_the_operators_back_are_listed_again() -> Result<()> {
+    let s = setup("stale").await?;
+    let route = s.route("/stale/x", RouteAuth::None);
+    s.apis.ensure_route(&s.api, &route).await?;
+
+    let by_hand = s.resources().await?;
+    s.clients
+        .apigateway
+        .delete_resource()
+        .rest_api_id(&s.api.id)
+        .resource_id(&by_hand["/stale/x"])
+        .send()
+        .await?;
+    let (id, changed) = s.apis.ensure_route(&s.api, &route).await?;
+    assert!(changed, "the route was made again");
+    let now = s.resources().await?;
+    assert_eq!(now.get("/stale/x"), Some(&id), "{now:?}");
+    assert_ne!(id, by_hand["/stale/x"]);
+    assert!(s.has_post(&id).await?, "the new resource has its POST");
+
+    s.clients
+        .apigateway
+        .create_resource()
+        .rest_api_id(&s.api.id)
+        .parent_id(&now["/stale"])
+        .path_part("y")
+        .send()
+        .await?;
+    let (id, changed) = s
+        .apis
+        .ensure_route(&s.api, &s.route("/stale/y/z", RouteAuth::None))
+        .await?;
+    assert!(changed);
+    let now = s.resources().await?;
+    assert_eq!(now.get("/stale/y/z"), Some(&id), "{now:?}");
+    assert!(s.has_post(&id).await?);
+    let (_, changed) = s.apis.ensure_route(&s.api, &route).await?;
+    assert!(!changed, "the first route is still as it should be");
+    Ok(())
+}
+
 #[tokio::test]
 async fn deleting_a_route_keeps_the_routes_below_it() -> Result<()> {
     let s = setup("del").await?;

@@ -2,8 +2,10 @@
 //!
 //! AWS control planes allow few requests per second per account (Route 53: 5; API
 //! Gateway: 10 with a burst of 40 in all, and tighter per-operation quotas such as
-//! `CreateDeployment` once per 5 s and `CreateDomainName` once per 30 s, see
-//! [`RateLimits::default`]). Every call goes through [`Caller::call`], which waits for a token of its
+//! `CreateDeployment` once per 5 s and `CreateDomainName` once per 30 s: the
+//! published table is [`APIGATEWAY_QUOTAS`], the one copy in the code, which both
+//! [`RateLimits::default`] and [`api_gateway_floor`], the least time those quotas
+//! allow for a set of calls, read). Every call goes through [`Caller::call`], which waits for a token of its
 //! service's bucket (and of its operation's, where AWS limits one operation more
 //! tightly), retries throttling and 5xx answers with jittered exponential backoff,
 //! and counts the call by service, operation and outcome. The SDK's own retries are
@@ -78,8 +80,10 @@ impl TokenBucket {
 }
 
 /// Requests per second allowed to each service, and the tighter per-operation limits.
-/// Defaults follow AWS's published control-plane quotas, slightly under them because
-/// other tools in the same account share those quotas.
+/// Defaults are AWS's published control-plane quotas ([`APIGATEWAY_QUOTAS`],
+/// [`APIGATEWAY_TOTAL`], [`ROUTE53_TOTAL`]) times [`DEFAULT_QUOTA_SHARE`]: just under
+/// them, so that the operator itself is not what slows a large create down, while
+/// other tools in the account keep a little room.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     /// Per service: (requests per second, burst).
@@ -89,49 +93,113 @@ pub struct RateLimits {
     pub operations: HashMap<(Service, &'static str), (f64, u32)>,
 }
 
-/// `calls` requests per `seconds`, all of them usable at once.
-fn per(calls: u32, seconds: f64) -> (f64, u32) {
-    (f64::from(calls) / seconds, calls)
+/// One of AWS's published per-account request quotas: `calls` requests every
+/// `seconds`, all of them usable at once (AWS publishes no separate burst for these).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quota {
+    /// The operation, as the SDK and IAM name it.
+    pub operation: &'static str,
+    /// Requests allowed per `seconds`.
+    pub calls: u32,
+    /// The period.
+    pub seconds: f64,
 }
 
-/// API Gateway's fixed per-account quotas for creating, deploying and managing APIs
-/// (developer guide, "Amazon API Gateway quotas", the table "API Gateway quotas for
-/// creating, deploying and managing an API"); they cannot be raised. Operations the
-/// operator never calls (PutRestApi, UpdateAccount) are listed too, so that adding a
-/// call cannot forget its quota.
-const APIGATEWAY_OPERATION_QUOTAS: [(&str, u32, f64); 14] = [
-    ("CreateApiKey", 5, 1.0),
-    ("CreateDeployment", 1, 5.0),
-    ("CreateDomainName", 1, 30.0),
-    ("CreateResource", 5, 1.0),
+impl Quota {
+    const fn new(operation: &'static str, calls: u32, seconds: f64) -> Self {
+        Self {
+            operation,
+            calls,
+            seconds,
+        }
+    }
+
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        f64::from(self.calls) / self.seconds
+    }
+}
+
+/// API Gateway's fixed per-account quotas for creating, deploying and managing APIs,
+/// the single copy in the code. Source: API Gateway developer guide, "Amazon API
+/// Gateway quotas", table "API Gateway quotas for creating, deploying and managing
+/// an API" (<https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html>,
+/// read 2026-12-01); they cannot be raised. Operations the operator never calls
+/// (PutRestApi, ImportRestApi, UpdateAccount) are listed too, so that adding a call
+/// cannot forget its quota. Every other operation has "no quota up to the total
+/// account quota" ([`APIGATEWAY_TOTAL`]), which these count against as well.
+pub const APIGATEWAY_QUOTAS: [Quota; 15] = [
+    Quota::new("CreateApiKey", 5, 1.0),
+    Quota::new("CreateDeployment", 1, 5.0),
+    Quota::new("CreateDomainName", 1, 30.0),
+    Quota::new("CreateResource", 5, 1.0),
     // Regional (and private) APIs; edge-optimized ones are 1 per 30 s.
-    ("CreateRestApi", 1, 3.0),
-    ("DeleteApiKey", 5, 1.0),
-    ("DeleteDomainName", 1, 30.0),
-    ("DeleteResource", 5, 1.0),
-    ("DeleteRestApi", 1, 30.0),
-    ("GetResources", 5, 2.0),
-    ("PutRestApi", 1, 1.0),
-    ("UpdateAccount", 1, 20.0),
-    ("UpdateDomainName", 1, 30.0),
-    ("UpdateUsagePlan", 1, 20.0),
+    Quota::new("CreateRestApi", 1, 3.0),
+    Quota::new("DeleteApiKey", 5, 1.0),
+    Quota::new("DeleteDomainName", 1, 30.0),
+    Quota::new("DeleteResource", 5, 1.0),
+    Quota::new("DeleteRestApi", 1, 30.0),
+    Quota::new("GetResources", 5, 2.0),
+    Quota::new("ImportRestApi", 1, 3.0),
+    Quota::new("PutRestApi", 1, 1.0),
+    Quota::new("UpdateAccount", 1, 20.0),
+    Quota::new("UpdateDomainName", 1, 30.0),
+    Quota::new("UpdateUsagePlan", 1, 20.0),
 ];
+
+/// API Gateway's "Total operations" quota, same table: 10 requests per second with a
+/// burst of 40, for all control-plane calls of the account together: (rate, burst).
+pub const APIGATEWAY_TOTAL: (f64, u32) = (10.0, 40);
+
+/// Route 53's API quota: "five requests per second per AWS account" (Route 53
+/// developer guide, "Quotas", "Quotas on API requests"); no burst is published.
+pub const ROUTE53_TOTAL: (f64, u32) = (5.0, 5);
+
+/// The share of each published quota the operator uses by default.
+pub const DEFAULT_QUOTA_SHARE: f64 = 0.95;
+
+/// `quota` scaled to `share`, as (rate, burst); the burst stays at least 1.
+fn scaled((rate, burst): (f64, u32), share: f64) -> (f64, u32) {
+    let burst = (f64::from(burst) * share).floor();
+    // A share is at most 1, so the burst fits in a u32.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let burst = burst.max(1.0) as u32;
+    (rate * share, burst)
+}
 
 impl Default for RateLimits {
     fn default() -> Self {
-        let mut operations: HashMap<(Service, &'static str), (f64, u32)> =
-            APIGATEWAY_OPERATION_QUOTAS
-                .iter()
-                .map(|(operation, calls, seconds)| {
-                    ((Service::ApiGateway, *operation), per(*calls, *seconds))
-                })
-                .collect();
-        operations.insert((Service::Acm, "RequestCertificate"), per(1, 0.2));
+        Self::with_share(DEFAULT_QUOTA_SHARE)
+    }
+}
+
+impl RateLimits {
+    /// AWS's published quotas times `share` (clamped to (0, 1]): 1 uses all of them,
+    /// 0.5 leaves half of each to other tools of the account.
+    pub fn with_share(share: f64) -> Self {
+        let share = if share.is_finite() {
+            share.clamp(0.01, 1.0)
+        } else {
+            DEFAULT_QUOTA_SHARE
+        };
+        let mut operations: HashMap<(Service, &'static str), (f64, u32)> = APIGATEWAY_QUOTAS
+            .iter()
+            .map(|q| {
+                (
+                    (Service::ApiGateway, q.operation),
+                    scaled((q.rate(), q.calls), share),
+                )
+            })
+            .collect();
+        // ACM: RequestCertificate 5 per second per account (ACM quotas, "API rate quotas").
+        operations.insert(
+            (Service::Acm, "RequestCertificate"),
+            scaled((5.0, 1), share),
+        );
         Self {
             services: HashMap::from([
-                (Service::Route53, (4.0, 5)),
-                // "Total operations: 10 requests per second, burst 40" per account.
-                (Service::ApiGateway, (8.0, 32)),
+                (Service::Route53, scaled(ROUTE53_TOTAL, share)),
+                (Service::ApiGateway, scaled(APIGATEWAY_TOTAL, share)),
                 (Service::Acm, (8.0, 10)),
                 (Service::Iam, (8.0, 10)),
                 (Service::Logs, (4.0, 5)),
@@ -144,15 +212,69 @@ impl Default for RateLimits {
             operations,
         }
     }
-}
 
-impl RateLimits {
     /// No waiting at all, for tests against an emulator.
     pub fn unlimited() -> Self {
         Self {
             services: HashMap::new(),
             operations: HashMap::new(),
         }
+    }
+}
+
+/// One token bucket's share of the [`Floor`]: the least time AWS needs to take
+/// `calls` requests through it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorTerm {
+    /// `total` (the account-wide bucket) or the operation.
+    pub bucket: &'static str,
+    /// Requests through it.
+    pub calls: u64,
+    /// Seconds: every request beyond the burst waits for a token.
+    pub seconds: f64,
+}
+
+/// The least time AWS's API Gateway quotas allow for a set of calls.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Floor {
+    /// Every bucket the calls pass, slowest first.
+    pub terms: Vec<FloorTerm>,
+    /// The slowest bucket's time plus one [`DEPLOY_INTERVAL`]: routes changed
+    /// just after a deployment took the token wait that long for the next one.
+    pub seconds: f64,
+}
+
+/// `CreateDeployment`'s quota interval: one per 5 s per account.
+pub const DEPLOY_INTERVAL: f64 = 5.0;
+
+/// The floor for `calls` (API Gateway operation → requests), with AWS's quotas
+/// ([`APIGATEWAY_QUOTAS`], [`APIGATEWAY_TOTAL`]) as full buckets at the start:
+/// max over the buckets of (requests − burst) / rate, plus the deployment cadence.
+pub fn api_gateway_floor(calls: &BTreeMap<String, u64>) -> Floor {
+    // Counts are far below 2^52, so the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let time = |n: u64, (rate, burst): (f64, u32)| (n as f64 - f64::from(burst)).max(0.0) / rate;
+    let total: u64 = calls.values().sum();
+    let mut terms = vec![FloorTerm {
+        bucket: "total",
+        calls: total,
+        seconds: time(total, APIGATEWAY_TOTAL),
+    }];
+    for quota in &APIGATEWAY_QUOTAS {
+        let n = calls.get(quota.operation).copied().unwrap_or(0);
+        if n > 0 {
+            terms.push(FloorTerm {
+                bucket: quota.operation,
+                calls: n,
+                seconds: time(n, (quota.rate(), quota.calls)),
+            });
+        }
+    }
+    terms.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let slowest = terms.first().map_or(0.0, |t| t.seconds);
+    Floor {
+        terms,
+        seconds: slowest + DEPLOY_INTERVAL,
     }
 }
 
@@ -267,10 +389,13 @@ impl Caller {
         let mut ceiling = self.retry.base;
         let mut attempt = 1;
         loop {
-            if let Some(bucket) = self.services.get(&service) {
+            // The operation's bucket first: a call waiting for a slow operation
+            // quota (GetResources, CreateDeployment) then holds no token of the
+            // service's, which the other calls meanwhile can use.
+            if let Some(bucket) = self.operations.get(&(service, operation)) {
                 bucket.acquire().await;
             }
-            if let Some(bucket) = self.operations.get(&(service, operation)) {
+            if let Some(bucket) = self.services.get(&service) {
                 bucket.acquire().await;
             }
             let error = match request().await {
@@ -423,43 +548,90 @@ mod tests {
         );
     }
 
+    /// The defaults are at or just under AWS's published quotas: never above (AWS
+    /// would throttle), and not so far under that the operator is the bottleneck.
     #[test]
-    fn default_limits_stay_under_aws_quotas() {
+    fn default_limits_are_just_under_aws_quotas() {
         let limits = RateLimits::default();
-        assert!(limits.services[&Service::Route53].0 <= 5.0);
-        let (rate, burst) = limits.services[&Service::ApiGateway];
-        assert!(rate <= 10.0 && burst <= 40, "aggregate 10 rps, burst 40");
+        let close = |(rate, burst): (f64, u32), (quota, quota_burst): (f64, u32), what: &str| {
+            assert!(
+                rate <= quota + 1e-9 && burst <= quota_burst,
+                "{what}: {rate}/s burst {burst} exceeds {quota}/s burst {quota_burst}"
+            );
+            assert!(
+                rate >= 0.9 * quota && f64::from(burst) >= (0.9 * f64::from(quota_burst)).floor(),
+                "{what}: {rate}/s burst {burst} is far under {quota}/s burst {quota_burst}"
+            );
+        };
+        close(
+            limits.services[&Service::ApiGateway],
+            APIGATEWAY_TOTAL,
+            "API Gateway total",
+        );
+        close(
+            limits.services[&Service::Route53],
+            ROUTE53_TOTAL,
+            "Route 53",
+        );
+        for quota in APIGATEWAY_QUOTAS {
+            let Some(bucket) = limits
+                .operations
+                .get(&(Service::ApiGateway, quota.operation))
+            else {
+                panic!("{}: no bucket for its quota", quota.operation);
+            };
+            close(*bucket, (quota.rate(), quota.calls), quota.operation);
+        }
+        let all = RateLimits::with_share(1.0);
+        assert_eq!(all.services[&Service::ApiGateway], APIGATEWAY_TOTAL);
+        assert_eq!(
+            all.operations[&(Service::ApiGateway, "CreateDeployment")],
+            (0.2, 1)
+        );
     }
 
-    /// Every published API Gateway control-plane quota (developer guide, quotas
-    /// table), as (operation, calls, per seconds): the bucket never allows more.
     #[test]
-    fn every_api_gateway_operation_quota_is_modelled() {
-        let published = [
-            ("PutRestApi", 1, 1.0),
-            ("CreateRestApi", 1, 3.0),
-            ("CreateDeployment", 1, 5.0),
-            ("CreateDomainName", 1, 30.0),
-            ("DeleteDomainName", 1, 30.0),
-            ("UpdateDomainName", 1, 30.0),
-            ("DeleteRestApi", 1, 30.0),
-            ("CreateResource", 5, 1.0),
-            ("DeleteResource", 5, 1.0),
-            ("GetResources", 5, 2.0),
-            ("CreateApiKey", 5, 1.0),
-            ("DeleteApiKey", 5, 1.0),
-            ("UpdateUsagePlan", 1, 20.0),
-            ("UpdateAccount", 1, 20.0),
+    fn the_floor_is_the_slowest_bucket_after_its_burst_plus_one_deployment() {
+        let calls = |entries: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        let cases = [
+            // Within every burst: only the deployment's wait.
+            (
+                "burst only",
+                calls(&[("PutMethod", 30), ("CreateDeployment", 1)]),
+                "total",
+                5.0,
+            ),
+            // 1,010 calls: 970 at 10/s after a burst of 40.
+            (
+                "total",
+                calls(&[("PutMethod", 1000), ("CreateDeployment", 10)]),
+                "total",
+                102.0,
+            ),
+            // 205 GetResources at 2.5/s after 5: 80 s, over the total's 16.5 s.
+            (
+                "GetResources",
+                calls(&[("GetResources", 205)]),
+                "GetResources",
+                85.0,
+            ),
+            // 30 deployments: the 30th 145 s after the first.
+            (
+                "deployments",
+                calls(&[("CreateDeployment", 30)]),
+                "CreateDeployment",
+                150.0,
+            ),
         ];
-        let limits = RateLimits::default();
-        for (operation, calls, seconds) in published {
-            let Some((rate, burst)) = limits.operations.get(&(Service::ApiGateway, operation))
-            else {
-                panic!("{operation}: no bucket for its quota of {calls} per {seconds} s");
-            };
+        for (name, calls, binding, seconds) in cases {
+            let floor = api_gateway_floor(&calls);
+            assert_eq!(floor.terms[0].bucket, binding, "{name}: {floor:?}");
             assert!(
-                *rate <= f64::from(calls) / seconds + 1e-9 && *burst <= calls,
-                "{operation}: {rate}/s burst {burst} exceeds {calls} per {seconds} s"
+                (floor.seconds - seconds).abs() < 1e-6,
+                "{name}: {} s, expected {seconds} s",
+                floor.seconds
             );
         }
     }

@@ -310,6 +310,34 @@ mod tests {
         assert!(!requests.awaits("a"));
     }
 
+    /// 200 Webhooks waiting for one deployment each ask again on every pass; the
+    /// gateway must still find the changes settled.
+    #[tokio::test]
+    async fn reminders_of_waiting_webhooks_do_not_postpone_the_deployment() {
+        let requests = DeployRequests::default();
+        requests.request("api", "gw", &webhook("a"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let read_at = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        requests.remind("api", "gw", &webhook("a"));
+        requests.remind("api", "gw", &webhook("b"));
+        let taken = requests.take_before("api", read_at);
+        assert_eq!(
+            taken.map(|p| p.waiting.len()),
+            Some(2),
+            "the reminders join the deployment the change asked for"
+        );
+        assert!(
+            !requests.is_waiting("api", &webhook("a")),
+            "taken: the deployment may be live, AWS says"
+        );
+        // A reminder with nothing pending (a restarted operator) asks anew.
+        requests.remind("api", "gw", &webhook("c"));
+        assert!(requests.is_waiting("api", &webhook("c")));
+        assert!(!requests.is_waiting("other", &webhook("c")));
+        assert!(requests.take_before("api", Instant::now()).is_some());
+    }
+
     #[tokio::test]
     async fn waiting_webhooks_that_ask_again_do_not_hold_back_their_deployment() {
         let requests = DeployRequests::default();

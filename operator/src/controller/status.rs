@@ -16,7 +16,7 @@ use super::{MANAGER, Result};
 use crate::aws::AwsError;
 use crate::conditions::{self, Report};
 use hookline_crds::conditions::READY;
-use hookline_crds::reasons::{AWS_ERROR, NOT_OWNED, RECONCILED};
+use hookline_crds::reasons::{AWS_ERROR, NOT_OWNED, PROGRESSING, RECONCILED};
 
 /// The current time as Kubernetes writes it.
 pub fn now() -> Time {
@@ -24,14 +24,22 @@ pub fn now() -> Time {
 }
 
 /// A part's condition when an AWS call of its step failed: `NotOwned` for an object
-/// with our name but not our tag, `AwsError` for the rest, in AWS's words.
+/// with our name but not our tag, `AwsError` for the rest, in AWS's words. AWS's
+/// throttling is no failure: the call is retried (with backoff, then by the
+/// reconcile's requeue) until it goes through, so the part is only `Progressing`,
+/// "throttled, retrying".
 pub fn aws_failure(part: &'static str, error: &AwsError) -> Report {
-    let reason = if matches!(error, AwsError::NotOwned { .. }) {
-        NOT_OWNED
-    } else {
-        AWS_ERROR
-    };
-    Report::failed(part, reason, error.to_string())
+    match error {
+        AwsError::NotOwned { .. } => Report::failed(part, NOT_OWNED, error.to_string()),
+        AwsError::Throttled {
+            service, operation, ..
+        } => Report::failed(
+            part,
+            PROGRESSING,
+            format!("{service} {operation}: throttled, retrying"),
+        ),
+        _ => Report::failed(part, AWS_ERROR, error.to_string()),
+    }
 }
 
 /// The conditions of one pass, from what its steps reported (pure; both reconcilers

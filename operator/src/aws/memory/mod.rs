@@ -86,6 +86,9 @@ pub struct State {
     pub cloudwatch_role_arn: Option<String>,
     /// Calls per (service, operation).
     pub calls: BTreeMap<(Service, &'static str), u64>,
+    /// REST APIs whose resources the operator has listed and remembers (not AWS's
+    /// state: the SDK implementation's, so that the calls counted here are its).
+    pub resources_listed: std::collections::BTreeSet<String>,
     failures: Vec<Failure>,
     sequence: u64,
 }

@@ -244,6 +244,9 @@ fn put_route(
     let path = clean(&spec.path);
     let mut changed = false;
     let mut current = String::new();
+    // The SDK implementation asks for the method only on a resource it did not
+    // just create.
+    let new_resource = !api.resources.contains_key(&path);
     for segment in path.trim_start_matches('/').split('/') {
         current = format!("{current}/{segment}");
         if !api.resources.contains_key(&current) {
@@ -254,7 +257,9 @@ fn put_route(
             changed = true;
         }
     }
-    state.call(APIGW, "GetMethod")?;
+    if !new_resource {
+        state.call(APIGW, "GetMethod")?;
+    }
     if !authorizer_exists(api, &spec.auth) {
         return Err(AwsError::Invalid {
             service: APIGW,
@@ -401,7 +406,10 @@ impl Routes for MemoryAws {
             ));
         }
         let mut state = self.lock();
-        state.call(APIGW, "GetResources")?;
+        // The SDK implementation lists an API's resources once and remembers them.
+        if state.resources_listed.insert(api.id.clone()) {
+            state.call(APIGW, "GetResources")?;
+        }
         // Worked on out of the map (the sequence and the counts are the state's), and
         // put back whatever happens.
         let mut rest_api = state
@@ -426,6 +434,7 @@ impl Routes for MemoryAws {
 
     async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {
         let mut state = self.lock();
+        state.resources_listed.remove(&api.id);
         state.call(APIGW, "GetResources")?;
         let Some(rest_api) = state.rest_apis.get(&api.id) else {
             return Ok(());
@@ -477,6 +486,7 @@ impl Routes for MemoryAws {
 
     async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError> {
         let mut state = self.lock();
+        state.resources_listed.remove(api_id);
         state.call(APIGW, "GetRestApi")?;
         let Some(api) = state.rest_apis.get(api_id) else {
             return Ok(());

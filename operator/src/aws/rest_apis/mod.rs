@@ -2,9 +2,10 @@
 //! webhook (resource path, `POST` method, AWS integration to `sqs:SendMessage`), the
 //! custom domain, API keys and authorizers.
 //!
-//! Every `ensure_*` reads first and writes only what differs. A route costs two reads
-//! when nothing changed (`GetResources`, then `GetMethod`, which embeds the
-//! integration and its responses).
+//! Every `ensure_*` reads first and writes only what differs. A route costs one read
+//! when nothing changed (`GetMethod`, which embeds the integration and its
+//! responses): the API's resource tree is listed once per process and then kept
+//! up to date by the process's own changes.
 //!
 //! # Layout
 //! One file per concern, each holding its trait, its spec types and its part of
@@ -23,7 +24,7 @@
 //!   is live.
 //!
 //! This file holds the SDK struct and what the concerns share: the mutation slot per
-//! API, the resource listing and `GetMethod`.
+//! API, the resource listing (and the paths remembered from it) and `GetMethod`.
 
 pub mod authorizers;
 pub mod diff;
@@ -77,6 +78,9 @@ pub struct ApiGatewayRestApis {
     /// Markers of deployments by (API, deployment id): a deployment never changes
     /// (Hookline never updates one), so one read each is enough.
     deployment_markers: Arc<Mutex<DeploymentMarkers>>,
+    /// Each REST API's resources by path, as last listed and then changed by this
+    /// process (see [`ApiGatewayRestApis::known_resources`]).
+    resource_paths: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
 }
 
 impl ApiGatewayRestApis {
@@ -87,7 +91,47 @@ impl ApiGatewayRestApis {
             caller,
             mutations: Arc::default(),
             deployment_markers: Arc::default(),
+            resource_paths: Arc::default(),
         }
+    }
+
+    /// The API's resources by path: remembered from this process's last listing
+    /// (`GetResources`, 5 per 2 s per account, the tightest quota a new route
+    /// meets) and its own `CreateResource`s since, else listed now; the bool says
+    /// whether they were remembered. Only the holder of the API's mutation slot
+    /// reads or changes them, so within the process they stay true; what another
+    /// tool changes shows as NotFound (a remembered id deleted) or Conflict (a path
+    /// created), after which the caller lists again ([`Self::forget_resources`]).
+    async fn known_resources(
+        &self,
+        api_id: &str,
+    ) -> Result<(HashMap<String, String>, bool), AwsError> {
+        let known = self
+            .resource_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(api_id)
+            .cloned();
+        match known {
+            Some(known) => Ok((known, true)),
+            None => Ok((self.resources(api_id).await?, false)),
+        }
+    }
+
+    /// Remembers the API's resources by path.
+    fn remember_resources(&self, api_id: &str, by_path: HashMap<String, String>) {
+        self.resource_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(api_id.to_owned(), by_path);
+    }
+
+    /// Forgets the API's resources: the next route lists them again.
+    fn forget_resources(&self, api_id: &str) {
+        self.resource_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(api_id);
     }
 
     /// Holds the REST API's mutation slot. API Gateway refuses parallel changes of

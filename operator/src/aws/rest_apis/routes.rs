@@ -152,17 +152,20 @@ impl ApiGatewayRestApis {
         Ok(None)
     }
 
-    /// Creates the missing segments of `path`; returns the leaf's id.
+    /// Creates the missing segments of `path`; returns the leaf's id, and whether
+    /// this call created the leaf (then it has no method yet).
     async fn ensure_path(
         &self,
         api: &ApiRef,
         path: &str,
         existing: &mut HashMap<String, String>,
-    ) -> Result<String, AwsError> {
+    ) -> Result<(String, bool), AwsError> {
         let mut parent = api.root_resource_id.clone();
         let mut current = String::new();
+        let mut created_leaf = false;
         for segment in path.trim_matches('/').split('/') {
             current = format!("{current}/{segment}");
+            created_leaf = false;
             if let Some(id) = existing.get(&current) {
                 parent = id.clone();
                 continue;
@@ -184,10 +187,14 @@ impl ApiGatewayRestApis {
                 )
                 .await;
             let id = match created {
-                Ok(created) => created.id,
-                // The segment exists although it was not listed: another tool (or
-                // another operator replica) created it since. A concurrent
-                // modification is not this: it is Throttled and retried by the caller.
+                Ok(created) => {
+                    created_leaf = true;
+                    created.id
+                }
+                // The segment exists although it was not listed (or remembered):
+                // another tool (or another operator replica) created it since. A
+                // concurrent modification is not this: it is Throttled and retried
+                // by the caller.
                 Err(AwsError::Conflict { .. }) => {
                     *existing = self.resources(&api.id).await?;
                     existing.get(&current).cloned()
@@ -200,7 +207,7 @@ impl ApiGatewayRestApis {
             existing.insert(current.clone(), id.clone());
             parent = id;
         }
-        Ok(parent)
+        Ok((parent, created_leaf))
     }
 
     /// Records that the route on `resource_id` changed (see [`super::markers`]).
@@ -383,38 +390,21 @@ impl Routes for ApiGatewayRestApis {
         // route's changes are all made, so a later deployment has a larger marker.
         let marker = marker_text(new_marker());
         let integration = integration_spec(spec)?;
-        let mut resources = self.resources(&api.id).await?;
-        let before = resources.len();
-        let resource_id = self.ensure_path(api, &spec.path, &mut resources).await?;
-        let at = MethodAt {
-            api_id: &api.id,
-            resource_id: &resource_id,
-            path: &spec.path,
-        };
-        let method = self.get_method(&api.id, &resource_id, "POST").await?;
-        let marked = self
-            .ensure_method(&at, method.as_ref(), &spec.auth, &marker)
-            .await?;
-        let current = method.as_ref().and_then(|m| m.method_integration.as_ref());
-        let integrated = self.ensure_integration(&at, current, &integration).await?;
-        let method_responses = method
-            .as_ref()
-            .and_then(|m| m.method_responses.clone())
-            .unwrap_or_default();
-        // PutIntegration replaces the integration and drops its responses.
-        let integration_responses = match current {
-            Some(current) if !integrated => current.integration_responses.clone(),
-            _ => None,
+        let (resources, remembered) = self.known_resources(&api.id).await?;
+        match self
+            .put_route(api, spec, &integration, &marker, resources)
+            .await
+        {
+            // A remembered resource that is gone (deleted by hand, or by another
+            // tool): list the API again and start over, once.
+            Err(e) if remembered && e.is_not_found() => {
+                tracing::debug!(api = %api.id, path = %spec.path, %e, "remembered resources are stale; listing again");
+                let resources = self.resources(&api.id).await?;
+                self.put_route(api, spec, &integration, &marker, resources)
+                    .await
+            }
+            done => done,
         }
-        .unwrap_or_default();
-        let responded = self
-            .ensure_responses(&at, &method_responses, &integration_responses)
-            .await?;
-        let changed = resources.len() != before || marked || integrated || responded;
-        if changed && !marked {
-            self.mark_changed(&api.id, &resource_id, &marker).await?;
-        }
-        Ok((resource_id, changed))
     }
 
     async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError> {
@@ -453,6 +443,9 @@ impl Routes for ApiGatewayRestApis {
 
     async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError> {
         let _mutation = self.mutating(&api.id).await;
+        // Resources go (DeleteResource takes the children along); the next route
+        // lists them again.
+        self.forget_resources(&api.id);
         let tree = match self.resource_tree(&api.id).await {
             Err(e) if e.is_not_found() => return Ok(()),
             other => other?,
@@ -499,6 +492,7 @@ impl Routes for ApiGatewayRestApis {
 
     async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError> {
         let _mutation = self.mutating(api_id).await;
+        self.forget_resources(api_id);
         let Some(api) = self.get_api(api_id).await? else {
             return Ok(());
         };
@@ -561,6 +555,81 @@ fn integration_spec(spec: &RouteSpec) -> Result<IntegrationSpec, AwsError> {
 /// The steps of [`Routes::ensure_route`], each writing only what differs and
 /// answering whether it wrote.
 impl ApiGatewayRestApis {
+    /// The route on `resources` (the API's, by path): its path, method, integration
+    /// and responses. What `resources` comes to is remembered, and forgotten on any
+    /// error, since it may then be stale.
+    async fn put_route(
+        &self,
+        api: &ApiRef,
+        spec: &RouteSpec,
+        integration: &IntegrationSpec,
+        marker: &str,
+        mut resources: HashMap<String, String>,
+    ) -> Result<(String, bool), AwsError> {
+        let before = resources.len();
+        let path = self.ensure_path(api, &spec.path, &mut resources).await;
+        let created = resources.len() != before;
+        let result = match path {
+            Ok((resource_id, created_leaf)) => {
+                self.remember_resources(&api.id, resources);
+                let at = MethodAt {
+                    api_id: &api.id,
+                    resource_id: &resource_id,
+                    path: &spec.path,
+                };
+                self.put_method(&at, spec, integration, marker, created_leaf)
+                    .await
+                    .map(|changed| (resource_id.clone(), created || changed))
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.forget_resources(&api.id);
+        }
+        result
+    }
+
+    /// The `POST` method on the route's resource and everything it holds; true if
+    /// anything changed. A resource this call created has no method yet, so
+    /// asking (`GetMethod`, NotFound) is skipped.
+    async fn put_method(
+        &self,
+        at: &MethodAt<'_>,
+        spec: &RouteSpec,
+        integration: &IntegrationSpec,
+        marker: &str,
+        new_resource: bool,
+    ) -> Result<bool, AwsError> {
+        let method = if new_resource {
+            None
+        } else {
+            self.get_method(at.api_id, at.resource_id, "POST").await?
+        };
+        let marked = self
+            .ensure_method(at, method.as_ref(), &spec.auth, marker)
+            .await?;
+        let current = method.as_ref().and_then(|m| m.method_integration.as_ref());
+        let integrated = self.ensure_integration(at, current, integration).await?;
+        let method_responses = method
+            .as_ref()
+            .and_then(|m| m.method_responses.clone())
+            .unwrap_or_default();
+        // PutIntegration replaces the integration and drops its responses.
+        let integration_responses = match current {
+            Some(current) if !integrated => current.integration_responses.clone(),
+            _ => None,
+        }
+        .unwrap_or_default();
+        let responded = self
+            .ensure_responses(at, &method_responses, &integration_responses)
+            .await?;
+        let changed = marked || integrated || responded;
+        if changed && !marked {
+            self.mark_changed(at.api_id, at.resource_id, marker).await?;
+        }
+        Ok(changed)
+    }
+
     /// The `POST` method with the route's authorization: created, or patched; either
     /// write carries `marker` (true: it was written).
     async fn ensure_method(

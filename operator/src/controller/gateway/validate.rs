@@ -126,6 +126,12 @@ mod tests {
             operation: "ListResourceRecordSets",
             message: "slow down".to_owned(),
         };
+        let failed = AwsError::Other {
+            service: Service::Route53,
+            operation: "ListHostedZonesByName",
+            message: "InternalFailure".to_owned(),
+            retryable: true,
+        };
         let theirs = Record::txt(
             "_hookline.hooks.example.com",
             "hookline cluster=other gateway=gw uid=x",
@@ -141,13 +147,14 @@ mod tests {
             ),
             (
                 "zone read failed",
-                observed(Err(throttled.clone()), None),
+                observed(Err(failed), None),
                 Some(("AwsError", true)),
             ),
+            // Throttling is retried, and reads so.
             (
-                "records read failed",
+                "records read throttled",
                 observed(zone(), Some(Err(throttled))),
-                Some(("AwsError", true)),
+                Some(("Progressing", true)),
             ),
             (
                 "claimed",
