@@ -14,8 +14,16 @@
 //! often a Webhook's condition showed throttling as a failure.
 //!
 //! `make bench-operator` (N=200, M=1000, HOLD=10). Figures go to docs/benchmarks.md.
+//!
+//! Over the HOLD minutes, the at-rest section ([`at_rest`]) also counts the
+//! operator's AWS calls and prints the calls per Webhook per hour by caller and
+//! operation (the worker's computed from its configuration: the bench has no
+//! kubelet), next to the model, and what they cost per month at AWS list prices.
 
 #![allow(clippy::print_stdout)]
+
+#[path = "scale/at_rest.rs"]
+mod at_rest;
 
 use anyhow::{Context, Result, bail};
 use hookline_crds::{Webhook, WebhookGateway};
@@ -202,7 +210,11 @@ async fn main() -> Result<()> {
         served.err().map_or(String::new(), |e| format!(" ({e})"))
     );
     println!("{}", memory(pid, &format!("with {m} Webhooks"))?);
+    let rest_before = scrape(metrics_port).await?;
+    let rest_started = Instant::now();
     hold_at_rest(pid, hold).await?;
+    let rest_after = scrape(metrics_port).await?;
+    print_at_rest(m, resync, &rest_before, &rest_after, rest_started.elapsed());
     let _ = operator.kill();
     let _ = operator.wait();
     Ok(())
@@ -466,6 +478,23 @@ fn status_mib(pid: u32, field: &str) -> Result<f64> {
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
     Ok(kib / 1024.0)
+}
+
+/// The at-rest section: the calls counted between `before` and `after`, `window`
+/// apart, with `m` Webhooks, next to the model and its cost (see [`at_rest`]).
+fn print_at_rest(
+    m: usize,
+    resync: u64,
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    window: Duration,
+) {
+    let config = at_rest::RestConfig {
+        resync: Duration::from_secs(resync),
+        ..at_rest::RestConfig::default()
+    };
+    let measured = at_rest::measured(after, before, window, m);
+    at_rest::print(&config, PER_GATEWAY.min(m), &measured, window);
 }
 
 /// Samples the operator's resident memory once a minute for `minutes` at rest, and

@@ -38,6 +38,15 @@ struct Args {
     /// Seconds between re-reads of AWS to repair drift.
     #[arg(long, env = "HOOKLINE_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+    /// Seconds between full passes (audits) of each resource; the resyncs between
+    /// them make two AWS reads each while nothing changed (docs/operator.md). A
+    /// start audits everything once.
+    #[arg(
+        long,
+        env = "HOOKLINE_AUDIT_INTERVAL_SECONDS",
+        default_value_t = 36_000
+    )]
+    audit_interval_seconds: u64,
     /// Seconds a deleted Webhook's queue may take to drain before its condition says
     /// the drain stalled (deletion keeps waiting either way).
     #[arg(long, env = "HOOKLINE_DRAIN_STALL_SECONDS", default_value_t = 3600)]
@@ -282,6 +291,7 @@ fn context(
         resource_policy_chars: args.quota_resource_policy_chars,
         usage_plans: args.quota_usage_plans,
     })
+    .with_audit_interval(Duration::from_secs(args.audit_interval_seconds))
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.

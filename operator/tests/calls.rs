@@ -1,6 +1,8 @@
 //! The AWS calls each `ensure` makes on a fresh create and on a repeat with nothing
 //! changed, measured on MiniStack and asserted exactly: a steady-state reconcile
 //! must stay reads-only and cheap, since control-plane quotas are per account.
+//! The steady-state resync's single-read checks are measured the same way, and
+//! checked to match what the ensures left and to miss a changed spec.
 //! Run with `--nocapture` to print the table (docs/aws-calls.md holds a copy).
 
 use anyhow::Result;
@@ -148,6 +150,34 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
         "RestApis::route_is_live",
         cold.route_is_live(&api.id, &resource, "live").await?
     );
+    // The steady-state resync's reads (controller::steady): one each, and true on
+    // what the ensures just left.
+    let matched = measure!(
+        "Checks::route_matches (steady resync)",
+        apis.route_matches(&api.id, &resource, &route).await?
+    );
+    assert!(matched, "the route as ensure_route left it matches");
+    let other_queue = RouteSpec {
+        queue_arn: format!("{}-other", pair.queue.arn),
+        ..route.clone()
+    };
+    assert!(
+        !apis.route_matches(&api.id, &resource, &other_queue).await?,
+        "a route to another queue does not"
+    );
+    let matched = measure!(
+        "Queues::queue_matches (steady resync)",
+        queues.queue_matches(&pair_spec, &pair).await?
+    );
+    assert!(matched, "the queue as ensure_pair left it matches");
+    let longer = QueuePairSpec {
+        visibility_timeout_seconds: 61,
+        ..pair_spec.clone()
+    };
+    assert!(
+        !queues.queue_matches(&longer, &pair).await?,
+        "a queue with another visibility timeout does not"
+    );
     let stage = StageSpec {
         name: "live".into(),
         rate_limit: 100.0,
@@ -161,6 +191,19 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
     measure!(
         "RestApis::ensure_stage",
         apis.ensure_stage(&api.id, &stage).await?
+    );
+    let matched = measure!(
+        "Checks::stage_matches (steady resync)",
+        apis.stage_matches(&api.id, &stage).await?
+    );
+    assert!(matched, "the stage as ensure_stage left it matches");
+    let slower = StageSpec {
+        rate_limit: 50.0,
+        ..stage.clone()
+    };
+    assert!(
+        !apis.stage_matches(&api.id, &slower).await?,
+        "a stage with another throttle does not"
     );
 
     let host = format!("calls-{id}.example.com");
@@ -189,6 +232,23 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
     measure!(
         "RestApis::ensure_base_path_mapping",
         apis.ensure_base_path_mapping(&domain).await?
+    );
+    let recorded = DomainSpec {
+        created: Some(target.regional_domain_name.clone()),
+        ..domain.clone()
+    };
+    let matched = measure!(
+        "Checks::domain_matches (steady resync)",
+        apis.domain_matches(&recorded).await?
+    );
+    assert!(matched, "the domain as ensure_domain left it matches");
+    let other_certificate = DomainSpec {
+        certificate_arn: format!("{}-other", recorded.certificate_arn),
+        ..recorded.clone()
+    };
+    assert!(
+        !apis.domain_matches(&other_certificate).await?,
+        "a domain with another certificate does not"
     );
 
     clients
@@ -262,6 +322,16 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             vec!["GetBasePathMappings×1"],
         ),
         ("Dns::ensure_records", vec!["ListResourceRecordSets×2"]),
+        (
+            "Queues::queue_matches (steady resync)",
+            vec!["GetQueueAttributes×1"],
+        ),
+        ("Checks::route_matches (steady resync)", vec!["GetMethod×1"]),
+        ("Checks::stage_matches (steady resync)", vec!["GetStage×1"]),
+        (
+            "Checks::domain_matches (steady resync)",
+            vec!["GetDomainName×1"],
+        ),
     ]);
     for (name, _, repeat) in &table {
         if let Some(expected) = expected_repeats.get(name) {

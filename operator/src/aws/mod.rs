@@ -44,8 +44,9 @@ pub use limits::{CallCounts, Caller, RateLimits, RetryPolicy};
 pub use logs::{CloudWatchLogGroups, LogGroups};
 pub use queues::{Backlog, QueuePair, QueuePairSpec, QueueRef, Queues, SqsQueues};
 pub use rest_apis::{
-    ApiGatewayRestApis, ApiKeys, ApiRef, ApiSpec, AuthorizerSpec, Authorizers, DeletedAuthorizer,
-    DomainSpec, DomainTarget, Domains, RestApis, RouteAuth, RouteSpec, Routes, StageSpec, Stages,
+    ApiGatewayRestApis, ApiKeys, ApiRef, ApiSpec, AuthorizerSpec, Authorizers, Checks,
+    DeletedAuthorizer, DomainSpec, DomainTarget, Domains, RestApis, RouteAuth, RouteSpec, Routes,
+    StageSpec, Stages,
 };
 pub use roles::{IamRoles, NamespaceRoleSpec, RoleSpec, Roles};
 
@@ -53,8 +54,8 @@ pub use roles::{IamRoles, NamespaceRoleSpec, RoleSpec, Roles};
 /// (`use hookline_operator::aws::prelude::*`); reconciles hold them as `Arc<dyn …>`.
 pub mod prelude {
     pub use super::{
-        Account, ApiKeys, Authorizers, Certificates, Dns, Domains, Functions, LogGroups, Queues,
-        Roles, Routes, Stages,
+        Account, ApiKeys, Authorizers, Certificates, Checks, Dns, Domains, Functions, LogGroups,
+        Queues, Roles, Routes, Stages,
     };
 }
 

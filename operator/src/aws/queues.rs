@@ -76,6 +76,12 @@ pub struct Backlog {
 pub trait Queues: Send + Sync {
     /// Creates the pair, or brings an existing one (ours) in line with `spec`.
     async fn ensure_pair(&self, spec: &QueuePairSpec) -> Result<QueuePair, AwsError>;
+    /// Whether the pair's queue still exists with `spec`'s attributes and its redrive
+    /// policy to `pair`'s dead-letter queue, from one `GetQueueAttributes` (false
+    /// when it is gone). The dead-letter queue itself is not read: see
+    /// `controller::steady` for what that leaves to the audit.
+    async fn queue_matches(&self, spec: &QueuePairSpec, pair: &QueuePair)
+    -> Result<bool, AwsError>;
     /// Current depths.
     async fn backlog(&self, pair: &QueuePair) -> Result<Backlog, AwsError>;
     /// Visible and in-flight messages of one queue, in one call (what the scaler needs).
@@ -178,17 +184,7 @@ impl SqsQueues {
         let arn = current.remove(&Attr::QueueArn).ok_or_else(|| {
             AwsError::unexpected(SQS, "GetQueueAttributes", format!("no ARN for {name}"))
         })?;
-        let changes: HashMap<Attr, String> = desired(Some(&arn))
-            .iter()
-            .filter(|(attr, want)| match current.get(*attr) {
-                Some(have) => !same_value(attr, have, want),
-                // SQS may omit an attribute it holds at its default (and emulators omit
-                // some FIFO ones), but a policy or setting only the operator writes is
-                // missing when absent: a lost first write, or a manual removal.
-                None => ALWAYS_RETURNED.contains(*attr),
-            })
-            .map(|(attr, want)| (attr.clone(), want.clone()))
-            .collect();
+        let changes = attribute_changes(&current, &desired(Some(&arn)));
         if !changes.is_empty() {
             tracing::info!(queue = name, changed = ?changes.keys().collect::<Vec<_>>(), "updating queue attributes");
             self.set_attributes(&url, changes).await?;
@@ -270,6 +266,24 @@ pub fn pair_deleted(
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// What of `desired` differs from the `current` attributes of a queue.
+pub fn attribute_changes(
+    current: &HashMap<Attr, String>,
+    desired: &BTreeMap<Attr, String>,
+) -> HashMap<Attr, String> {
+    desired
+        .iter()
+        .filter(|(attr, want)| match current.get(*attr) {
+            Some(have) => !same_value(attr, have, want),
+            // SQS may omit an attribute it holds at its default (and emulators omit
+            // some FIFO ones), but a policy or setting only the operator writes is
+            // missing when absent: a lost first write, or a manual removal.
+            None => ALWAYS_RETURNED.contains(*attr),
+        })
+        .map(|(attr, want)| (attr.clone(), want.clone()))
+        .collect()
 }
 
 /// Attributes the operator sets that SQS returns whenever they are set, so their
@@ -435,6 +449,22 @@ impl Queues for SqsQueues {
             )
             .await?;
         Ok(QueuePair { queue, dead_letter })
+    }
+
+    async fn queue_matches(
+        &self,
+        spec: &QueuePairSpec,
+        pair: &QueuePair,
+    ) -> Result<bool, AwsError> {
+        let mut current = match self.attributes(&pair.queue.url, Attr::All).await {
+            Ok(current) => current,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let arn = current.remove(&Attr::QueueArn);
+        Ok(arn.as_deref() == Some(pair.queue.arn.as_str())
+            && attribute_changes(&current, &queue_attributes(spec, &pair.dead_letter.arn))
+                .is_empty())
     }
 
     async fn backlog(&self, pair: &QueuePair) -> Result<Backlog, AwsError> {

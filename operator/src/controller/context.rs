@@ -139,6 +139,8 @@ pub struct Context {
     pub namespaces: Vec<String>,
     /// The AWS quotas Webhooks are checked against before any AWS call.
     pub quotas: Quotas,
+    /// What the last full passes proved, so that a steady-state resync reads less.
+    pub steady: Arc<super::steady::Steady>,
 }
 
 impl std::fmt::Debug for Context {
@@ -198,6 +200,16 @@ impl Context {
             policies: Arc::default(),
             namespaces,
             quotas: Quotas::default(),
+            steady: Arc::default(),
+        })
+    }
+
+    /// This context with a full pass (the audit) of each resource every
+    /// `audit_interval` instead of [`super::steady::DEFAULT_AUDIT_INTERVAL`].
+    pub fn with_audit_interval(self: Arc<Self>, audit_interval: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            steady: Arc::new(super::steady::Steady::new(audit_interval)),
+            ..(*self).clone()
         })
     }
 

@@ -223,6 +223,11 @@ impl DeployRequests {
         (!taken.waiting.is_empty() || taken.own_change.is_some()).then_some(taken)
     }
 
+    /// Whether a deployment of `api_id` was asked for and not yet taken.
+    pub fn is_pending(&self, api_id: &str) -> bool {
+        locked(&self.pending).contains_key(api_id)
+    }
+
     /// Puts back what a failed deployment did not cover (merged with what came since).
     pub fn restore(&self, api_id: &str, taken: Pending) {
         let mut pending = locked(&self.pending);

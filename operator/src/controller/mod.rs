@@ -16,6 +16,8 @@
 //! - [`selector`]: label selector matching for `allowedNamespaces`.
 //! - [`status`]: conditions from step results (one helper for both kinds), status
 //!   writes and condition Events.
+//! - [`steady`]: what a full pass proved, so a steady-state resync makes two reads;
+//!   when the full pass (the audit) runs anyway.
 //! - [`run`]: runs the controllers.
 
 pub mod context;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod run;
 pub mod selector;
 pub mod status;
+pub mod steady;
 pub mod webhook;
 
 use crate::aws::AwsError;

@@ -9,7 +9,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use hookline_crds::{Webhook, WebhookGateway};
-use hookline_operator::aws::memory::MemoryAws;
+use hookline_operator::aws::memory::{MemoryAws, is_write};
 use hookline_operator::aws::{actions, dns::Record};
 use hookline_operator::controller::context::{Context, Timing};
 use hookline_operator::controller::{gateway, webhook};
@@ -177,6 +177,53 @@ impl Scenario {
             }
         }
         self.play_kubelet().await
+    }
+
+    /// One reconcile of this scenario's gateway, as a resync would run it.
+    pub async fn reconcile_gateway(&self) -> Result<()> {
+        let gw = self.gateway_now().await?;
+        gateway::reconcile(Arc::new(gw), self.ctx.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("gateway: {e}"))
+    }
+
+    /// One reconcile of Webhook `name`, as a resync would run it.
+    pub async fn reconcile_webhook(&self, name: &str) -> Result<()> {
+        let hook = self.webhooks().get(name).await?;
+        webhook::reconcile(Arc::new(hook), self.ctx.clone())
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("webhook {name}: {e}"))
+    }
+
+    /// The AWS calls made since the last [`MemoryAws::reset_calls`], as (reads,
+    /// writes), each `Operation×n`.
+    pub fn reads_and_writes(&self) -> (Vec<String>, Vec<String>) {
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        for ((_, operation), n) in self.aws.all_calls() {
+            for _ in 0..n {
+                if is_write(operation) {
+                    writes.push(operation.to_owned());
+                } else {
+                    reads.push(operation.to_owned());
+                }
+            }
+        }
+        (reads, writes)
+    }
+
+    /// A fresh operator on the same AWS and API server, as after a restart (or a
+    /// new leader): nothing remembered.
+    pub fn restart(&mut self) {
+        self.ctx = Context::with_services(
+            self.client.clone(),
+            self.aws.services(),
+            settings(),
+            TIMING,
+            "scenario".to_owned(),
+            Vec::new(),
+        );
     }
 
     /// Passes until `check` holds (bounded), failing with what the reconciles said.

@@ -12,12 +12,14 @@
 //! - [`failures`]: what an AWS failure of each operation shows, and what is not ours.
 //! - [`deletion`]: what deletion waits for, what it releases, what it leaves.
 //! - [`scaling`]: the scaler's decisions on the queue's depth.
+//! - [`steady`]: the steady-state resync (two reads) and the audit.
 
 mod deletion;
 mod failures;
 mod gateways;
 mod harness;
 mod scaling;
+mod steady;
 mod webhooks;
 
 /// Defines the test `<module>::<decision>::holds` that runs the scenario

@@ -199,6 +199,23 @@ impl Queues for MemoryAws {
         Ok(QueuePair { queue, dead_letter })
     }
 
+    async fn queue_matches(
+        &self,
+        spec: &QueuePairSpec,
+        pair: &QueuePair,
+    ) -> Result<bool, AwsError> {
+        let mut state = self.lock();
+        state.call(SQS, "GetQueueAttributes")?;
+        let Some(queue) = state.queues.values().find(|q| q.url == pair.queue.url) else {
+            return Ok(false);
+        };
+        let want = named(queue_attributes(spec, &pair.dead_letter.arn));
+        Ok(queue.arn == pair.queue.arn
+            && want
+                .iter()
+                .all(|(attr, value)| queue.attributes.get(attr) == Some(value)))
+    }
+
     async fn backlog(&self, pair: &QueuePair) -> Result<Backlog, AwsError> {
         let mut state = self.lock();
         state.call(SQS, "GetQueueAttributes")?;

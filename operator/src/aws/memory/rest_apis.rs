@@ -13,8 +13,9 @@ use super::{MemoryAws, State, not_found, owner_of};
 use crate::aws::rest_apis::{Deletion, ResourceTree, route_deletion};
 use crate::aws::templates::{ROUTE_RESPONSES, request_template, sqs_integration_uri};
 use crate::aws::{
-    ApiKeys, ApiRef, ApiSpec, AuthorizerSpec, Authorizers, AwsError, DeletedAuthorizer, DomainSpec,
-    DomainTarget, Domains, Owner, RouteAuth, RouteSpec, Routes, Service, StageSpec, Stages,
+    ApiKeys, ApiRef, ApiSpec, AuthorizerSpec, Authorizers, AwsError, Checks, DeletedAuthorizer,
+    DomainSpec, DomainTarget, Domains, Owner, RouteAuth, RouteSpec, Routes, Service, StageSpec,
+    Stages,
 };
 
 const APIGW: Service = Service::ApiGateway;
@@ -558,17 +559,8 @@ impl Stages for MemoryAws {
         let Some(stage) = api.stages.get(&spec.name) else {
             return Err(not_found(APIGW, "GetStage", format!("stage {}", spec.name)));
         };
-        let mut want = stage.clone();
-        want.throttle = Some((spec.rate_limit, spec.burst_limit));
         // The stage is the gateway's: route overrides it no longer lists go.
-        want.route_throttles = spec
-            .route_throttling
-            .iter()
-            .map(|(path, rate, burst)| (path.clone(), (*rate, *burst)))
-            .collect();
-        if let Some(access_log) = &spec.access_log {
-            want.access_log = Some(access_log.clone());
-        }
+        let want = wanted_stage(stage, spec);
         if &want == stage {
             return Ok(false);
         }
@@ -920,5 +912,76 @@ impl Authorizers for MemoryAws {
             });
         }
         Ok(deleted)
+    }
+}
+
+/// The stage `spec` asks for, from the stage as it is (what `ensure_stage` would write).
+fn wanted_stage(stage: &MemoryStage, spec: &StageSpec) -> MemoryStage {
+    let mut want = stage.clone();
+    want.throttle = Some((spec.rate_limit, spec.burst_limit));
+    want.route_throttles = spec
+        .route_throttling
+        .iter()
+        .map(|(path, rate, burst)| (path.clone(), (*rate, *burst)))
+        .collect();
+    if let Some(access_log) = &spec.access_log {
+        want.access_log = Some(access_log.clone());
+    }
+    want
+}
+
+#[async_trait::async_trait]
+impl Checks for MemoryAws {
+    async fn route_matches(
+        &self,
+        api_id: &str,
+        resource_id: &str,
+        spec: &RouteSpec,
+    ) -> Result<bool, AwsError> {
+        let Ok(template) = request_template(&spec.template) else {
+            return Ok(false);
+        };
+        let mut state = self.lock();
+        state.call(APIGW, "GetMethod")?;
+        let Some(api) = state.rest_apis.get_mut(api_id) else {
+            return Ok(false);
+        };
+        let Some(method) = api
+            .resource_by_id(resource_id)
+            .and_then(|r| r.post.as_ref())
+        else {
+            return Ok(false);
+        };
+        Ok(method.auth == spec.auth
+            && method.template == template
+            && method
+                .integration
+                .as_ref()
+                .is_some_and(|i| i.queue_arn == spec.queue_arn && i.role_arn == spec.role_arn))
+    }
+
+    async fn stage_matches(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {
+        let mut state = self.lock();
+        state.call(APIGW, "GetStage")?;
+        let Some(api) = state.rest_apis.get(api_id) else {
+            return Ok(false);
+        };
+        Ok(api.stages.get(&spec.name).is_some_and(|stage| {
+            api.deployments.contains_key(&stage.deployment_id)
+                && &wanted_stage(stage, spec) == stage
+        }))
+    }
+
+    async fn domain_matches(&self, spec: &DomainSpec) -> Result<bool, AwsError> {
+        let mut state = self.lock();
+        state.call(APIGW, "GetDomainName")?;
+        let Some(domain) = state.domains.get(&spec.domain) else {
+            return Ok(false);
+        };
+        Ok(
+            domain_owned(&spec.owner, domain, spec.created.as_deref(), &spec.domain).is_ok()
+                && domain.certificate_arn == spec.certificate_arn
+                && spec.created.as_deref() == Some(domain.regional_domain_name.as_str()),
+        )
     }
 }

@@ -59,7 +59,10 @@ pub trait Domains: Send + Sync {
 
 impl ApiGatewayRestApis {
     /// The custom domain, if it exists.
-    async fn get_domain(&self, domain: &str) -> Result<Option<GetDomainNameOutput>, AwsError> {
+    pub(super) async fn get_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<GetDomainNameOutput>, AwsError> {
         match self
             .caller
             .call(

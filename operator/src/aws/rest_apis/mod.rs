@@ -16,6 +16,8 @@
 //! - [`domains`]: [`Domains`], the custom domain and its base path mapping.
 //! - [`keys`]: [`ApiKeys`], API keys and their usage plans.
 //! - [`authorizers`]: [`Authorizers`], Cognito and Lambda authorizers.
+//! - [`checks`]: [`Checks`], one read each: is a route, the stage or the domain
+//!   still what the last full pass left (the steady-state resync).
 //! - [`diff`] (pure): what a method, an integration, the stage, an authorizer or a
 //!   route's deletion needs to become its spec; whether a domain is ours.
 //! - [`policy`] (pure): the source-IP resource policy and its comparison with what AWS
@@ -27,6 +29,7 @@
 //! API, the resource listing (and the paths remembered from it) and `GetMethod`.
 
 pub mod authorizers;
+pub mod checks;
 pub mod diff;
 pub mod domains;
 pub mod keys;
@@ -36,6 +39,7 @@ pub mod routes;
 pub mod stages;
 
 pub use authorizers::{AuthorizerSpec, Authorizers, DeletedAuthorizer};
+pub use checks::Checks;
 pub use diff::{
     AuthorizerChange, AuthorizerShape, Deletion, IntegrationSpec, ResourceTree, authorizer_change,
     domain_owned, integration_matches, integration_response_matches, method_patch_operations,
@@ -62,9 +66,9 @@ fn method_path(api_id: &str, resource_id: &str, method: &str) -> String {
 
 /// A gateway's REST API: every concern, as the SDK implementation provides them together
 /// (they share one mutation slot per API). Functions that need one concern take that trait.
-pub trait RestApis: Routes + Stages + Domains + ApiKeys + Authorizers {}
+pub trait RestApis: Routes + Stages + Domains + ApiKeys + Authorizers + Checks {}
 
-impl<T: Routes + Stages + Domains + ApiKeys + Authorizers + ?Sized> RestApis for T {}
+impl<T: Routes + Stages + Domains + ApiKeys + Authorizers + Checks + ?Sized> RestApis for T {}
 
 /// Deployment markers by (API id, deployment id); `None`: not made by Hookline.
 type DeploymentMarkers = HashMap<(String, String), Option<u64>>;

@@ -536,7 +536,7 @@ impl MethodAt<'_> {
 }
 
 /// The integration a route should have, from its spec.
-fn integration_spec(spec: &RouteSpec) -> Result<IntegrationSpec, AwsError> {
+pub(super) fn integration_spec(spec: &RouteSpec) -> Result<IntegrationSpec, AwsError> {
     let template = request_template(&spec.template).map_err(template_error)?;
     let uri = sqs_integration_uri(&spec.queue_arn).ok_or_else(|| {
         AwsError::unexpected(

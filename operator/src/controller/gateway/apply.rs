@@ -75,6 +75,16 @@ impl Applied {
         matches!(&self.certificate, Some(Ok(c)) if c.status == crate::aws::certificates::Status::Issued)
     }
 
+    /// The stage's access-log destination and format, once the group is ready.
+    pub fn access_log(&self) -> Option<(String, String)> {
+        match &self.access_logs {
+            Some(AccessLogs::Ready { arn, .. }) => {
+                Some((arn.clone(), ACCESS_LOG_FORMAT.to_owned()))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the hostname's aliases point at the API.
     pub fn aliased(&self) -> bool {
         matches!(self.mapping, Some(Ok(())))

@@ -42,6 +42,9 @@ pub async fn cleanup(
     ctx: &Context,
 ) -> Result<Action> {
     let name = gateway.name_any();
+    if let Some(uid) = &gateway.metadata.uid {
+        ctx.steady.forget(uid);
+    }
     let in_use = attached(ctx, &name).await?;
     if !in_use.is_empty() {
         let names: Vec<String> = in_use

@@ -5,6 +5,7 @@
 //! cannot be read fails its own condition, not the pass.
 
 use hookline_crds::{Webhook, WebhookGateway};
+use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::super::Result;
@@ -19,7 +20,7 @@ pub struct Observed {
     /// When the Webhooks were read: deployments asked for before it are covered.
     pub read_at: Instant,
     /// Every Webhook the operator manages.
-    pub webhooks: Vec<std::sync::Arc<Webhook>>,
+    pub webhooks: Vec<Arc<Webhook>>,
     /// The hosted zone's id.
     pub zone: Result<String, AwsError>,
     /// The records at the hostname's ownership name; `None` when the zone is unknown.
@@ -30,12 +31,21 @@ pub struct Observed {
     pub certificate: Result<Option<Certificate>, AwsError>,
 }
 
-/// Reads everything the pass for `gateway` needs.
-pub async fn observe(ctx: &Context, gateway: &WebhookGateway) -> Result<Observed> {
+/// The Webhooks (the index's input, all the plan reads), and when they were read.
+pub async fn webhooks(ctx: &Context) -> Result<(Instant, Vec<Arc<Webhook>>)> {
+    let read_at = Instant::now();
+    Ok((read_at, ctx.indexed_webhooks().await?))
+}
+
+/// Reads from AWS what the full pass for `gateway` needs, next to the Webhooks read
+/// at `read_at` ([`webhooks`]).
+pub async fn observe(
+    ctx: &Context,
+    gateway: &WebhookGateway,
+    (read_at, webhooks): (Instant, Vec<Arc<Webhook>>),
+) -> Observed {
     let spec = &gateway.spec;
     let aws = &ctx.aws;
-    let read_at = Instant::now();
-    let webhooks = ctx.indexed_webhooks().await?;
     let zone = match &spec.hosted_zone.id {
         Some(id) => Ok(id.trim_start_matches("/hostedzone/").to_owned()),
         None => {
@@ -69,12 +79,12 @@ pub async fn observe(ctx: &Context, gateway: &WebhookGateway) -> Result<Observed
         },
         None => Ok(None),
     };
-    Ok(Observed {
+    Observed {
         read_at,
         webhooks,
         zone,
         owner_records,
         cloudwatch_role,
         certificate,
-    })
+    }
 }

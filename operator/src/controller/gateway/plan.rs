@@ -5,12 +5,12 @@
 //! and the API; the aliases need the domain) are pure functions of those.
 
 use aws_sdk_route53::types::RrType;
-use hookline_crds::WebhookGateway;
+use hookline_crds::{Webhook, WebhookGateway};
 use kube::ResourceExt;
 use serde_json::Value as Json;
+use std::sync::Arc;
 
 use super::super::index::{self, GatewayIndex};
-use super::observe::Observed;
 use crate::aws::dns::{Record, Value};
 use crate::aws::{
     ApiSpec, Certificate, CertificateSpec, DomainSpec, DomainTarget, Owner, RoleSpec, StageSpec,
@@ -49,7 +49,7 @@ pub struct Plan {
 /// The plan for `gateway`; `cluster` names this cluster in the ownership record.
 pub fn plan(
     gateway: &WebhookGateway,
-    observed: &Observed,
+    webhooks: &[Arc<Webhook>],
     settings: &Settings,
     quotas: &Quotas,
     cluster: &str,
@@ -59,7 +59,7 @@ pub fn plan(
     let owner = gateway_owner(gateway);
     let index = GatewayIndex::build(
         &name,
-        &index::attachments(observed.webhooks.iter().map(|w| &**w), None),
+        &index::attachments(webhooks.iter().map(|w| &**w), None),
         quotas,
     );
     Plan {
@@ -190,7 +190,6 @@ pub fn validation_records(certificate: &Certificate) -> Vec<Record> {
 mod tests {
     use super::*;
     use crate::aws::certificates::{Status, ValidationRecord};
-    use hookline_crds::Webhook;
 
     fn gateway(extra: serde_json::Value) -> WebhookGateway {
         let mut spec = serde_json::json!({"hostname": "hooks.example.com", "hostedZone": {"name": "example.com"}});
@@ -224,29 +223,13 @@ mod tests {
         .expect("a valid Webhook")
     }
 
-    fn observed(webhooks: Vec<Webhook>) -> Observed {
-        Observed {
-            read_at: tokio::time::Instant::now(),
-            webhooks: webhooks.into_iter().map(std::sync::Arc::new).collect(),
-            zone: Ok("Z".to_owned()),
-            owner_records: None,
-            cloudwatch_role: None,
-            certificate: Ok(None),
-        }
-    }
-
     fn settings() -> Settings {
         Settings::for_tests()
     }
 
     fn plan_of(gateway: &WebhookGateway, webhooks: Vec<Webhook>) -> Plan {
-        plan(
-            gateway,
-            &observed(webhooks),
-            &settings(),
-            &Quotas::default(),
-            "bench",
-        )
+        let webhooks: Vec<Arc<Webhook>> = webhooks.into_iter().map(Arc::new).collect();
+        plan(gateway, &webhooks, &settings(), &Quotas::default(), "bench")
     }
 
     #[test]

@@ -16,6 +16,7 @@ use kube::runtime::controller::Action;
 
 use super::super::context::{Context, Timing};
 use super::super::index;
+use super::super::steady::Evidence;
 use super::super::{Error, MANAGER, Result, identity};
 use super::plan::{self, AuthPlan, KedaPlan, Plan, RoutePlan};
 use crate::aws::functions::{authorizer_source_arn, authorizer_statement_id};
@@ -156,6 +157,14 @@ async fn parts(
     base: &WebhookStatus,
     applied: &mut Applied,
 ) -> Result<(), Stop> {
+    if let Some((pair, route)) = super::steady::holds(ctx, webhook, plan).await {
+        applied.queue = Some(pair.clone());
+        applied.route = Some(route);
+        applied.worker = Some(worker(ctx, webhook, gateway, plan, &pair).await?);
+        return Ok(());
+    }
+    let uid = webhook.metadata.uid.as_deref().unwrap_or_default();
+    ctx.steady.forget(uid);
     let pair = ctx
         .aws
         .queues
@@ -169,7 +178,20 @@ async fn parts(
     }
     applied.queue = Some(pair.clone());
     applied.route = Some(match &plan.route {
-        Ok(route_plan) => route(ctx, webhook, route_plan, &pair).await?,
+        Ok(route_plan) => {
+            let (done, auth) = route(ctx, webhook, route_plan, &pair).await?;
+            if let RouteDone::Live { route, .. } = &done {
+                let generation = webhook.metadata.generation;
+                let fingerprint =
+                    super::steady::applied_fingerprint(generation, plan, &pair, route);
+                let evidence = Evidence {
+                    auth: Some(auth),
+                    access_log: None,
+                };
+                ctx.steady.verified(uid, fingerprint, evidence);
+            }
+            done
+        }
         Err(blocked) => RouteDone::Blocked(blocked.clone()),
     });
     applied.worker = Some(worker(ctx, webhook, gateway, plan, &pair).await?);
@@ -178,12 +200,13 @@ async fn parts(
 
 /// Auth, then the route; a route that is not live yet is handed to the gateway to
 /// deploy (deployments, stage throttles and the resource policy are the gateway's).
+/// Also returns the route's authorization as AWS has it (an authorizer's id).
 async fn route(
     ctx: &Context,
     webhook: &Webhook,
     plan: &RoutePlan,
     pair: &QueuePair,
-) -> Result<RouteDone, Stop> {
+) -> Result<(RouteDone, RouteAuth), Stop> {
     let aws = &ctx.aws;
     let api_id = &plan.api.id;
     let auth = auth(ctx, webhook, plan, pair).await?;
@@ -195,7 +218,7 @@ async fn route(
     };
     let (resource_id, changed) = aws
         .apis
-        .ensure_route(&plan.api, &plan.route_spec(pair, auth))
+        .ensure_route(&plan.api, &plan.route_spec(pair, auth.clone()))
         .await
         .map_err(at(ROUTE_READY))?;
     // Unchanged now is not deployed: a change made just before the operator stopped
@@ -218,10 +241,11 @@ async fn route(
         } else {
             ctx.deploys.remind(api_id, &plan.gateway, webhook);
         }
-        return Ok(RouteDone::Undeployed {
+        let undeployed = RouteDone::Undeployed {
             route,
             stage: plan.stage.clone(),
-        });
+        };
+        return Ok((undeployed, auth));
     }
     let uid = webhook.metadata.uid.as_deref().unwrap_or_default();
     if ctx.deploys.awaits(uid) {
@@ -244,13 +268,14 @@ async fn route(
             &plan.allow_list,
         )
     {
-        return Ok(RouteDone::PolicyPending { route });
+        return Ok((RouteDone::PolicyPending { route }, auth));
     }
-    Ok(RouteDone::Live {
+    let live = RouteDone::Live {
         route,
         url: plan.url.clone(),
         stage: plan.stage.clone(),
-    })
+    };
+    Ok((live, auth))
 }
 
 /// The route's auth as API Gateway needs it: the API key, or the authorizer (and for

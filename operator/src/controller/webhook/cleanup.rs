@@ -23,6 +23,9 @@ use crate::names;
 /// Deletes what the Webhook made in AWS, or says (in `Ready`) what it waits for.
 pub async fn cleanup(api: &Api<Webhook>, webhook: &Webhook, ctx: &Context) -> Result<Action> {
     let namespace = webhook.namespace().ok_or(Error::Malformed("namespace"))?;
+    if let Some(uid) = &webhook.metadata.uid {
+        ctx.steady.forget(uid);
+    }
     if webhook.spec.deletion_policy == DeletionPolicy::Retain {
         return Ok(Action::await_change());
     }

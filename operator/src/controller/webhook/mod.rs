@@ -14,6 +14,8 @@
 //! - [`apply`]: queue pair (ids checkpointed into status) → route (deployed by the
 //!   gateway's reconcile, which owns the stage and the resource policy) → worker.
 //! - [`status`]: the status fields and the parts' reports from what apply came to.
+//! - [`steady`]: two AWS reads instead of the queue pair's and the route's full
+//!   pass while nothing changed.
 //! - [`cleanup`]: deletion, route first, queues once drained.
 
 pub mod apply;
@@ -21,6 +23,7 @@ pub mod cleanup;
 pub mod observe;
 pub mod plan;
 pub mod status;
+pub mod steady;
 pub mod validate;
 
 use hookline_crds::{Webhook, WebhookStatus};
