@@ -4,13 +4,13 @@
 //! `ensure_*` would write nothing". A steady-state resync makes these reads instead
 //! of the `ensure_*` (see `controller::steady`).
 
+use super::ApiGatewayRestApis;
 use super::diff::{
     domain_owned, integration_matches, integration_response_matches, method_patch_operations,
     stage_patch_operations,
 };
 use super::markers::read_marker;
 use super::routes::integration_spec;
-use super::{APIGW, ApiGatewayRestApis};
 use crate::aws::templates::ROUTE_RESPONSES;
 use crate::aws::{AwsError, DomainSpec, RouteSpec, StageSpec};
 
@@ -63,22 +63,7 @@ impl Checks for ApiGatewayRestApis {
     }
 
     async fn stage_matches(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {
-        let stage = match self
-            .caller
-            .call(
-                APIGW,
-                "GetStage",
-                &format!("/restapis/{api_id}/stages/{}", spec.name),
-                || {
-                    self.apigateway
-                        .get_stage()
-                        .rest_api_id(api_id)
-                        .stage_name(&spec.name)
-                        .send()
-                },
-            )
-            .await
-        {
+        let stage = match self.get_stage(api_id, &spec.name).await {
             Ok(stage) => stage,
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e),

@@ -43,6 +43,29 @@ pub trait Stages: Send + Sync {
 }
 
 impl ApiGatewayRestApis {
+    /// The stage, as `GetStage` answers (the liveness check, the stage's ensure and
+    /// the steady-state check all read it).
+    pub(super) async fn get_stage(
+        &self,
+        api_id: &str,
+        stage: &str,
+    ) -> Result<aws_sdk_apigateway::operation::get_stage::GetStageOutput, AwsError> {
+        self.caller
+            .call(
+                APIGW,
+                "GetStage",
+                &format!("/restapis/{api_id}/stages/{stage}"),
+                || {
+                    self.apigateway
+                        .get_stage()
+                        .rest_api_id(api_id)
+                        .stage_name(stage)
+                        .send()
+                },
+            )
+            .await
+    }
+
     /// The marker of a deployment (`None`: not made by Hookline).
     async fn deployment_marker(
         &self,
@@ -94,22 +117,7 @@ impl Stages for ApiGatewayRestApis {
             return Ok(false);
         };
         let changed = read_marker(method.operation_name.as_deref());
-        let deployment = match self
-            .caller
-            .call(
-                APIGW,
-                "GetStage",
-                &format!("/restapis/{api_id}/stages/{stage}"),
-                || {
-                    self.apigateway
-                        .get_stage()
-                        .rest_api_id(api_id)
-                        .stage_name(stage)
-                        .send()
-                },
-            )
-            .await
-        {
+        let deployment = match self.get_stage(api_id, stage).await {
             Ok(stage) => stage.deployment_id,
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
@@ -153,21 +161,7 @@ impl Stages for ApiGatewayRestApis {
 
     async fn ensure_stage(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {
         let _mutation = self.mutating(api_id).await;
-        let stage = self
-            .caller
-            .call(
-                APIGW,
-                "GetStage",
-                &format!("/restapis/{api_id}/stages/{}", spec.name),
-                || {
-                    self.apigateway
-                        .get_stage()
-                        .rest_api_id(api_id)
-                        .stage_name(&spec.name)
-                        .send()
-                },
-            )
-            .await?;
+        let stage = self.get_stage(api_id, &spec.name).await?;
         let ops = stage_patch_operations(
             &stage.method_settings.unwrap_or_default(),
             stage.access_log_settings.as_ref(),
