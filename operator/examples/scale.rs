@@ -85,10 +85,16 @@ async fn main() -> Result<()> {
     }
 
     let metrics_port = hookline_tests::process::free_port()?;
-    let mut operator = start_operator(&bench, &binary, metrics_port, resync)?;
+    // The allocator settings the chart ships; HOOKLINE_BENCH_MALLOC overrides them
+    // (empty: glibc's defaults) to compare.
+    let malloc = match std::env::var("HOOKLINE_BENCH_MALLOC") {
+        Ok(tunables) => tunables,
+        Err(_) => hookline_tests::chart_malloc_tunables()?,
+    };
+    let mut operator = start_operator(&bench, &binary, metrics_port, resync, &malloc)?;
     let pid = operator.id();
     println!(
-        "operator pid {pid}, bench ready in {:.1}s, log {}",
+        "operator pid {pid} (GLIBC_TUNABLES={malloc:?}), bench ready in {:.1}s, log {}",
         bench.started_in().as_secs_f64(),
         bench.workdir().join("operator.log").display()
     );
@@ -237,6 +243,7 @@ fn start_operator(
     binary: &std::path::Path,
     port: u16,
     resync: u64,
+    malloc: &str,
 ) -> Result<Child> {
     let log = std::fs::File::create(bench.workdir().join("operator.log"))?;
     Command::new(binary)
@@ -248,6 +255,7 @@ fn start_operator(
         .env("HOOKLINE_LEADER_ELECTION", "false")
         .env("HOOKLINE_METRICS_ADDR", format!("127.0.0.1:{port}"))
         .env("HOOKLINE_RESYNC_SECONDS", resync.to_string())
+        .env("GLIBC_TUNABLES", malloc)
         // HOOKLINE_BENCH_LOG: the operator's log filter, for a run that needs a look
         // inside (the log is operator.log in the bench's directory).
         .env(

@@ -298,6 +298,20 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// The chart's default `mallocTunables` (the operator's `GLIBC_TUNABLES`), so that a
+/// benchmark runs the operator with the allocator settings it ships with.
+pub fn chart_malloc_tunables() -> Result<String> {
+    let path = repo_root().join("charts/hookline/values.yaml");
+    let values =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let tree: serde_json::Value =
+        serde_saphyr::from_str(&values).with_context(|| format!("parsing {}", path.display()))?;
+    tree["mallocTunables"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no string mallocTunables", path.display()))
+}
+
 /// Directory with `kube-apiserver` and `etcd`, building them on first use.
 pub fn kube_binaries() -> Result<PathBuf> {
     let dir = process::run_setup_script(&repo_root().join("tests/kube-bench/build.sh"))

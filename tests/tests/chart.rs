@@ -206,6 +206,32 @@ fn the_chart_lints_and_renders_with_default_and_full_values() -> Result<()> {
         !env.contains(&"HOOKLINE_NAMESPACES"),
         "cluster-wide: no namespace list"
     );
+    // The allocator settings the benchmarks measure (docs/benchmarks.md "Memory").
+    let tunables = container["env"]
+        .as_array()
+        .context("env")?
+        .iter()
+        .find(|e| e["name"] == "GLIBC_TUNABLES")
+        .context("GLIBC_TUNABLES missing")?;
+    assert_eq!(
+        tunables["value"].as_str(),
+        Some(hookline_tests::chart_malloc_tunables()?.as_str())
+    );
+    assert!(
+        hookline_tests::chart_malloc_tunables()?.contains("glibc.malloc.arena_max=1"),
+        "one malloc arena by default"
+    );
+    let objects_default_malloc = render(&["--set", "mallocTunables="])?;
+    let container = &find(&objects_default_malloc, "Deployment", "hookline")?["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert!(
+        container["env"]
+            .as_array()
+            .context("env")?
+            .iter()
+            .all(|e| e["name"] != "GLIBC_TUNABLES"),
+        "an empty mallocTunables leaves glibc's defaults"
+    );
     assert_eq!(
         pod["topologySpreadConstraints"].as_array().map(Vec::len),
         Some(2)
