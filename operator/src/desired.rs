@@ -443,61 +443,59 @@ pub fn worker_env(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> W
     }
 }
 
-/// The worker Deployment: the team's pod template plus the Hookline worker as a
-/// native sidecar (an init container with `restartPolicy: Always`, so it starts
-/// before and stops after the handler). `replicas` is left out: the scaler owns it.
-pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> Deployment {
-    let spec = &webhook.spec;
-    let mut template = spec.worker.template.clone();
-    let labels = worker_labels(webhook);
-    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
-    meta.labels
-        .get_or_insert_with(BTreeMap::new)
-        .extend(labels.clone());
+/// The signing Secret as a read-only volume and its mount in the sidecar: only the
+/// keys the Webhook names, or the whole Secret when it names none.
+fn signature_volume(webhook: &Webhook) -> Option<(Volume, VolumeMount)> {
+    let signature = webhook.spec.signature.as_ref()?;
+    let keys = &signature.secret_ref.keys;
+    let volume = Volume {
+        name: "hookline-signature".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(signature.secret_ref.name.clone()),
+            items: (!keys.is_empty()).then(|| {
+                keys.iter()
+                    .map(|k| KeyToPath {
+                        key: k.clone(),
+                        path: k.clone(),
+                        ..KeyToPath::default()
+                    })
+                    .collect()
+            }),
+            default_mode: Some(0o440),
+            optional: Some(false),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = VolumeMount {
+        name: "hookline-signature".to_owned(),
+        mount_path: SECRET_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    Some((volume, mount))
+}
 
+/// The Hookline worker container, configured through its typed environment and
+/// locked down as the restricted Pod Security Standard asks.
+fn worker_sidecar(
+    webhook: &Webhook,
+    pair: &QueuePair,
+    settings: &Settings,
+    signature_mount: Option<VolumeMount>,
+) -> Container {
     let vars: Vec<EnvVar> = worker_env(webhook, pair, settings)
         .vars()
         .into_iter()
         .map(|(name, value)| env(name, value))
         .collect();
-    let mut mounts = Vec::new();
-    let mut volumes = Vec::new();
-    if let Some(signature) = &spec.signature {
-        let keys = &signature.secret_ref.keys;
-        volumes.push(Volume {
-            name: "hookline-signature".to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(signature.secret_ref.name.clone()),
-                items: (!keys.is_empty()).then(|| {
-                    keys.iter()
-                        .map(|k| KeyToPath {
-                            key: k.clone(),
-                            path: k.clone(),
-                            ..KeyToPath::default()
-                        })
-                        .collect()
-                }),
-                default_mode: Some(0o440),
-                optional: Some(false),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "hookline-signature".to_owned(),
-            mount_path: SECRET_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-    }
-
-    let sidecar = Container {
+    Container {
         name: WORKER_CONTAINER.to_owned(),
         image: Some(settings.worker_image.clone()),
         args: Some(vec!["run".to_owned()]),
         env: Some(vars),
         restart_policy: Some("Always".to_owned()),
-        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        volume_mounts: signature_mount.map(|m| vec![m]),
         ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
             name: Some("worker-metrics".to_owned()),
             container_port: WORKER_METRICS_PORT,
@@ -520,14 +518,30 @@ pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Setting
             ..SecurityContext::default()
         }),
         ..Container::default()
-    };
+    }
+}
+
+/// The worker Deployment: the team's pod template plus the Hookline worker as a
+/// native sidecar (an init container with `restartPolicy: Always`, so it starts
+/// before and stops after the handler). `replicas` is left out: the scaler owns it.
+pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> Deployment {
+    let spec = &webhook.spec;
+    let mut template = spec.worker.template.clone();
+    let labels = worker_labels(webhook);
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(labels.clone());
+
+    let (volume, mount) = signature_volume(webhook).unzip();
+    let sidecar = worker_sidecar(webhook, pair, settings, mount);
 
     let pod = template.spec.get_or_insert_with(Default::default);
     pod.service_account_name = Some(worker_name(webhook));
     pod.init_containers
         .get_or_insert_with(Vec::new)
         .push(sidecar);
-    pod.volumes.get_or_insert_with(Vec::new).extend(volumes);
+    pod.volumes.get_or_insert_with(Vec::new).extend(volume);
     // Long enough to finish the slowest handler call and flush its delete.
     let needed = i64::from(spec.worker.handler.timeout_seconds) + 30;
     pod.termination_grace_period_seconds = Some(

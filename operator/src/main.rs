@@ -180,14 +180,7 @@ async fn main() -> Result<()> {
         "1 while this replica holds the leader Lease and reconciles",
         leader_gauge.clone(),
     );
-    let registry = Arc::new(registry);
-
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-        .await
-        .with_context(|| format!("listening on {}", args.metrics_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let app = health_router(leading.clone(), registry);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = serve(args.metrics_addr, leading.clone(), Arc::new(registry)).await?;
 
     let lease = LeaseConfig {
         namespace: args.lease_namespace,
@@ -236,6 +229,22 @@ async fn main() -> Result<()> {
     tracing::info!("stopped");
     server.abort();
     Ok(())
+}
+
+/// /healthz, /readyz and /metrics, served until the process stops.
+async fn serve(
+    addr: SocketAddr,
+    leading: Arc<AtomicBool>,
+    registry: Arc<Registry>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let app = health_router(leading, registry);
+    Ok(tokio::spawn(
+        async move { axum::serve(listener, app).await },
+    ))
 }
 
 /// The SDK configuration and the region it resolved.

@@ -68,6 +68,17 @@ pub struct MemoryMethod {
     pub changed: u64,
 }
 
+impl MemoryMethod {
+    /// Whether the integration sends to `spec`'s queue as its role with `template`.
+    fn integrates(&self, spec: &RouteSpec, template: &str) -> bool {
+        self.template == template
+            && self
+                .integration
+                .as_ref()
+                .is_some_and(|i| i.queue_arn == spec.queue_arn && i.role_arn == spec.role_arn)
+    }
+}
+
 /// A deployment: a snapshot of what the API served when it was made.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryDeployment {
@@ -234,6 +245,23 @@ fn authorizer_exists(api: &MemoryRestApi, auth: &RouteAuth) -> bool {
     }
 }
 
+/// The resources of each segment of `path` that are missing; whether any was.
+fn put_resources(state: &mut State, api: &mut MemoryRestApi, path: &str) -> Result<bool, AwsError> {
+    let mut created = false;
+    let mut current = String::new();
+    for segment in path.trim_start_matches('/').split('/') {
+        current = format!("{current}/{segment}");
+        if !api.resources.contains_key(&current) {
+            state.call(APIGW, "CreateResource")?;
+            let id = state.new_id();
+            api.resources
+                .insert(current.clone(), MemoryResource { id, post: None });
+            created = true;
+        }
+    }
+    Ok(created)
+}
+
 /// `ensure_route` on one API: the path's resources, the method, the integration and
 /// its responses, each written only where it differs.
 fn put_route(
@@ -243,21 +271,10 @@ fn put_route(
     template: String,
 ) -> Result<(String, bool), AwsError> {
     let path = clean(&spec.path);
-    let mut changed = false;
-    let mut current = String::new();
     // The SDK implementation asks for the method only on a resource it did not
     // just create.
     let new_resource = !api.resources.contains_key(&path);
-    for segment in path.trim_start_matches('/').split('/') {
-        current = format!("{current}/{segment}");
-        if !api.resources.contains_key(&current) {
-            state.call(APIGW, "CreateResource")?;
-            let id = state.new_id();
-            api.resources
-                .insert(current.clone(), MemoryResource { id, post: None });
-            changed = true;
-        }
-    }
+    let mut changed = put_resources(state, api, &path)?;
     if !new_resource {
         state.call(APIGW, "GetMethod")?;
     }
@@ -298,10 +315,7 @@ fn put_route(
     if let Some(resource) = api.resources.get_mut(&path) {
         resource.post = Some(method.clone());
     }
-    let matches = method.integration.as_ref().is_some_and(|i| {
-        i.queue_arn == spec.queue_arn && i.role_arn == spec.role_arn && method.template == template
-    });
-    if !matches {
+    if !method.integrates(spec, &template) {
         state.call(APIGW, "PutIntegration")?;
         // PutIntegration replaces the integration and drops its responses.
         for _ in ROUTE_RESPONSES {
@@ -952,12 +966,7 @@ impl Checks for MemoryAws {
         else {
             return Ok(false);
         };
-        Ok(method.auth == spec.auth
-            && method.template == template
-            && method
-                .integration
-                .as_ref()
-                .is_some_and(|i| i.queue_arn == spec.queue_arn && i.role_arn == spec.role_arn))
+        Ok(method.auth == spec.auth && method.integrates(spec, &template))
     }
 
     async fn stage_matches(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {

@@ -145,3 +145,19 @@ pub async fn attached(ctx: &Context, gateway: &str) -> Result<Vec<Webhook>> {
         .filter(|w| w.status.as_ref().and_then(|s| s.gateway.as_deref()) == Some(gateway))
         .collect())
 }
+
+/// The gateway the step modules' unit tests start from.
+#[cfg(test)]
+mod fixtures {
+    use hookline_crds::WebhookGateway;
+
+    pub(super) fn gateway() -> WebhookGateway {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "hookline.dev/v1alpha1",
+            "kind": "WebhookGateway",
+            "metadata": {"name": "gw", "uid": "g1"},
+            "spec": {"hostname": "hooks.example.com", "hostedZone": {"name": "example.com"}},
+        }))
+        .expect("a valid WebhookGateway")
+    }
+}

@@ -172,15 +172,7 @@ mod tests {
     use super::*;
     use crate::aws::{ApiRef, Certificate, DomainTarget, Service};
 
-    fn gateway() -> WebhookGateway {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "hookline.dev/v1alpha1",
-            "kind": "WebhookGateway",
-            "metadata": {"name": "gw", "uid": "g1"},
-            "spec": {"hostname": "hooks.example.com", "hostedZone": {"name": "example.com"}},
-        }))
-        .expect("a valid WebhookGateway")
-    }
+    use super::super::fixtures::gateway;
 
     fn certificate(status: CertStatus) -> Certificate {
         Certificate {
