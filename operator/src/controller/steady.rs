@@ -91,8 +91,21 @@ impl Steady {
         let verified = self.lock();
         let entry = verified.get(uid)?;
         (entry.fingerprint == fingerprint
-            && now.saturating_duration_since(entry.at) < self.audit_interval)
-            .then(|| entry.clone())
+            && now.saturating_duration_since(entry.at) < self.audit_after(uid))
+        .then(|| entry.clone())
+    }
+
+    /// How long `uid`'s full pass is trusted: the audit interval, spread by ±10 %
+    /// per resource. A start audits every resource at once; without the spread their
+    /// audits would stay in step and compete, all together, with real changes for
+    /// the AWS rate limits every interval. The spread is a hash of the uid, so one
+    /// resource's audits stay an interval apart.
+    fn audit_after(&self, uid: &str) -> Duration {
+        let mut hasher = DefaultHasher::new();
+        hasher.write(uid.as_bytes());
+        // A fraction in [0.9, 1.1), in thousandths.
+        let permille = 900 + u32::try_from(hasher.finish() % 200).unwrap_or(0);
+        self.audit_interval * permille / 1000
     }
 
     /// Records a full pass of `uid` that left its AWS parts ready.
@@ -160,10 +173,45 @@ mod tests {
             "another plan"
         );
         assert_eq!(steady.trusted("v", plan), None, "another resource");
-        let later = trusted.at + Duration::from_secs(60);
+        let later = trusted.at + Duration::from_secs(66);
         assert_eq!(steady.trusted_at("u", plan, later), None, "audit due");
         steady.forget("u");
         assert_eq!(steady.trusted("u", plan), None, "forgotten");
+    }
+
+    #[test]
+    fn audits_are_spread_over_a_fifth_of_the_interval() {
+        let interval = Duration::from_secs(36_000);
+        let steady = Steady::new(interval);
+        let afters: Vec<Duration> = (0..200)
+            .map(|i| steady.audit_after(&format!("uid-{i}")))
+            .collect();
+        assert!(
+            afters
+                .iter()
+                .all(|a| *a >= interval * 9 / 10 && *a < interval * 11 / 10),
+            "{afters:?}"
+        );
+        let (min, max) = (afters.iter().min(), afters.iter().max());
+        assert!(
+            max.zip(min)
+                .is_some_and(|(max, min)| *max - *min > interval / 10),
+            "spread: {min:?}..{max:?}"
+        );
+        assert_eq!(steady.audit_after("uid-1"), steady.audit_after("uid-1"));
+        let plan = fingerprint(&"plan");
+        steady.verified("uid-1", plan, Evidence::default());
+        let at = steady
+            .trusted("uid-1", plan)
+            .map(|v| v.at)
+            .expect("trusted");
+        let after = steady.audit_after("uid-1");
+        assert!(
+            steady
+                .trusted_at("uid-1", plan, at + after - Duration::from_secs(1))
+                .is_some()
+        );
+        assert!(steady.trusted_at("uid-1", plan, at + after).is_none());
     }
 
     #[test]
