@@ -1,7 +1,8 @@
 //! Backlog autoscaling of worker Deployments.
 //!
-//! Every interval, for each Webhook: read its queues' counts (one
-//! `GetQueueAttributes` per queue), decide (pure, [`decide`]) and, with the built-in
+//! Every interval, for each Webhook: read its queue's counts (one
+//! `GetQueueAttributes`; the dead-letter queue's too, at most once per
+//! [`DEAD_LETTER_INTERVAL`]), decide (pure, [`decide`]) and, with the built-in
 //! engine, write the Deployment's scale subresource when the decision changes it.
 //! The scaler is the one writer of the status fields `backlog`, `replicas` and
 //! `lastScaleTime` ([`Fields`], server-side applied under its own field manager
@@ -31,6 +32,13 @@ use crate::controller::context::Context;
 /// Field manager of the status fields the scaler owns (backlog, replicas, last scale
 /// time): no other writer touches them.
 pub const MANAGER: &str = "hookline-scaler";
+
+/// How often the scaler reads a dead-letter queue's depth. Scaling needs only the
+/// main queue every tick; the dead-letter count is for status, the metric and the
+/// `HooklineDeadLetters` alert, which waits 5 minutes anyway. Read every tick it
+/// would double the scaler's SQS requests (the larger part of a Webhook's cost at
+/// rest, docs/benchmarks.md).
+pub const DEAD_LETTER_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A Webhook's scaling bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,12 +159,35 @@ pub fn decide(
 }
 
 /// The scaling loop of the operator.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scaler {
-    memory: tokio::sync::Mutex<HashMap<String, Memory>>,
+    memory: tokio::sync::Mutex<HashMap<String, Seen>>,
+    dead_letter_interval: Duration,
+}
+
+/// What the scaler keeps per Webhook between ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    scaling: Memory,
+    /// The dead-letter queue's depth at its last read, and when.
+    dead_letter: Option<(i64, Instant)>,
+}
+
+impl Default for Scaler {
+    fn default() -> Self {
+        Self::new(DEAD_LETTER_INTERVAL)
+    }
 }
 
 impl Scaler {
+    /// A scaler reading each dead-letter queue at most once per `dead_letter_interval`.
+    pub fn new(dead_letter_interval: Duration) -> Self {
+        Self {
+            memory: tokio::sync::Mutex::default(),
+            dead_letter_interval,
+        }
+    }
+
     /// Runs [`Scaler::tick`] every `interval` until `stop` completes.
     pub async fn run(
         self: Arc<Self>,
@@ -188,8 +219,8 @@ impl Scaler {
             // A Webhook being deleted is still scaled: its worker drains the queue
             // before the queues are deleted. Once they are gone, so is the Webhook.
             let uid = webhook.metadata.uid.clone().unwrap_or_default();
-            let remembered = memory.get(&uid).copied().unwrap_or_default();
-            match self.scale_one(ctx, &webhook, remembered).await {
+            let seen = memory.get(&uid).copied().unwrap_or_default();
+            match self.scale_one(ctx, &webhook, seen).await {
                 Ok(next) => {
                     memory.insert(uid, next);
                 }
@@ -205,19 +236,19 @@ impl Scaler {
         &self,
         ctx: &Context,
         webhook: &Webhook,
-        memory: Memory,
-    ) -> crate::controller::Result<Memory> {
+        seen: Seen,
+    ) -> crate::controller::Result<Seen> {
         let Some(status) = &webhook.status else {
-            return Ok(memory);
+            return Ok(seen);
         };
         let Some(pair) = crate::desired::queue_pair_in(status) else {
-            return Ok(memory);
+            return Ok(seen);
         };
         let namespace = webhook.namespace().unwrap_or_default();
         let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
         let name = crate::desired::worker_name(webhook);
         let Some(deployment) = deployments.get_opt(&name).await? else {
-            return Ok(memory);
+            return Ok(seen);
         };
         let current = deployment.spec.replicas.unwrap_or(1);
         let ready = deployment
@@ -225,12 +256,32 @@ impl Scaler {
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
-        let counts = ctx.aws.queues.backlog(&pair).await?;
-        let backlog = BacklogStatus {
-            visible: counts.visible,
-            in_flight: counts.in_flight,
-            dead_letter: counts.dead_letter,
+        let now = Instant::now();
+        let (backlog, dead_letter_read) = match seen.dead_letter {
+            Some((dead_letter, at)) if now.duration_since(at) < self.dead_letter_interval => {
+                let (visible, in_flight) = ctx.aws.queues.depth(&pair.queue).await?;
+                let backlog = BacklogStatus {
+                    visible,
+                    in_flight,
+                    dead_letter,
+                };
+                (backlog, at)
+            }
+            _ => {
+                let counts = ctx.aws.queues.backlog(&pair).await?;
+                let backlog = BacklogStatus {
+                    visible: counts.visible,
+                    in_flight: counts.in_flight,
+                    dead_letter: counts.dead_letter,
+                };
+                (backlog, now)
+            }
         };
+        let seen = Seen {
+            dead_letter: Some((backlog.dead_letter, dead_letter_read)),
+            ..seen
+        };
+        let (visible, in_flight) = (backlog.visible, backlog.in_flight);
         let mut fields = Fields {
             backlog,
             replicas: Replicas {
@@ -242,15 +293,15 @@ impl Scaler {
         // KEDA (or anything else) scales this one: its numbers are still ours to show.
         if webhook.spec.worker.scaling.engine != ScalingEngine::Builtin {
             write_fields(ctx, webhook, &fields).await?;
-            return Ok(memory);
+            return Ok(seen);
         }
         let (decision, next) = decide(
             &Policy::of(webhook),
             current,
-            counts.visible,
-            counts.in_flight,
-            memory,
-            Instant::now(),
+            visible,
+            in_flight,
+            seen.scaling,
+            now,
         );
         if let Decision::Scale(replicas, reason) = &decision {
             deployments
@@ -275,7 +326,10 @@ impl Scaler {
             }
         }
         write_fields(ctx, webhook, &fields).await?;
-        Ok(next)
+        Ok(Seen {
+            scaling: next,
+            ..seen
+        })
     }
 }
 

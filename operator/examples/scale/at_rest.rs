@@ -203,13 +203,18 @@ pub fn model(
     ] {
         add("gateway audit", service, operation, n * audits * share);
     }
-    // Each tick reads the queue's depth and the dead-letter queue's (for
-    // status.backlog.deadLetter): Queues::backlog, two GetQueueAttributes.
+    // Each tick reads the queue's depth; the dead-letter queue's (for
+    // status.backlog.deadLetter) once per scaler::DEAD_LETTER_INTERVAL.
+    let dead_letter_reads = per_hour(
+        config
+            .scaler
+            .max(hookline_operator::scaler::DEAD_LETTER_INTERVAL),
+    );
     add(
         "scaler",
         "sqs",
         "GetQueueAttributes",
-        2.0 * per_hour(config.scaler),
+        per_hour(config.scaler) + dead_letter_reads,
     );
     let polls =
         f64::from(config.worker_replicas) * f64::from(config.pollers) * per_hour(config.wait);

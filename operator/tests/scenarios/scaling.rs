@@ -16,6 +16,7 @@ use crate::webhooks::ready_webhook;
 
 scenario!(
     the_scaler_scales_up_at_once_never_past_max_and_down_only_after_the_delay,
+    the_scaler_reads_the_dead_letter_queue_once_per_interval,
     the_keda_engine_is_explained_until_keda_is_installed_then_gets_a_scaled_object,
 );
 
@@ -69,6 +70,49 @@ async fn the_scaler_scales_up_at_once_never_past_max_and_down_only_after_the_del
     ensure!(
         replicas().await? == Some(0),
         "drained past the delay: to zero"
+    );
+    Ok(())
+}
+
+/// The main queue is read every tick (scaling needs it); the dead-letter queue once
+/// per interval, its last count kept in status meanwhile.
+async fn the_scaler_reads_the_dead_letter_queue_once_per_interval() -> Result<()> {
+    let mut s = Scenario::new("scaledlq", json!({})).await?;
+    ready_webhook(&mut s, "dlq", "/dlq", json!({})).await?;
+    let (queue, dead_letter) = queue_names(&s.namespace, "dlq");
+    let dead_letters = || async {
+        Ok::<_, anyhow::Error>(
+            s.webhook_now("dlq")
+                .await?
+                .and_then(|w| w.status)
+                .and_then(|st| st.backlog)
+                .map(|b| (b.visible, b.dead_letter)),
+        )
+    };
+    let interval = Duration::from_millis(1500);
+    let scaler = Scaler::new(interval);
+    // What the scaler read shows in status (counting GetQueueAttributes would also
+    // count the reconciles the scaler's status writes wake).
+    s.aws.set_depth(&dead_letter, 3, 0);
+    scaler.tick(&s.ctx).await?;
+    ensure!(
+        dead_letters().await? == Some((0, 3)),
+        "first tick: both queues"
+    );
+
+    s.aws.set_depth(&queue, 4, 0);
+    s.aws.set_depth(&dead_letter, 5, 0);
+    scaler.tick(&s.ctx).await?;
+    ensure!(
+        dead_letters().await? == Some((4, 3)),
+        "within the interval: the main queue read, the dead-letter count the last one read"
+    );
+
+    tokio::time::sleep(interval).await;
+    scaler.tick(&s.ctx).await?;
+    ensure!(
+        dead_letters().await? == Some((4, 5)),
+        "after the interval: both read"
     );
     Ok(())
 }
