@@ -47,6 +47,15 @@ struct Args {
         default_value_t = 36_000
     )]
     audit_interval_seconds: u64,
+    /// Reconciles of one kind (Webhooks, gateways) that run at once, per watch
+    /// scope. More do not converge faster: the AWS rate limits set the pace, and each
+    /// waiting reconcile holds memory.
+    #[arg(
+        long,
+        env = "HOOKLINE_RECONCILE_CONCURRENCY",
+        default_value_t = hookline_operator::controller::context::DEFAULT_CONCURRENCY
+    )]
+    reconcile_concurrency: u16,
     /// Seconds a deleted Webhook's queue may take to drain before its condition says
     /// the drain stalled (deletion keeps waiting either way).
     #[arg(long, env = "HOOKLINE_DRAIN_STALL_SECONDS", default_value_t = 3600)]
@@ -301,6 +310,7 @@ fn context(
         usage_plans: args.quota_usage_plans,
     })
     .with_audit_interval(Duration::from_secs(args.audit_interval_seconds))
+    .with_concurrency(args.reconcile_concurrency)
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.

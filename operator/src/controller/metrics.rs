@@ -28,12 +28,16 @@ struct Kind {
 }
 
 /// `hookline_reconciliations_total{kind,outcome}`,
-/// `hookline_reconcile_duration_seconds{kind}` and
+/// `hookline_reconcile_duration_seconds{kind}`,
+/// `hookline_reconciles_in_flight{kind}` and
 /// `hookline_webhook_messages{namespace,webhook,queue}`.
 #[derive(Debug, Clone)]
 pub struct ReconcileMetrics {
     runs: Family<Outcome, Counter>,
     duration: Family<Kind, Histogram>,
+    in_flight: Family<Kind, Gauge>,
+    /// The most reconciles of each kind ever in flight at once.
+    peaks: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, i64>>>,
     messages: Family<Queue, Gauge>,
     /// The backlog series last exported, to remove those of deleted Webhooks.
     exported: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Queue>>>,
@@ -46,9 +50,21 @@ impl Default for ReconcileMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])
             }),
+            in_flight: Family::default(),
+            peaks: std::sync::Arc::default(),
             messages: Family::default(),
             exported: std::sync::Arc::default(),
         }
+    }
+}
+
+/// One reconcile in flight; counted down when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -64,6 +80,11 @@ impl ReconcileMetrics {
             "hookline_reconcile_duration_seconds",
             "Reconcile duration by kind",
             self.duration.clone(),
+        );
+        registry.register(
+            "hookline_reconciles_in_flight",
+            "Reconciles running now by kind (at most --reconcile-concurrency per watch scope)",
+            self.in_flight.clone(),
         );
         registry.register(
             "hookline_webhook_messages",
@@ -105,6 +126,29 @@ impl ReconcileMetrics {
             self.messages.remove(gone);
         }
         *exported = current;
+    }
+
+    /// Counts a reconcile of `kind` in flight until the guard is dropped.
+    pub fn started(&self, kind: &'static str) -> InFlight {
+        let gauge = self.in_flight.get_or_create(&Kind { kind }).clone();
+        let now = gauge.inc().saturating_add(1);
+        let mut peaks = self
+            .peaks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peak = peaks.entry(kind).or_default();
+        *peak = (*peak).max(now);
+        InFlight(gauge)
+    }
+
+    /// The most reconciles of `kind` that were ever in flight at once.
+    pub fn peak_in_flight(&self, kind: &'static str) -> i64 {
+        self.peaks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Records one reconcile.

@@ -5,7 +5,7 @@ use hookline_crds::{Webhook, WebhookGateway};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashMap;
@@ -36,7 +36,9 @@ where
         None => obj.meta().name.clone().unwrap_or_default(),
     };
     let started = std::time::Instant::now();
+    let in_flight = ctx.metrics.started(kind);
     let result = reconcile.await;
+    drop(in_flight);
     let elapsed = started.elapsed();
     let outcome = match &result {
         Ok(_) => "ok",
@@ -145,6 +147,7 @@ async fn gateways(
         Api::<WebhookGateway>::all(client.clone()),
         watcher::Config::default(),
     )
+    .with_config(controller::Config::default().concurrency(ctx.concurrency))
     .reconcile_on(ctx.deploys.gateway_triggers());
     // The gateway applies what its Webhooks share (stage throttles, resource policy),
     // so a Webhook's change that the index reads reconciles its gateway.
@@ -228,6 +231,7 @@ async fn webhooks(
             .default_backoff()
             .touched_objects();
             Controller::for_stream(reflector::reflector(writer, watch).applied_objects(), store)
+                .with_config(controller::Config::default().concurrency(ctx.concurrency))
                 .owns_stream(workers)
                 // Woken once the deployment its route waited for is live.
                 .reconcile_on(ctx.deploys.webhook_triggers(namespace))
