@@ -26,6 +26,18 @@ pub mod header {
     pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
     /// Standard Webhooks: `v1,<base64> …`.
     pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+    /// Typeform: `sha256=<base64>`.
+    pub const TYPEFORM_SIGNATURE: &str = "typeform-signature";
+    /// Bitbucket and Jira Cloud (`sha256=<hex>`), Intercom (`sha1=<hex>`).
+    pub const HUB_SIGNATURE: &str = "x-hub-signature";
+    /// Sentry: hex.
+    pub const SENTRY_SIGNATURE: &str = "sentry-hook-signature";
+    /// PagerDuty: `v1=<hex>[,v1=<hex>…]`.
+    pub const PAGERDUTY_SIGNATURE: &str = "x-pagerduty-signature";
+    /// Linear: hex.
+    pub const LINEAR_SIGNATURE: &str = "linear-signature";
+    /// Vercel: hex HMAC-SHA1.
+    pub const VERCEL_SIGNATURE: &str = "x-vercel-signature";
 }
 
 /// A preset as it is configured, without its settings.
@@ -43,17 +55,41 @@ pub enum PresetName {
     StandardWebhooks,
     /// HMAC-SHA256 of the body in a header of the team's choice ([`GenericHmac`]).
     GenericHmac,
+    /// Typeform's `Typeform-Signature: sha256=<base64>`.
+    Typeform,
+    /// Bitbucket Cloud's `X-Hub-Signature: sha256=<hex>`.
+    Bitbucket,
+    /// Jira Cloud's `X-Hub-Signature: sha256=<hex>`.
+    Jira,
+    /// Sentry's `Sentry-Hook-Signature`, hex.
+    Sentry,
+    /// PagerDuty's `X-PagerDuty-Signature: v1=<hex>[,v1=…]`.
+    PagerDuty,
+    /// Linear's `Linear-Signature`, hex.
+    Linear,
+    /// Intercom's `X-Hub-Signature: sha1=<hex>` (HMAC-SHA1).
+    Intercom,
+    /// Vercel's `x-vercel-signature`, hex HMAC-SHA1.
+    Vercel,
 }
 
 impl PresetName {
     /// Every preset.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 14] = [
         Self::Stripe,
         Self::GitHub,
         Self::Shopify,
         Self::Slack,
         Self::StandardWebhooks,
         Self::GenericHmac,
+        Self::Typeform,
+        Self::Bitbucket,
+        Self::Jira,
+        Self::Sentry,
+        Self::PagerDuty,
+        Self::Linear,
+        Self::Intercom,
+        Self::Vercel,
     ];
 
     /// The name as the worker's flag and environment spell it.
@@ -65,6 +101,14 @@ impl PresetName {
             Self::Slack => "slack",
             Self::StandardWebhooks => "standard-webhooks",
             Self::GenericHmac => "generic-hmac",
+            Self::Typeform => "typeform",
+            Self::Bitbucket => "bitbucket",
+            Self::Jira => "jira",
+            Self::Sentry => "sentry",
+            Self::PagerDuty => "pagerduty",
+            Self::Linear => "linear",
+            Self::Intercom => "intercom",
+            Self::Vercel => "vercel",
         }
     }
 
@@ -81,6 +125,14 @@ impl PresetName {
                 header::WEBHOOK_SIGNATURE,
             ],
             Self::GenericHmac => &[],
+            Self::Typeform => &[header::TYPEFORM_SIGNATURE],
+            Self::Bitbucket => &[header::HUB_SIGNATURE],
+            Self::Jira => &[header::HUB_SIGNATURE],
+            Self::Sentry => &[header::SENTRY_SIGNATURE],
+            Self::PagerDuty => &[header::PAGERDUTY_SIGNATURE],
+            Self::Linear => &[header::LINEAR_SIGNATURE],
+            Self::Intercom => &[header::HUB_SIGNATURE],
+            Self::Vercel => &[header::VERCEL_SIGNATURE],
         }
     }
 }
@@ -93,9 +145,7 @@ impl std::fmt::Display for PresetName {
 
 /// A name that is no preset's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a signature preset (expected one of stripe, github, shopify, slack, standard-webhooks, generic-hmac)"
-)]
+#[error("{0:?} is not a signature preset (expected one of {names})", names = PresetName::ALL.map(PresetName::as_str).join(", "))]
 pub struct UnknownPreset(pub String);
 
 impl std::str::FromStr for PresetName {
@@ -141,6 +191,22 @@ pub enum Preset {
     StandardWebhooks,
     /// HMAC-SHA256 of the body in a header of the team's choice.
     GenericHmac(GenericHmac),
+    /// `Typeform-Signature: sha256=<base64>` over the body.
+    Typeform,
+    /// `X-Hub-Signature: sha256=<hex>` over the body (Bitbucket Cloud).
+    Bitbucket,
+    /// `X-Hub-Signature: sha256=<hex>` over the body (Jira Cloud, as Bitbucket).
+    Jira,
+    /// `Sentry-Hook-Signature: <hex>` over the body.
+    Sentry,
+    /// `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>…]` over the body; any may match.
+    PagerDuty,
+    /// `Linear-Signature: <hex>` over the body.
+    Linear,
+    /// `X-Hub-Signature: sha1=<hex>`, HMAC-SHA1 over the body.
+    Intercom,
+    /// `x-vercel-signature: <hex>`, HMAC-SHA1 over the body.
+    Vercel,
 }
 
 /// [`PresetName::GenericHmac`] without its settings.
@@ -159,6 +225,14 @@ impl Preset {
             PresetName::Slack => Self::Slack,
             PresetName::StandardWebhooks => Self::StandardWebhooks,
             PresetName::GenericHmac => Self::GenericHmac(generic.ok_or(MissingGenericHmac)?),
+            PresetName::Typeform => Self::Typeform,
+            PresetName::Bitbucket => Self::Bitbucket,
+            PresetName::Jira => Self::Jira,
+            PresetName::Sentry => Self::Sentry,
+            PresetName::PagerDuty => Self::PagerDuty,
+            PresetName::Linear => Self::Linear,
+            PresetName::Intercom => Self::Intercom,
+            PresetName::Vercel => Self::Vercel,
         })
     }
 
@@ -171,6 +245,14 @@ impl Preset {
             Self::Slack => PresetName::Slack,
             Self::StandardWebhooks => PresetName::StandardWebhooks,
             Self::GenericHmac(_) => PresetName::GenericHmac,
+            Self::Typeform => PresetName::Typeform,
+            Self::Bitbucket => PresetName::Bitbucket,
+            Self::Jira => PresetName::Jira,
+            Self::Sentry => PresetName::Sentry,
+            Self::PagerDuty => PresetName::PagerDuty,
+            Self::Linear => PresetName::Linear,
+            Self::Intercom => PresetName::Intercom,
+            Self::Vercel => PresetName::Vercel,
         }
     }
 
@@ -272,7 +354,20 @@ mod tests {
                 vec!["webhook-id", "webhook-timestamp", "webhook-signature"],
             ),
             (Preset::GenericHmac(generic.clone()), vec!["x-signature"]),
+            (Preset::Typeform, vec!["typeform-signature"]),
+            (Preset::Bitbucket, vec!["x-hub-signature"]),
+            (Preset::Jira, vec!["x-hub-signature"]),
+            (Preset::Sentry, vec!["sentry-hook-signature"]),
+            (Preset::PagerDuty, vec!["x-pagerduty-signature"]),
+            (Preset::Linear, vec!["linear-signature"]),
+            (Preset::Intercom, vec!["x-hub-signature"]),
+            (Preset::Vercel, vec!["x-vercel-signature"]),
         ];
+        assert_eq!(
+            cases.len(),
+            PresetName::ALL.len(),
+            "a case for every preset"
+        );
         for (preset, want) in cases {
             assert_eq!(preset.headers(), want, "{preset:?}");
             assert_eq!(
@@ -288,5 +383,23 @@ mod tests {
             Preset::new(PresetName::GenericHmac, None),
             Err(MissingGenericHmac)
         );
+    }
+
+    #[test]
+    fn every_preset_fits_the_message_attribute_budget() {
+        // Besides the preset's headers the route forwards content-type, user-agent and
+        // at most one ordering and one deduplication header.
+        for name in PresetName::ALL {
+            let headers = name.fixed_headers();
+            assert!(
+                headers.len() + 4 <= crate::wire::MAX_FORWARDED_HEADERS,
+                "{name} forwards {} headers",
+                headers.len()
+            );
+            assert!(
+                headers.iter().all(|h| *h == h.to_ascii_lowercase()),
+                "{name}: the worker looks headers up lowercase"
+            );
+        }
     }
 }

@@ -15,6 +15,14 @@ impl From<SignaturePreset> for contract::PresetName {
             SignaturePreset::Slack => Self::Slack,
             SignaturePreset::StandardWebhooks => Self::StandardWebhooks,
             SignaturePreset::GenericHmac => Self::GenericHmac,
+            SignaturePreset::Typeform => Self::Typeform,
+            SignaturePreset::Bitbucket => Self::Bitbucket,
+            SignaturePreset::Jira => Self::Jira,
+            SignaturePreset::Sentry => Self::Sentry,
+            SignaturePreset::PagerDuty => Self::PagerDuty,
+            SignaturePreset::Linear => Self::Linear,
+            SignaturePreset::Intercom => Self::Intercom,
+            SignaturePreset::Vercel => Self::Vercel,
         }
     }
 }

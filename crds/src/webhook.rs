@@ -355,7 +355,8 @@ pub enum DedupScope {
 #[x_kube(validation = Rule::new("self.preset == 'GenericHmac' ? has(self.genericHmac) : !has(self.genericHmac)").message("signature.genericHmac must be set when signature.preset is GenericHmac, and only then"))]
 pub struct Signature {
     /// The provider's scheme: `Stripe`, `GitHub`, `Shopify`, `Slack`,
-    /// `StandardWebhooks` or `GenericHmac`.
+    /// `StandardWebhooks`, `Typeform`, `Bitbucket`, `Jira`, `Sentry`, `PagerDuty`,
+    /// `Linear`, `Intercom`, `Vercel` or `GenericHmac` (see docs/worker.md).
     pub preset: SignaturePreset,
 
     /// The Secret (same namespace) holding the signing secret(s).
@@ -407,6 +408,22 @@ pub enum SignaturePreset {
     StandardWebhooks,
     // HMAC-SHA256 of the body in a header of your choice.
     GenericHmac,
+    // `Typeform-Signature: sha256=…`, base64.
+    Typeform,
+    // Bitbucket Cloud's `X-Hub-Signature: sha256=…`.
+    Bitbucket,
+    // Jira Cloud's `X-Hub-Signature: sha256=…`.
+    Jira,
+    // `Sentry-Hook-Signature`, hex.
+    Sentry,
+    // `X-PagerDuty-Signature: v1=…[,v1=…]`.
+    PagerDuty,
+    // `Linear-Signature`, hex.
+    Linear,
+    // Intercom's `X-Hub-Signature: sha1=…` (HMAC-SHA1).
+    Intercom,
+    // `x-vercel-signature`, hex HMAC-SHA1.
+    Vercel,
 }
 
 /// The Secret holding signing secrets; several keys verify at once, for rotation.

@@ -1,6 +1,7 @@
 //! Provider signature verification, before a message reaches the handler.
 //!
-//! Every scheme here is an HMAC-SHA256 over (part of) the raw request, compared in
+//! Every scheme here is an HMAC over (part of) the raw request, SHA-256 except for
+//! the two providers that still sign with SHA-1 (Intercom, Vercel), compared in
 //! constant time (`aws_lc_rs::hmac::verify`). Several secrets may be configured at
 //! once so a provider's secret can be rotated without dropping deliveries: a
 //! signature valid for any of them passes.
@@ -81,10 +82,26 @@ const LONGEST_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Bounds memory if a Secret flaps; older sets go first.
 const MAX_RETIRED_SETS: usize = 16;
 
+/// One configured secret, ready to check signatures with.
+#[derive(Debug)]
+enum Key {
+    /// An HMAC key: SHA-256, or SHA-1 for the providers that still sign with it.
+    Hmac(hmac::Key),
+}
+
+impl Key {
+    /// Whether `signature` is this key's over `signed`, compared in constant time.
+    fn matches(&self, signed: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::Hmac(key) => hmac::verify(key, signed, signature).is_ok(),
+        }
+    }
+}
+
 /// The secret sets a [`Verifier`] holds.
 #[derive(Debug)]
 struct Keyring {
-    current: Vec<hmac::Key>,
+    current: Vec<Key>,
     /// Newest first.
     retired: Vec<Retired>,
 }
@@ -92,7 +109,7 @@ struct Keyring {
 /// A replaced secret set.
 #[derive(Debug)]
 struct Retired {
-    keys: Vec<hmac::Key>,
+    keys: Vec<Key>,
     /// Messages SQS accepted before this instant still verify with these keys.
     until: SystemTime,
 }
@@ -116,7 +133,7 @@ impl Verifier {
         secrets: &[Vec<u8>],
         tolerance: Duration,
     ) -> Result<Self, ConfigError> {
-        let current = hmac_keys(&preset, secrets)?;
+        let current = keys(&preset, secrets)?;
         Ok(Self {
             preset,
             keys: RwLock::new(Keyring {
@@ -152,7 +169,7 @@ impl Verifier {
         secrets: &[Vec<u8>],
         changed_at: SystemTime,
     ) -> Result<SystemTime, ConfigError> {
-        let current = hmac_keys(&self.preset, secrets)?;
+        let current = keys(&self.preset, secrets)?;
         let until = changed_at + self.rotation_window;
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         let previous = std::mem::replace(&mut keys.current, current);
@@ -274,6 +291,48 @@ impl Verifier {
                 };
                 self.any_matches(body, &[expected], now)
             }
+            Preset::Typeform => {
+                let header = required(headers, header::TYPEFORM_SIGNATURE)?;
+                let digest = prefixed(header, "sha256=", "Typeform-Signature")?;
+                let signature = decode_base64(digest, "Typeform-Signature")?;
+                self.any_matches(body, &[signature], now)
+            }
+            Preset::Bitbucket | Preset::Jira => {
+                let header = required(headers, header::HUB_SIGNATURE)?;
+                let digest = prefixed(header, "sha256=", "X-Hub-Signature")?;
+                self.any_matches(body, &[decode_hex(digest, "X-Hub-Signature")?], now)
+            }
+            Preset::Intercom => {
+                let header = required(headers, header::HUB_SIGNATURE)?;
+                let digest = prefixed(header, "sha1=", "X-Hub-Signature")?;
+                self.any_matches(body, &[decode_hex(digest, "X-Hub-Signature")?], now)
+            }
+            Preset::Sentry => {
+                let header = required(headers, header::SENTRY_SIGNATURE)?;
+                self.any_matches(body, &[decode_hex(header, "Sentry-Hook-Signature")?], now)
+            }
+            Preset::Linear => {
+                let header = required(headers, header::LINEAR_SIGNATURE)?;
+                self.any_matches(body, &[decode_hex(header, "Linear-Signature")?], now)
+            }
+            Preset::Vercel => {
+                let header = required(headers, header::VERCEL_SIGNATURE)?;
+                self.any_matches(body, &[decode_hex(header, "x-vercel-signature")?], now)
+            }
+            Preset::PagerDuty => {
+                let header = required(headers, header::PAGERDUTY_SIGNATURE)?;
+                // One `v1=` per active secret while PagerDuty rotates; other versions
+                // are ignored, as PagerDuty's own libraries do.
+                let signatures = header
+                    .split(',')
+                    .filter_map(|entry| entry.trim().strip_prefix("v1="))
+                    .map(|sig| decode_hex(sig, "X-PagerDuty-Signature"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if signatures.is_empty() {
+                    return Err(malformed("X-PagerDuty-Signature (no v1=)"));
+                }
+                self.any_matches(body, &signatures, now)
+            }
         }
     }
 
@@ -317,7 +376,7 @@ impl Verifier {
     }
 }
 
-fn hmac_keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<hmac::Key>, ConfigError> {
+fn keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<Key>, ConfigError> {
     if secrets.is_empty() {
         return Err(ConfigError::NoSecret);
     }
@@ -336,18 +395,21 @@ fn hmac_keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<hmac::Key>, Con
             if bytes.is_empty() {
                 return Err(ConfigError::EmptySecret(i));
             }
-            Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+            let algorithm = match preset {
+                // Both still sign with SHA-1; as a MAC it holds (collisions do not help forge one).
+                Preset::Intercom | Preset::Vercel => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                _ => hmac::HMAC_SHA256,
+            };
+            Ok(Key::Hmac(hmac::Key::new(algorithm, &bytes)))
         })
         .collect()
 }
 
-fn matches_any(keys: &[hmac::Key], signed: &[u8], signatures: &[Vec<u8>]) -> bool {
-    // Every pair is tried; `hmac::verify` compares in constant time.
+fn matches_any(keys: &[Key], signed: &[u8], signatures: &[Vec<u8>]) -> bool {
+    // Every pair is tried, each compared in constant time.
     keys.iter()
         .flat_map(|key| signatures.iter().map(move |sig| (key, sig)))
-        .fold(false, |found, (key, sig)| {
-            hmac::verify(key, signed, sig).is_ok() || found
-        })
+        .fold(false, |found, (key, sig)| key.matches(signed, sig) || found)
 }
 
 fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
@@ -356,6 +418,13 @@ fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection
         .ok_or_else(|| Rejection::MissingHeader(name.to_owned()))?
         .to_str()
         .map_err(|_| malformed(name))
+}
+
+/// `value` without its scheme `prefix` (e.g. `sha256=`).
+fn prefixed<'a>(value: &'a str, prefix: &str, header: &str) -> Result<&'a str, Rejection> {
+    value
+        .strip_prefix(prefix)
+        .ok_or_else(|| malformed(&format!("{header} (no {prefix} prefix)")))
 }
 
 fn malformed(what: &str) -> Rejection {
