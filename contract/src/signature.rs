@@ -38,6 +38,22 @@ pub mod header {
     pub const LINEAR_SIGNATURE: &str = "linear-signature";
     /// Vercel: hex HMAC-SHA1.
     pub const VERCEL_SIGNATURE: &str = "x-vercel-signature";
+    /// Paddle Billing: `ts=<unix>;h1=<hex>[;h1=<hex>…]`.
+    pub const PADDLE_SIGNATURE: &str = "paddle-signature";
+    /// Calendly: `t=<unix>,v1=<hex>`.
+    pub const CALENDLY_SIGNATURE: &str = "calendly-webhook-signature";
+    /// Zoom: `v0=<hex>`.
+    pub const ZOOM_SIGNATURE: &str = "x-zm-signature";
+    /// Zoom: the signed timestamp.
+    pub const ZOOM_TIMESTAMP: &str = "x-zm-request-timestamp";
+    /// Twitch EventSub: the message id.
+    pub const TWITCH_MESSAGE_ID: &str = "twitch-eventsub-message-id";
+    /// Twitch EventSub: the signed timestamp (RFC 3339).
+    pub const TWITCH_TIMESTAMP: &str = "twitch-eventsub-message-timestamp";
+    /// Twitch EventSub: `sha256=<hex>`.
+    pub const TWITCH_SIGNATURE: &str = "twitch-eventsub-message-signature";
+    /// GitLab: the secret token itself.
+    pub const GITLAB_TOKEN: &str = "x-gitlab-token";
 }
 
 /// A preset as it is configured, without its settings.
@@ -71,11 +87,21 @@ pub enum PresetName {
     Intercom,
     /// Vercel's `x-vercel-signature`, hex HMAC-SHA1.
     Vercel,
+    /// Paddle Billing's `Paddle-Signature: ts=…;h1=…`.
+    Paddle,
+    /// Calendly's `Calendly-Webhook-Signature: t=…,v1=…`.
+    Calendly,
+    /// Zoom's `x-zm-signature: v0=…` with `x-zm-request-timestamp`.
+    Zoom,
+    /// Twitch EventSub's `Twitch-Eventsub-Message-Signature: sha256=…`.
+    Twitch,
+    /// GitLab's `X-Gitlab-Token`, the secret itself.
+    GitLab,
 }
 
 impl PresetName {
     /// Every preset.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 19] = [
         Self::Stripe,
         Self::GitHub,
         Self::Shopify,
@@ -90,6 +116,11 @@ impl PresetName {
         Self::Linear,
         Self::Intercom,
         Self::Vercel,
+        Self::Paddle,
+        Self::Calendly,
+        Self::Zoom,
+        Self::Twitch,
+        Self::GitLab,
     ];
 
     /// The name as the worker's flag and environment spell it.
@@ -109,6 +140,11 @@ impl PresetName {
             Self::Linear => "linear",
             Self::Intercom => "intercom",
             Self::Vercel => "vercel",
+            Self::Paddle => "paddle",
+            Self::Calendly => "calendly",
+            Self::Zoom => "zoom",
+            Self::Twitch => "twitch",
+            Self::GitLab => "gitlab",
         }
     }
 
@@ -133,6 +169,15 @@ impl PresetName {
             Self::Linear => &[header::LINEAR_SIGNATURE],
             Self::Intercom => &[header::HUB_SIGNATURE],
             Self::Vercel => &[header::VERCEL_SIGNATURE],
+            Self::Paddle => &[header::PADDLE_SIGNATURE],
+            Self::Calendly => &[header::CALENDLY_SIGNATURE],
+            Self::Zoom => &[header::ZOOM_SIGNATURE, header::ZOOM_TIMESTAMP],
+            Self::Twitch => &[
+                header::TWITCH_MESSAGE_ID,
+                header::TWITCH_TIMESTAMP,
+                header::TWITCH_SIGNATURE,
+            ],
+            Self::GitLab => &[header::GITLAB_TOKEN],
         }
     }
 }
@@ -207,6 +252,16 @@ pub enum Preset {
     Intercom,
     /// `x-vercel-signature: <hex>`, HMAC-SHA1 over the body.
     Vercel,
+    /// `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>…]` over `"{ts}:{body}"`.
+    Paddle,
+    /// `Calendly-Webhook-Signature: t=<unix>,v1=<hex>` over `"{t}.{body}"`.
+    Calendly,
+    /// `x-zm-signature: v0=<hex>` over `"v0:{x-zm-request-timestamp}:{body}"`.
+    Zoom,
+    /// `Twitch-Eventsub-Message-Signature: sha256=<hex>` over message id, timestamp (RFC 3339) and body, concatenated.
+    Twitch,
+    /// `X-Gitlab-Token: <secret>`, compared whole in constant time.
+    GitLab,
 }
 
 /// [`PresetName::GenericHmac`] without its settings.
@@ -233,6 +288,11 @@ impl Preset {
             PresetName::Linear => Self::Linear,
             PresetName::Intercom => Self::Intercom,
             PresetName::Vercel => Self::Vercel,
+            PresetName::Paddle => Self::Paddle,
+            PresetName::Calendly => Self::Calendly,
+            PresetName::Zoom => Self::Zoom,
+            PresetName::Twitch => Self::Twitch,
+            PresetName::GitLab => Self::GitLab,
         })
     }
 
@@ -253,6 +313,11 @@ impl Preset {
             Self::Linear => PresetName::Linear,
             Self::Intercom => PresetName::Intercom,
             Self::Vercel => PresetName::Vercel,
+            Self::Paddle => PresetName::Paddle,
+            Self::Calendly => PresetName::Calendly,
+            Self::Zoom => PresetName::Zoom,
+            Self::Twitch => PresetName::Twitch,
+            Self::GitLab => PresetName::GitLab,
         }
     }
 
@@ -362,6 +427,21 @@ mod tests {
             (Preset::Linear, vec!["linear-signature"]),
             (Preset::Intercom, vec!["x-hub-signature"]),
             (Preset::Vercel, vec!["x-vercel-signature"]),
+            (Preset::Paddle, vec!["paddle-signature"]),
+            (Preset::Calendly, vec!["calendly-webhook-signature"]),
+            (
+                Preset::Zoom,
+                vec!["x-zm-signature", "x-zm-request-timestamp"],
+            ),
+            (
+                Preset::Twitch,
+                vec![
+                    "twitch-eventsub-message-id",
+                    "twitch-eventsub-message-timestamp",
+                    "twitch-eventsub-message-signature",
+                ],
+            ),
+            (Preset::GitLab, vec!["x-gitlab-token"]),
         ];
         assert_eq!(
             cases.len(),

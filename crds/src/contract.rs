@@ -23,6 +23,11 @@ impl From<SignaturePreset> for contract::PresetName {
             SignaturePreset::Linear => Self::Linear,
             SignaturePreset::Intercom => Self::Intercom,
             SignaturePreset::Vercel => Self::Vercel,
+            SignaturePreset::Paddle => Self::Paddle,
+            SignaturePreset::Calendly => Self::Calendly,
+            SignaturePreset::Zoom => Self::Zoom,
+            SignaturePreset::Twitch => Self::Twitch,
+            SignaturePreset::GitLab => Self::GitLab,
         }
     }
 }

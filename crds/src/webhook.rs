@@ -356,13 +356,15 @@ pub enum DedupScope {
 pub struct Signature {
     /// The provider's scheme: `Stripe`, `GitHub`, `Shopify`, `Slack`,
     /// `StandardWebhooks`, `Typeform`, `Bitbucket`, `Jira`, `Sentry`, `PagerDuty`,
-    /// `Linear`, `Intercom`, `Vercel` or `GenericHmac` (see docs/worker.md).
+    /// `Linear`, `Intercom`, `Vercel`, `Paddle`, `Calendly`, `Zoom`, `Twitch`,
+    /// `GitLab` or `GenericHmac` (see docs/worker.md).
     pub preset: SignaturePreset,
 
     /// The Secret (same namespace) holding the signing secret(s).
     pub secret_ref: SignatureSecretRef,
 
-    /// For timestamped schemes (Stripe, Slack, Standard Webhooks): how far the signed
+    /// For timestamped schemes (Stripe, Slack, Standard Webhooks, Paddle, Calendly,
+    /// Zoom, Twitch): how far the signed
     /// timestamp may be from the moment SQS accepted the request (its SentTimestamp)
     /// before it is rejected as a replay. A backlog of any age still delivers.
     #[serde(default = "default_tolerance")]
@@ -424,6 +426,16 @@ pub enum SignaturePreset {
     Intercom,
     // `x-vercel-signature`, hex HMAC-SHA1.
     Vercel,
+    // Paddle Billing's `Paddle-Signature: ts=…;h1=…`.
+    Paddle,
+    // `Calendly-Webhook-Signature: t=…,v1=…`.
+    Calendly,
+    // `x-zm-signature: v0=…` with `x-zm-request-timestamp`.
+    Zoom,
+    // Twitch EventSub's `Twitch-Eventsub-Message-Signature: sha256=…`.
+    Twitch,
+    // `X-Gitlab-Token`, the secret itself.
+    GitLab,
 }
 
 /// The Secret holding signing secrets; several keys verify at once, for rotation.

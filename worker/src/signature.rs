@@ -2,7 +2,8 @@
 //!
 //! Every scheme here is an HMAC over (part of) the raw request, SHA-256 except for
 //! the two providers that still sign with SHA-1 (Intercom, Vercel), compared in
-//! constant time (`aws_lc_rs::hmac::verify`). Several secrets may be configured at
+//! constant time (`aws_lc_rs::hmac::verify`), or GitLab's shared token, compared
+//! in constant time as well. Several secrets may be configured at
 //! once so a provider's secret can be rotated without dropping deliveries: a
 //! signature valid for any of them passes.
 //!
@@ -13,7 +14,7 @@
 //! late it is delivered, and a request signed with the old secret that reaches the
 //! gateway after the window does not.
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{constant_time, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
@@ -87,6 +88,8 @@ const MAX_RETIRED_SETS: usize = 16;
 enum Key {
     /// An HMAC key: SHA-256, or SHA-1 for the providers that still sign with it.
     Hmac(hmac::Key),
+    /// A shared token the provider sends as it is (GitLab).
+    Token(Vec<u8>),
 }
 
 impl Key {
@@ -94,6 +97,8 @@ impl Key {
     fn matches(&self, signed: &[u8], signature: &[u8]) -> bool {
         match self {
             Self::Hmac(key) => hmac::verify(key, signed, signature).is_ok(),
+            // Only the length can leak, and the provider's token length is no secret.
+            Self::Token(token) => constant_time::verify_slices_are_equal(token, signature).is_ok(),
         }
     }
 }
@@ -319,6 +324,72 @@ impl Verifier {
                 let header = required(headers, header::VERCEL_SIGNATURE)?;
                 self.any_matches(body, &[decode_hex(header, "x-vercel-signature")?], now)
             }
+            Preset::Paddle => {
+                let header = required(headers, header::PADDLE_SIGNATURE)?;
+                let mut timestamp = None;
+                let mut signatures = Vec::new();
+                for part in header.split(';') {
+                    match part.trim().split_once('=') {
+                        Some(("ts", t)) => timestamp = Some(t),
+                        // Several h1= while a secret is rotated.
+                        Some(("h1", sig)) => signatures.push(decode_hex(sig, "Paddle-Signature")?),
+                        _ => {}
+                    }
+                }
+                let timestamp = timestamp.ok_or_else(|| malformed("Paddle-Signature (no ts=)"))?;
+                if signatures.is_empty() {
+                    return Err(malformed("Paddle-Signature (no h1=)"));
+                }
+                self.check_timestamp(timestamp, "Paddle-Signature", now)?;
+                let signed = [timestamp.as_bytes(), b":", body].concat();
+                self.any_matches(&signed, &signatures, now)
+            }
+            Preset::Calendly => {
+                let header = required(headers, header::CALENDLY_SIGNATURE)?;
+                let mut timestamp = None;
+                let mut signatures = Vec::new();
+                for part in header.split(',') {
+                    match part.trim().split_once('=') {
+                        Some(("t", t)) => timestamp = Some(t),
+                        Some(("v1", sig)) => {
+                            signatures.push(decode_hex(sig, "Calendly-Webhook-Signature")?);
+                        }
+                        _ => {}
+                    }
+                }
+                let timestamp =
+                    timestamp.ok_or_else(|| malformed("Calendly-Webhook-Signature (no t=)"))?;
+                if signatures.is_empty() {
+                    return Err(malformed("Calendly-Webhook-Signature (no v1=)"));
+                }
+                self.check_timestamp(timestamp, "Calendly-Webhook-Signature", now)?;
+                let signed = [timestamp.as_bytes(), b".", body].concat();
+                self.any_matches(&signed, &signatures, now)
+            }
+            Preset::Zoom => {
+                let header = required(headers, header::ZOOM_SIGNATURE)?;
+                let timestamp = required(headers, header::ZOOM_TIMESTAMP)?;
+                let digest = prefixed(header, "v0=", "x-zm-signature")?;
+                self.check_timestamp(timestamp, "x-zm-request-timestamp", now)?;
+                let signed = [b"v0:", timestamp.as_bytes(), b":", body].concat();
+                self.any_matches(&signed, &[decode_hex(digest, "x-zm-signature")?], now)
+            }
+            Preset::Twitch => {
+                let id = required(headers, header::TWITCH_MESSAGE_ID)?;
+                let timestamp = required(headers, header::TWITCH_TIMESTAMP)?;
+                let header = required(headers, header::TWITCH_SIGNATURE)?;
+                let digest = prefixed(header, "sha256=", "Twitch-Eventsub-Message-Signature")?;
+                let signed_at = rfc3339_seconds(timestamp)
+                    .ok_or_else(|| malformed("Twitch-Eventsub-Message-Timestamp (not RFC 3339)"))?;
+                self.check_age(signed_at, now)?;
+                let signed = [id.as_bytes(), timestamp.as_bytes(), body].concat();
+                let signature = decode_hex(digest, "Twitch-Eventsub-Message-Signature")?;
+                self.any_matches(&signed, &[signature], now)
+            }
+            Preset::GitLab => {
+                let token = required(headers, header::GITLAB_TOKEN)?;
+                self.any_matches(b"", &[token.as_bytes().to_vec()], now)
+            }
             Preset::PagerDuty => {
                 let header = required(headers, header::PAGERDUTY_SIGNATURE)?;
                 // One `v1=` per active secret while PagerDuty rotates; other versions
@@ -364,6 +435,11 @@ impl Verifier {
             .trim()
             .parse()
             .map_err(|_| malformed(&format!("{header} (timestamp)")))?;
+        self.check_age(signed, now)
+    }
+
+    /// Bounds the distance between a signed Unix time and `now`, either way.
+    fn check_age(&self, signed: u64, now: SystemTime) -> Result<(), Rejection> {
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let age = now.abs_diff(signed);
         if age > self.tolerance.as_secs() {
@@ -395,6 +471,9 @@ fn keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<Key>, ConfigError> {
             if bytes.is_empty() {
                 return Err(ConfigError::EmptySecret(i));
             }
+            if *preset == Preset::GitLab {
+                return Ok(Key::Token(bytes));
+            }
             let algorithm = match preset {
                 // Both still sign with SHA-1; as a MAC it holds (collisions do not help forge one).
                 Preset::Intercom | Preset::Vercel => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
@@ -418,6 +497,76 @@ fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection
         .ok_or_else(|| Rejection::MissingHeader(name.to_owned()))?
         .to_str()
         .map_err(|_| malformed(name))
+}
+
+/// Unix seconds of an RFC 3339 time such as Twitch's `2019-11-16T10:11:12.634234626Z`
+/// (a fraction is dropped; `Z` or a `±hh:mm` offset). Hand-rolled: one format, and no
+/// date crate in the worker for it.
+fn rfc3339_seconds(text: &str) -> Option<u64> {
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    let bytes = text.as_bytes();
+    if bytes.len() < 20
+        || !separators.iter().all(|&(i, c)| bytes[i] == c)
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let end = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        if end == 0 {
+            return None;
+        }
+        rest = &fraction[end..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let zone = rest.get(1..)?;
+            let (h, m) = zone.split_once(':')?;
+            if h.len() != 2
+                || m.len() != 2
+                || !(h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()))
+            {
+                return None;
+            }
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm), years starting in March.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let unix = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    u64::try_from(unix).ok()
 }
 
 /// `value` without its scheme `prefix` (e.g. `sha256=`).
@@ -969,5 +1118,27 @@ mod tests {
             !text.contains("deadbeef") && !text.contains("s3cret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        // Expected values from Python's datetime.
+        let cases = [
+            ("2019-11-16T10:11:12.634234626Z", Some(1_573_899_072)),
+            ("2019-11-16T10:11:12Z", Some(1_573_899_072)),
+            ("2024-02-29T23:59:59z", Some(1_709_251_199)),
+            ("2019-11-16T12:11:12+02:00", Some(1_573_899_072)),
+            ("2019-11-16T05:11:12.5-05:00", Some(1_573_899_072)),
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2019-11-16T10:11:12", None),
+            ("2019-11-16T10:11:12.Z", None),
+            ("2019-13-16T10:11:12Z", None),
+            ("2019-11-16X10:11:12Z", None),
+            ("+019-11-16T10:11:12Z", None),
+            ("1573899072", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(rfc3339_seconds(text), want, "{text}");
+        }
     }
 }
