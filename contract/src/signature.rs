@@ -54,6 +54,14 @@ pub mod header {
     pub const TWITCH_SIGNATURE: &str = "twitch-eventsub-message-signature";
     /// GitLab: the secret token itself.
     pub const GITLAB_TOKEN: &str = "x-gitlab-token";
+    /// Discord: hex Ed25519 signature.
+    pub const DISCORD_SIGNATURE: &str = "x-signature-ed25519";
+    /// Discord: the signed timestamp.
+    pub const DISCORD_TIMESTAMP: &str = "x-signature-timestamp";
+    /// SendGrid: base64 DER ECDSA P-256 signature.
+    pub const SENDGRID_SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
+    /// SendGrid: the signed timestamp.
+    pub const SENDGRID_TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
 }
 
 /// A preset as it is configured, without its settings.
@@ -97,11 +105,15 @@ pub enum PresetName {
     Twitch,
     /// GitLab's `X-Gitlab-Token`, the secret itself.
     GitLab,
+    /// Discord's `X-Signature-Ed25519` with `X-Signature-Timestamp`.
+    Discord,
+    /// SendGrid's `X-Twilio-Email-Event-Webhook-Signature` with its timestamp.
+    SendGrid,
 }
 
 impl PresetName {
     /// Every preset.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::Stripe,
         Self::GitHub,
         Self::Shopify,
@@ -121,6 +133,8 @@ impl PresetName {
         Self::Zoom,
         Self::Twitch,
         Self::GitLab,
+        Self::Discord,
+        Self::SendGrid,
     ];
 
     /// The name as the worker's flag and environment spell it.
@@ -145,6 +159,8 @@ impl PresetName {
             Self::Zoom => "zoom",
             Self::Twitch => "twitch",
             Self::GitLab => "gitlab",
+            Self::Discord => "discord",
+            Self::SendGrid => "sendgrid",
         }
     }
 
@@ -178,6 +194,8 @@ impl PresetName {
                 header::TWITCH_SIGNATURE,
             ],
             Self::GitLab => &[header::GITLAB_TOKEN],
+            Self::Discord => &[header::DISCORD_SIGNATURE, header::DISCORD_TIMESTAMP],
+            Self::SendGrid => &[header::SENDGRID_SIGNATURE, header::SENDGRID_TIMESTAMP],
         }
     }
 }
@@ -262,6 +280,13 @@ pub enum Preset {
     Twitch,
     /// `X-Gitlab-Token: <secret>`, compared whole in constant time.
     GitLab,
+    /// `X-Signature-Ed25519: <hex>`, Ed25519 over `"{X-Signature-Timestamp}{body}"`;
+    /// the secrets are the application's public keys, hex.
+    Discord,
+    /// `X-Twilio-Email-Event-Webhook-Signature: <base64 DER>`, ECDSA P-256 with
+    /// SHA-256 over `"{…-Timestamp}{body}"`; the secrets are the verification keys,
+    /// base64 DER (SubjectPublicKeyInfo).
+    SendGrid,
 }
 
 /// [`PresetName::GenericHmac`] without its settings.
@@ -293,6 +318,8 @@ impl Preset {
             PresetName::Zoom => Self::Zoom,
             PresetName::Twitch => Self::Twitch,
             PresetName::GitLab => Self::GitLab,
+            PresetName::Discord => Self::Discord,
+            PresetName::SendGrid => Self::SendGrid,
         })
     }
 
@@ -318,6 +345,8 @@ impl Preset {
             Self::Zoom => PresetName::Zoom,
             Self::Twitch => PresetName::Twitch,
             Self::GitLab => PresetName::GitLab,
+            Self::Discord => PresetName::Discord,
+            Self::SendGrid => PresetName::SendGrid,
         }
     }
 
@@ -442,6 +471,17 @@ mod tests {
                 ],
             ),
             (Preset::GitLab, vec!["x-gitlab-token"]),
+            (
+                Preset::Discord,
+                vec!["x-signature-ed25519", "x-signature-timestamp"],
+            ),
+            (
+                Preset::SendGrid,
+                vec![
+                    "x-twilio-email-event-webhook-signature",
+                    "x-twilio-email-event-webhook-timestamp",
+                ],
+            ),
         ];
         assert_eq!(
             cases.len(),

@@ -28,6 +28,8 @@ impl From<SignaturePreset> for contract::PresetName {
             SignaturePreset::Zoom => Self::Zoom,
             SignaturePreset::Twitch => Self::Twitch,
             SignaturePreset::GitLab => Self::GitLab,
+            SignaturePreset::Discord => Self::Discord,
+            SignaturePreset::SendGrid => Self::SendGrid,
         }
     }
 }

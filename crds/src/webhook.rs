@@ -357,14 +357,14 @@ pub struct Signature {
     /// The provider's scheme: `Stripe`, `GitHub`, `Shopify`, `Slack`,
     /// `StandardWebhooks`, `Typeform`, `Bitbucket`, `Jira`, `Sentry`, `PagerDuty`,
     /// `Linear`, `Intercom`, `Vercel`, `Paddle`, `Calendly`, `Zoom`, `Twitch`,
-    /// `GitLab` or `GenericHmac` (see docs/worker.md).
+    /// `GitLab`, `Discord`, `SendGrid` or `GenericHmac` (see docs/worker.md).
     pub preset: SignaturePreset,
 
     /// The Secret (same namespace) holding the signing secret(s).
     pub secret_ref: SignatureSecretRef,
 
     /// For timestamped schemes (Stripe, Slack, Standard Webhooks, Paddle, Calendly,
-    /// Zoom, Twitch): how far the signed
+    /// Zoom, Twitch, Discord, SendGrid): how far the signed
     /// timestamp may be from the moment SQS accepted the request (its SentTimestamp)
     /// before it is rejected as a replay. A backlog of any age still delivers.
     #[serde(default = "default_tolerance")]
@@ -436,6 +436,10 @@ pub enum SignaturePreset {
     Twitch,
     // `X-Gitlab-Token`, the secret itself.
     GitLab,
+    // Discord's `X-Signature-Ed25519`; the Secret holds the public key, hex.
+    Discord,
+    // SendGrid's ECDSA signature; the Secret holds the verification key, base64.
+    SendGrid,
 }
 
 /// The Secret holding signing secrets; several keys verify at once, for rotation.

@@ -3,7 +3,8 @@
 //! Every scheme here is an HMAC over (part of) the raw request, SHA-256 except for
 //! the two providers that still sign with SHA-1 (Intercom, Vercel), compared in
 //! constant time (`aws_lc_rs::hmac::verify`), or GitLab's shared token, compared
-//! in constant time as well. Several secrets may be configured at
+//! in constant time as well, or a signature by the provider's private key checked
+//! with its public key (Discord's Ed25519, SendGrid's ECDSA P-256). Several secrets may be configured at
 //! once so a provider's secret can be rotated without dropping deliveries: a
 //! signature valid for any of them passes.
 //!
@@ -14,7 +15,7 @@
 //! late it is delivered, and a request signed with the old secret that reaches the
 //! gateway after the window does not.
 
-use aws_lc_rs::{constant_time, hmac};
+use aws_lc_rs::{constant_time, hmac, signature};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
@@ -60,6 +61,11 @@ pub enum ConfigError {
     /// A Standard Webhooks secret is not `whsec_<base64>` (or plain base64).
     #[error("Standard Webhooks secret #{0} is not base64 after the optional whsec_ prefix")]
     BadStandardWebhooksSecret(usize),
+    /// A Discord or SendGrid public key that does not parse as one.
+    #[error(
+        "public key #{0} is not the preset's key type (hex Ed25519 for Discord, base64 DER P-256 for SendGrid)"
+    )]
+    BadPublicKey(usize),
     /// A secret is empty: anyone could compute an HMAC with an empty key, so it is
     /// never accepted (it is also what a half-written file looks like).
     #[error("signing secret #{0} is empty")]
@@ -85,11 +91,17 @@ const MAX_RETIRED_SETS: usize = 16;
 
 /// One configured secret, ready to check signatures with.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "almost every key is an HMAC key, held in a short Vec: boxing it would add a pointer chase to every check to save memory on the rare public key"
+)]
 enum Key {
     /// An HMAC key: SHA-256, or SHA-1 for the providers that still sign with it.
     Hmac(hmac::Key),
     /// A shared token the provider sends as it is (GitLab).
     Token(Vec<u8>),
+    /// A provider's public key, parsed once (Discord's Ed25519, SendGrid's ECDSA).
+    Public(signature::ParsedPublicKey),
 }
 
 impl Key {
@@ -99,6 +111,7 @@ impl Key {
             Self::Hmac(key) => hmac::verify(key, signed, signature).is_ok(),
             // Only the length can leak, and the provider's token length is no secret.
             Self::Token(token) => constant_time::verify_slices_are_equal(token, signature).is_ok(),
+            Self::Public(key) => key.verify_sig(signed, signature).is_ok(),
         }
     }
 }
@@ -386,6 +399,21 @@ impl Verifier {
                 let signature = decode_hex(digest, "Twitch-Eventsub-Message-Signature")?;
                 self.any_matches(&signed, &[signature], now)
             }
+            Preset::Discord => {
+                let header = required(headers, header::DISCORD_SIGNATURE)?;
+                let timestamp = required(headers, header::DISCORD_TIMESTAMP)?;
+                self.check_timestamp(timestamp, "X-Signature-Timestamp", now)?;
+                let signed = [timestamp.as_bytes(), body].concat();
+                self.any_matches(&signed, &[decode_hex(header, "X-Signature-Ed25519")?], now)
+            }
+            Preset::SendGrid => {
+                let header = required(headers, header::SENDGRID_SIGNATURE)?;
+                let timestamp = required(headers, header::SENDGRID_TIMESTAMP)?;
+                self.check_timestamp(timestamp, "X-Twilio-Email-Event-Webhook-Timestamp", now)?;
+                let signed = [timestamp.as_bytes(), body].concat();
+                let signature = decode_base64(header, "X-Twilio-Email-Event-Webhook-Signature")?;
+                self.any_matches(&signed, &[signature], now)
+            }
             Preset::GitLab => {
                 let token = required(headers, header::GITLAB_TOKEN)?;
                 self.any_matches(b"", &[token.as_bytes().to_vec()], now)
@@ -471,8 +499,10 @@ fn keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<Key>, ConfigError> {
             if bytes.is_empty() {
                 return Err(ConfigError::EmptySecret(i));
             }
-            if *preset == Preset::GitLab {
-                return Ok(Key::Token(bytes));
+            match preset {
+                Preset::GitLab => return Ok(Key::Token(bytes)),
+                Preset::Discord | Preset::SendGrid => return public_key(preset, &bytes, i),
+                _ => {}
             }
             let algorithm = match preset {
                 // Both still sign with SHA-1; as a MAC it holds (collisions do not help forge one).
@@ -482,6 +512,27 @@ fn keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<Key>, ConfigError> {
             Ok(Key::Hmac(hmac::Key::new(algorithm, &bytes)))
         })
         .collect()
+}
+
+/// A Discord (hex, raw Ed25519) or SendGrid (base64, DER SubjectPublicKeyInfo)
+/// public key as the provider's console shows it.
+fn public_key(preset: &Preset, text: &[u8], index: usize) -> Result<Key, ConfigError> {
+    let bad = ConfigError::BadPublicKey(index);
+    let text = text.trim_ascii();
+    let (algorithm, bytes): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match preset
+    {
+        Preset::Discord => (
+            &signature::ED25519,
+            hex::decode(text).map_err(|_| bad.clone())?,
+        ),
+        _ => (
+            &signature::ECDSA_P256_SHA256_ASN1,
+            BASE64.decode(text).map_err(|_| bad.clone())?,
+        ),
+    };
+    signature::ParsedPublicKey::new(algorithm, bytes)
+        .map(Key::Public)
+        .map_err(|_| bad)
 }
 
 fn matches_any(keys: &[Key], signed: &[u8], signatures: &[Vec<u8>]) -> bool {
@@ -1139,6 +1190,22 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(rfc3339_seconds(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_public_key_that_does_not_parse_is_refused() {
+        let cases = [
+            (Preset::Discord, &b"not hex"[..]),
+            (Preset::Discord, &b"00ff"[..]),
+            (Preset::SendGrid, &b"bm90IGEga2V5"[..]),
+        ];
+        for (preset, key) in cases {
+            assert_eq!(
+                Verifier::new(preset.clone(), &[key.to_vec()], Duration::ZERO).err(),
+                Some(ConfigError::BadPublicKey(0)),
+                "{preset:?}"
+            );
         }
     }
 }

@@ -70,6 +70,8 @@ fn cases() -> Vec<Case> {
             signs_body: false,
             ..hmac_case(Preset::GitLab)
         },
+        timestamped(Preset::Discord),
+        timestamped(Preset::SendGrid),
     ]
 }
 
