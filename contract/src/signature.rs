@@ -26,6 +26,42 @@ pub mod header {
     pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
     /// Standard Webhooks: `v1,<base64> …`.
     pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+    /// Typeform: `sha256=<base64>`.
+    pub const TYPEFORM_SIGNATURE: &str = "typeform-signature";
+    /// Bitbucket and Jira Cloud (`sha256=<hex>`), Intercom (`sha1=<hex>`).
+    pub const HUB_SIGNATURE: &str = "x-hub-signature";
+    /// Sentry: hex.
+    pub const SENTRY_SIGNATURE: &str = "sentry-hook-signature";
+    /// PagerDuty: `v1=<hex>[,v1=<hex>…]`.
+    pub const PAGERDUTY_SIGNATURE: &str = "x-pagerduty-signature";
+    /// Linear: hex.
+    pub const LINEAR_SIGNATURE: &str = "linear-signature";
+    /// Vercel: hex HMAC-SHA1.
+    pub const VERCEL_SIGNATURE: &str = "x-vercel-signature";
+    /// Paddle Billing: `ts=<unix>;h1=<hex>[;h1=<hex>…]`.
+    pub const PADDLE_SIGNATURE: &str = "paddle-signature";
+    /// Calendly: `t=<unix>,v1=<hex>`.
+    pub const CALENDLY_SIGNATURE: &str = "calendly-webhook-signature";
+    /// Zoom: `v0=<hex>`.
+    pub const ZOOM_SIGNATURE: &str = "x-zm-signature";
+    /// Zoom: the signed timestamp.
+    pub const ZOOM_TIMESTAMP: &str = "x-zm-request-timestamp";
+    /// Twitch EventSub: the message id.
+    pub const TWITCH_MESSAGE_ID: &str = "twitch-eventsub-message-id";
+    /// Twitch EventSub: the signed timestamp (RFC 3339).
+    pub const TWITCH_TIMESTAMP: &str = "twitch-eventsub-message-timestamp";
+    /// Twitch EventSub: `sha256=<hex>`.
+    pub const TWITCH_SIGNATURE: &str = "twitch-eventsub-message-signature";
+    /// GitLab: the secret token itself.
+    pub const GITLAB_TOKEN: &str = "x-gitlab-token";
+    /// Discord: hex Ed25519 signature.
+    pub const DISCORD_SIGNATURE: &str = "x-signature-ed25519";
+    /// Discord: the signed timestamp.
+    pub const DISCORD_TIMESTAMP: &str = "x-signature-timestamp";
+    /// SendGrid: base64 DER ECDSA P-256 signature.
+    pub const SENDGRID_SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
+    /// SendGrid: the signed timestamp.
+    pub const SENDGRID_TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
 }
 
 /// A preset as it is configured, without its settings.
@@ -43,17 +79,62 @@ pub enum PresetName {
     StandardWebhooks,
     /// HMAC-SHA256 of the body in a header of the team's choice ([`GenericHmac`]).
     GenericHmac,
+    /// Typeform's `Typeform-Signature: sha256=<base64>`.
+    Typeform,
+    /// Bitbucket Cloud's `X-Hub-Signature: sha256=<hex>`.
+    Bitbucket,
+    /// Jira Cloud's `X-Hub-Signature: sha256=<hex>`.
+    Jira,
+    /// Sentry's `Sentry-Hook-Signature`, hex.
+    Sentry,
+    /// PagerDuty's `X-PagerDuty-Signature: v1=<hex>[,v1=…]`.
+    PagerDuty,
+    /// Linear's `Linear-Signature`, hex.
+    Linear,
+    /// Intercom's `X-Hub-Signature: sha1=<hex>` (HMAC-SHA1).
+    Intercom,
+    /// Vercel's `x-vercel-signature`, hex HMAC-SHA1.
+    Vercel,
+    /// Paddle Billing's `Paddle-Signature: ts=…;h1=…`.
+    Paddle,
+    /// Calendly's `Calendly-Webhook-Signature: t=…,v1=…`.
+    Calendly,
+    /// Zoom's `x-zm-signature: v0=…` with `x-zm-request-timestamp`.
+    Zoom,
+    /// Twitch EventSub's `Twitch-Eventsub-Message-Signature: sha256=…`.
+    Twitch,
+    /// GitLab's `X-Gitlab-Token`, the secret itself.
+    GitLab,
+    /// Discord's `X-Signature-Ed25519` with `X-Signature-Timestamp`.
+    Discord,
+    /// SendGrid's `X-Twilio-Email-Event-Webhook-Signature` with its timestamp.
+    SendGrid,
 }
 
 impl PresetName {
     /// Every preset.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 21] = [
         Self::Stripe,
         Self::GitHub,
         Self::Shopify,
         Self::Slack,
         Self::StandardWebhooks,
         Self::GenericHmac,
+        Self::Typeform,
+        Self::Bitbucket,
+        Self::Jira,
+        Self::Sentry,
+        Self::PagerDuty,
+        Self::Linear,
+        Self::Intercom,
+        Self::Vercel,
+        Self::Paddle,
+        Self::Calendly,
+        Self::Zoom,
+        Self::Twitch,
+        Self::GitLab,
+        Self::Discord,
+        Self::SendGrid,
     ];
 
     /// The name as the worker's flag and environment spell it.
@@ -65,6 +146,21 @@ impl PresetName {
             Self::Slack => "slack",
             Self::StandardWebhooks => "standard-webhooks",
             Self::GenericHmac => "generic-hmac",
+            Self::Typeform => "typeform",
+            Self::Bitbucket => "bitbucket",
+            Self::Jira => "jira",
+            Self::Sentry => "sentry",
+            Self::PagerDuty => "pagerduty",
+            Self::Linear => "linear",
+            Self::Intercom => "intercom",
+            Self::Vercel => "vercel",
+            Self::Paddle => "paddle",
+            Self::Calendly => "calendly",
+            Self::Zoom => "zoom",
+            Self::Twitch => "twitch",
+            Self::GitLab => "gitlab",
+            Self::Discord => "discord",
+            Self::SendGrid => "sendgrid",
         }
     }
 
@@ -81,6 +177,25 @@ impl PresetName {
                 header::WEBHOOK_SIGNATURE,
             ],
             Self::GenericHmac => &[],
+            Self::Typeform => &[header::TYPEFORM_SIGNATURE],
+            Self::Bitbucket => &[header::HUB_SIGNATURE],
+            Self::Jira => &[header::HUB_SIGNATURE],
+            Self::Sentry => &[header::SENTRY_SIGNATURE],
+            Self::PagerDuty => &[header::PAGERDUTY_SIGNATURE],
+            Self::Linear => &[header::LINEAR_SIGNATURE],
+            Self::Intercom => &[header::HUB_SIGNATURE],
+            Self::Vercel => &[header::VERCEL_SIGNATURE],
+            Self::Paddle => &[header::PADDLE_SIGNATURE],
+            Self::Calendly => &[header::CALENDLY_SIGNATURE],
+            Self::Zoom => &[header::ZOOM_SIGNATURE, header::ZOOM_TIMESTAMP],
+            Self::Twitch => &[
+                header::TWITCH_MESSAGE_ID,
+                header::TWITCH_TIMESTAMP,
+                header::TWITCH_SIGNATURE,
+            ],
+            Self::GitLab => &[header::GITLAB_TOKEN],
+            Self::Discord => &[header::DISCORD_SIGNATURE, header::DISCORD_TIMESTAMP],
+            Self::SendGrid => &[header::SENDGRID_SIGNATURE, header::SENDGRID_TIMESTAMP],
         }
     }
 }
@@ -93,9 +208,7 @@ impl std::fmt::Display for PresetName {
 
 /// A name that is no preset's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a signature preset (expected one of stripe, github, shopify, slack, standard-webhooks, generic-hmac)"
-)]
+#[error("{0:?} is not a signature preset (expected one of {names})", names = PresetName::ALL.map(PresetName::as_str).join(", "))]
 pub struct UnknownPreset(pub String);
 
 impl std::str::FromStr for PresetName {
@@ -141,6 +254,39 @@ pub enum Preset {
     StandardWebhooks,
     /// HMAC-SHA256 of the body in a header of the team's choice.
     GenericHmac(GenericHmac),
+    /// `Typeform-Signature: sha256=<base64>` over the body.
+    Typeform,
+    /// `X-Hub-Signature: sha256=<hex>` over the body (Bitbucket Cloud).
+    Bitbucket,
+    /// `X-Hub-Signature: sha256=<hex>` over the body (Jira Cloud, as Bitbucket).
+    Jira,
+    /// `Sentry-Hook-Signature: <hex>` over the body.
+    Sentry,
+    /// `X-PagerDuty-Signature: v1=<hex>[,v1=<hex>…]` over the body; any may match.
+    PagerDuty,
+    /// `Linear-Signature: <hex>` over the body.
+    Linear,
+    /// `X-Hub-Signature: sha1=<hex>`, HMAC-SHA1 over the body.
+    Intercom,
+    /// `x-vercel-signature: <hex>`, HMAC-SHA1 over the body.
+    Vercel,
+    /// `Paddle-Signature: ts=<unix>;h1=<hex>[;h1=<hex>…]` over `"{ts}:{body}"`.
+    Paddle,
+    /// `Calendly-Webhook-Signature: t=<unix>,v1=<hex>` over `"{t}.{body}"`.
+    Calendly,
+    /// `x-zm-signature: v0=<hex>` over `"v0:{x-zm-request-timestamp}:{body}"`.
+    Zoom,
+    /// `Twitch-Eventsub-Message-Signature: sha256=<hex>` over message id, timestamp (RFC 3339) and body, concatenated.
+    Twitch,
+    /// `X-Gitlab-Token: <secret>`, compared whole in constant time.
+    GitLab,
+    /// `X-Signature-Ed25519: <hex>`, Ed25519 over `"{X-Signature-Timestamp}{body}"`;
+    /// the secrets are the application's public keys, hex.
+    Discord,
+    /// `X-Twilio-Email-Event-Webhook-Signature: <base64 DER>`, ECDSA P-256 with
+    /// SHA-256 over `"{…-Timestamp}{body}"`; the secrets are the verification keys,
+    /// base64 DER (SubjectPublicKeyInfo).
+    SendGrid,
 }
 
 /// [`PresetName::GenericHmac`] without its settings.
@@ -159,6 +305,21 @@ impl Preset {
             PresetName::Slack => Self::Slack,
             PresetName::StandardWebhooks => Self::StandardWebhooks,
             PresetName::GenericHmac => Self::GenericHmac(generic.ok_or(MissingGenericHmac)?),
+            PresetName::Typeform => Self::Typeform,
+            PresetName::Bitbucket => Self::Bitbucket,
+            PresetName::Jira => Self::Jira,
+            PresetName::Sentry => Self::Sentry,
+            PresetName::PagerDuty => Self::PagerDuty,
+            PresetName::Linear => Self::Linear,
+            PresetName::Intercom => Self::Intercom,
+            PresetName::Vercel => Self::Vercel,
+            PresetName::Paddle => Self::Paddle,
+            PresetName::Calendly => Self::Calendly,
+            PresetName::Zoom => Self::Zoom,
+            PresetName::Twitch => Self::Twitch,
+            PresetName::GitLab => Self::GitLab,
+            PresetName::Discord => Self::Discord,
+            PresetName::SendGrid => Self::SendGrid,
         })
     }
 
@@ -171,6 +332,21 @@ impl Preset {
             Self::Slack => PresetName::Slack,
             Self::StandardWebhooks => PresetName::StandardWebhooks,
             Self::GenericHmac(_) => PresetName::GenericHmac,
+            Self::Typeform => PresetName::Typeform,
+            Self::Bitbucket => PresetName::Bitbucket,
+            Self::Jira => PresetName::Jira,
+            Self::Sentry => PresetName::Sentry,
+            Self::PagerDuty => PresetName::PagerDuty,
+            Self::Linear => PresetName::Linear,
+            Self::Intercom => PresetName::Intercom,
+            Self::Vercel => PresetName::Vercel,
+            Self::Paddle => PresetName::Paddle,
+            Self::Calendly => PresetName::Calendly,
+            Self::Zoom => PresetName::Zoom,
+            Self::Twitch => PresetName::Twitch,
+            Self::GitLab => PresetName::GitLab,
+            Self::Discord => PresetName::Discord,
+            Self::SendGrid => PresetName::SendGrid,
         }
     }
 
@@ -272,7 +448,46 @@ mod tests {
                 vec!["webhook-id", "webhook-timestamp", "webhook-signature"],
             ),
             (Preset::GenericHmac(generic.clone()), vec!["x-signature"]),
+            (Preset::Typeform, vec!["typeform-signature"]),
+            (Preset::Bitbucket, vec!["x-hub-signature"]),
+            (Preset::Jira, vec!["x-hub-signature"]),
+            (Preset::Sentry, vec!["sentry-hook-signature"]),
+            (Preset::PagerDuty, vec!["x-pagerduty-signature"]),
+            (Preset::Linear, vec!["linear-signature"]),
+            (Preset::Intercom, vec!["x-hub-signature"]),
+            (Preset::Vercel, vec!["x-vercel-signature"]),
+            (Preset::Paddle, vec!["paddle-signature"]),
+            (Preset::Calendly, vec!["calendly-webhook-signature"]),
+            (
+                Preset::Zoom,
+                vec!["x-zm-signature", "x-zm-request-timestamp"],
+            ),
+            (
+                Preset::Twitch,
+                vec![
+                    "twitch-eventsub-message-id",
+                    "twitch-eventsub-message-timestamp",
+                    "twitch-eventsub-message-signature",
+                ],
+            ),
+            (Preset::GitLab, vec!["x-gitlab-token"]),
+            (
+                Preset::Discord,
+                vec!["x-signature-ed25519", "x-signature-timestamp"],
+            ),
+            (
+                Preset::SendGrid,
+                vec![
+                    "x-twilio-email-event-webhook-signature",
+                    "x-twilio-email-event-webhook-timestamp",
+                ],
+            ),
         ];
+        assert_eq!(
+            cases.len(),
+            PresetName::ALL.len(),
+            "a case for every preset"
+        );
         for (preset, want) in cases {
             assert_eq!(preset.headers(), want, "{preset:?}");
             assert_eq!(
@@ -288,5 +503,23 @@ mod tests {
             Preset::new(PresetName::GenericHmac, None),
             Err(MissingGenericHmac)
         );
+    }
+
+    #[test]
+    fn every_preset_fits_the_message_attribute_budget() {
+        // Besides the preset's headers the route forwards content-type, user-agent and
+        // at most one ordering and one deduplication header.
+        for name in PresetName::ALL {
+            let headers = name.fixed_headers();
+            assert!(
+                headers.len() + 4 <= crate::wire::MAX_FORWARDED_HEADERS,
+                "{name} forwards {} headers",
+                headers.len()
+            );
+            assert!(
+                headers.iter().all(|h| *h == h.to_ascii_lowercase()),
+                "{name}: the worker looks headers up lowercase"
+            );
+        }
     }
 }

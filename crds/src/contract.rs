@@ -15,6 +15,21 @@ impl From<SignaturePreset> for contract::PresetName {
             SignaturePreset::Slack => Self::Slack,
             SignaturePreset::StandardWebhooks => Self::StandardWebhooks,
             SignaturePreset::GenericHmac => Self::GenericHmac,
+            SignaturePreset::Typeform => Self::Typeform,
+            SignaturePreset::Bitbucket => Self::Bitbucket,
+            SignaturePreset::Jira => Self::Jira,
+            SignaturePreset::Sentry => Self::Sentry,
+            SignaturePreset::PagerDuty => Self::PagerDuty,
+            SignaturePreset::Linear => Self::Linear,
+            SignaturePreset::Intercom => Self::Intercom,
+            SignaturePreset::Vercel => Self::Vercel,
+            SignaturePreset::Paddle => Self::Paddle,
+            SignaturePreset::Calendly => Self::Calendly,
+            SignaturePreset::Zoom => Self::Zoom,
+            SignaturePreset::Twitch => Self::Twitch,
+            SignaturePreset::GitLab => Self::GitLab,
+            SignaturePreset::Discord => Self::Discord,
+            SignaturePreset::SendGrid => Self::SendGrid,
         }
     }
 }

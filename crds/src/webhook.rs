@@ -355,13 +355,16 @@ pub enum DedupScope {
 #[x_kube(validation = Rule::new("self.preset == 'GenericHmac' ? has(self.genericHmac) : !has(self.genericHmac)").message("signature.genericHmac must be set when signature.preset is GenericHmac, and only then"))]
 pub struct Signature {
     /// The provider's scheme: `Stripe`, `GitHub`, `Shopify`, `Slack`,
-    /// `StandardWebhooks` or `GenericHmac`.
+    /// `StandardWebhooks`, `Typeform`, `Bitbucket`, `Jira`, `Sentry`, `PagerDuty`,
+    /// `Linear`, `Intercom`, `Vercel`, `Paddle`, `Calendly`, `Zoom`, `Twitch`,
+    /// `GitLab`, `Discord`, `SendGrid` or `GenericHmac` (see docs/worker.md).
     pub preset: SignaturePreset,
 
     /// The Secret (same namespace) holding the signing secret(s).
     pub secret_ref: SignatureSecretRef,
 
-    /// For timestamped schemes (Stripe, Slack, Standard Webhooks): how far the signed
+    /// For timestamped schemes (Stripe, Slack, Standard Webhooks, Paddle, Calendly,
+    /// Zoom, Twitch, Discord, SendGrid): how far the signed
     /// timestamp may be from the moment SQS accepted the request (its SentTimestamp)
     /// before it is rejected as a replay. A backlog of any age still delivers.
     #[serde(default = "default_tolerance")]
@@ -407,6 +410,36 @@ pub enum SignaturePreset {
     StandardWebhooks,
     // HMAC-SHA256 of the body in a header of your choice.
     GenericHmac,
+    // `Typeform-Signature: sha256=…`, base64.
+    Typeform,
+    // Bitbucket Cloud's `X-Hub-Signature: sha256=…`.
+    Bitbucket,
+    // Jira Cloud's `X-Hub-Signature: sha256=…`.
+    Jira,
+    // `Sentry-Hook-Signature`, hex.
+    Sentry,
+    // `X-PagerDuty-Signature: v1=…[,v1=…]`.
+    PagerDuty,
+    // `Linear-Signature`, hex.
+    Linear,
+    // Intercom's `X-Hub-Signature: sha1=…` (HMAC-SHA1).
+    Intercom,
+    // `x-vercel-signature`, hex HMAC-SHA1.
+    Vercel,
+    // Paddle Billing's `Paddle-Signature: ts=…;h1=…`.
+    Paddle,
+    // `Calendly-Webhook-Signature: t=…,v1=…`.
+    Calendly,
+    // `x-zm-signature: v0=…` with `x-zm-request-timestamp`.
+    Zoom,
+    // Twitch EventSub's `Twitch-Eventsub-Message-Signature: sha256=…`.
+    Twitch,
+    // `X-Gitlab-Token`, the secret itself.
+    GitLab,
+    // Discord's `X-Signature-Ed25519`; the Secret holds the public key, hex.
+    Discord,
+    // SendGrid's ECDSA signature; the Secret holds the verification key, base64.
+    SendGrid,
 }
 
 /// The Secret holding signing secrets; several keys verify at once, for rotation.

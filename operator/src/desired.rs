@@ -688,6 +688,48 @@ spec:
     }
 
     #[test]
+    fn every_preset_forwards_its_headers_within_the_attribute_budget() {
+        // Every preset the CRD accepts, with an ordering and a deduplication header
+        // as well: the route forwards the preset's headers and still renders.
+        let crd = serde_json::to_value(<Webhook as kube::CustomResourceExt>::crd()).unwrap();
+        let presets = crd
+            .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/signature/properties/preset/enum")
+            .and_then(|v| v.as_array())
+            .unwrap()
+            .clone();
+        assert!(presets.len() > 6, "{presets:?}");
+        for preset in presets {
+            let preset = preset.as_str().unwrap();
+            let generic = if preset == "GenericHmac" {
+                ", genericHmac: {header: X-Sig}"
+            } else {
+                ""
+            };
+            let w = webhook(&format!(
+                r#"
+metadata: {{name: p, namespace: ci}}
+spec:
+  path: /p
+  ordering: {{type: Header, header: X-Group}}
+  deduplication: {{type: Header, header: X-Delivery}}
+  signature: {{preset: {preset}, secretRef: {{name: s}}{generic}}}
+  worker: {{template: {{spec: {{containers: [{{name: h, image: h}}]}}}}}}
+"#
+            ));
+            let t = route_template(&w);
+            let wanted = w.spec.signature.as_ref().unwrap().forwarded_headers();
+            assert!(!wanted.is_empty(), "{preset}");
+            for header in &wanted {
+                assert!(
+                    t.headers.contains(header),
+                    "{preset}: {header} not forwarded"
+                );
+            }
+            crate::aws::templates::request_template(&t).unwrap_or_else(|e| panic!("{preset}: {e}"));
+        }
+    }
+
+    #[test]
     fn the_worker_is_a_native_sidecar_with_the_queue_and_secrets() {
         let w = webhook(STRIPE);
         let d = worker_deployment(&w, &pair(), &settings());

@@ -1,7 +1,10 @@
 //! Provider signature verification, before a message reaches the handler.
 //!
-//! Every scheme here is an HMAC-SHA256 over (part of) the raw request, compared in
-//! constant time (`aws_lc_rs::hmac::verify`). Several secrets may be configured at
+//! Every scheme here is an HMAC over (part of) the raw request, SHA-256 except for
+//! the two providers that still sign with SHA-1 (Intercom, Vercel), compared in
+//! constant time (`aws_lc_rs::hmac::verify`), or GitLab's shared token, compared
+//! in constant time as well, or a signature by the provider's private key checked
+//! with its public key (Discord's Ed25519, SendGrid's ECDSA P-256). Several secrets may be configured at
 //! once so a provider's secret can be rotated without dropping deliveries: a
 //! signature valid for any of them passes.
 //!
@@ -12,7 +15,7 @@
 //! late it is delivered, and a request signed with the old secret that reaches the
 //! gateway after the window does not.
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{constant_time, hmac, signature};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
@@ -58,6 +61,11 @@ pub enum ConfigError {
     /// A Standard Webhooks secret is not `whsec_<base64>` (or plain base64).
     #[error("Standard Webhooks secret #{0} is not base64 after the optional whsec_ prefix")]
     BadStandardWebhooksSecret(usize),
+    /// A Discord or SendGrid public key that does not parse as one.
+    #[error(
+        "public key #{0} is not the preset's key type (hex Ed25519 for Discord, base64 DER P-256 for SendGrid)"
+    )]
+    BadPublicKey(usize),
     /// A secret is empty: anyone could compute an HMAC with an empty key, so it is
     /// never accepted (it is also what a half-written file looks like).
     #[error("signing secret #{0} is empty")]
@@ -81,10 +89,37 @@ const LONGEST_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Bounds memory if a Secret flaps; older sets go first.
 const MAX_RETIRED_SETS: usize = 16;
 
+/// One configured secret, ready to check signatures with.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "almost every key is an HMAC key, held in a short Vec: boxing it would add a pointer chase to every check to save memory on the rare public key"
+)]
+enum Key {
+    /// An HMAC key: SHA-256, or SHA-1 for the providers that still sign with it.
+    Hmac(hmac::Key),
+    /// A shared token the provider sends as it is (GitLab).
+    Token(Vec<u8>),
+    /// A provider's public key, parsed once (Discord's Ed25519, SendGrid's ECDSA).
+    Public(signature::ParsedPublicKey),
+}
+
+impl Key {
+    /// Whether `signature` is this key's over `signed`, compared in constant time.
+    fn matches(&self, signed: &[u8], signature: &[u8]) -> bool {
+        match self {
+            Self::Hmac(key) => hmac::verify(key, signed, signature).is_ok(),
+            // Only the length can leak, and the provider's token length is no secret.
+            Self::Token(token) => constant_time::verify_slices_are_equal(token, signature).is_ok(),
+            Self::Public(key) => key.verify_sig(signed, signature).is_ok(),
+        }
+    }
+}
+
 /// The secret sets a [`Verifier`] holds.
 #[derive(Debug)]
 struct Keyring {
-    current: Vec<hmac::Key>,
+    current: Vec<Key>,
     /// Newest first.
     retired: Vec<Retired>,
 }
@@ -92,7 +127,7 @@ struct Keyring {
 /// A replaced secret set.
 #[derive(Debug)]
 struct Retired {
-    keys: Vec<hmac::Key>,
+    keys: Vec<Key>,
     /// Messages SQS accepted before this instant still verify with these keys.
     until: SystemTime,
 }
@@ -116,7 +151,7 @@ impl Verifier {
         secrets: &[Vec<u8>],
         tolerance: Duration,
     ) -> Result<Self, ConfigError> {
-        let current = hmac_keys(&preset, secrets)?;
+        let current = keys(&preset, secrets)?;
         Ok(Self {
             preset,
             keys: RwLock::new(Keyring {
@@ -152,7 +187,7 @@ impl Verifier {
         secrets: &[Vec<u8>],
         changed_at: SystemTime,
     ) -> Result<SystemTime, ConfigError> {
-        let current = hmac_keys(&self.preset, secrets)?;
+        let current = keys(&self.preset, secrets)?;
         let until = changed_at + self.rotation_window;
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         let previous = std::mem::replace(&mut keys.current, current);
@@ -274,6 +309,129 @@ impl Verifier {
                 };
                 self.any_matches(body, &[expected], now)
             }
+            Preset::Typeform => {
+                let header = required(headers, header::TYPEFORM_SIGNATURE)?;
+                let digest = prefixed(header, "sha256=", "Typeform-Signature")?;
+                let signature = decode_base64(digest, "Typeform-Signature")?;
+                self.any_matches(body, &[signature], now)
+            }
+            Preset::Bitbucket | Preset::Jira => {
+                let header = required(headers, header::HUB_SIGNATURE)?;
+                let digest = prefixed(header, "sha256=", "X-Hub-Signature")?;
+                self.any_matches(body, &[decode_hex(digest, "X-Hub-Signature")?], now)
+            }
+            Preset::Intercom => {
+                let header = required(headers, header::HUB_SIGNATURE)?;
+                let digest = prefixed(header, "sha1=", "X-Hub-Signature")?;
+                self.any_matches(body, &[decode_hex(digest, "X-Hub-Signature")?], now)
+            }
+            Preset::Sentry => {
+                let header = required(headers, header::SENTRY_SIGNATURE)?;
+                self.any_matches(body, &[decode_hex(header, "Sentry-Hook-Signature")?], now)
+            }
+            Preset::Linear => {
+                let header = required(headers, header::LINEAR_SIGNATURE)?;
+                self.any_matches(body, &[decode_hex(header, "Linear-Signature")?], now)
+            }
+            Preset::Vercel => {
+                let header = required(headers, header::VERCEL_SIGNATURE)?;
+                self.any_matches(body, &[decode_hex(header, "x-vercel-signature")?], now)
+            }
+            Preset::Paddle => {
+                let header = required(headers, header::PADDLE_SIGNATURE)?;
+                let mut timestamp = None;
+                let mut signatures = Vec::new();
+                for part in header.split(';') {
+                    match part.trim().split_once('=') {
+                        Some(("ts", t)) => timestamp = Some(t),
+                        // Several h1= while a secret is rotated.
+                        Some(("h1", sig)) => signatures.push(decode_hex(sig, "Paddle-Signature")?),
+                        _ => {}
+                    }
+                }
+                let timestamp = timestamp.ok_or_else(|| malformed("Paddle-Signature (no ts=)"))?;
+                if signatures.is_empty() {
+                    return Err(malformed("Paddle-Signature (no h1=)"));
+                }
+                self.check_timestamp(timestamp, "Paddle-Signature", now)?;
+                let signed = [timestamp.as_bytes(), b":", body].concat();
+                self.any_matches(&signed, &signatures, now)
+            }
+            Preset::Calendly => {
+                let header = required(headers, header::CALENDLY_SIGNATURE)?;
+                let mut timestamp = None;
+                let mut signatures = Vec::new();
+                for part in header.split(',') {
+                    match part.trim().split_once('=') {
+                        Some(("t", t)) => timestamp = Some(t),
+                        Some(("v1", sig)) => {
+                            signatures.push(decode_hex(sig, "Calendly-Webhook-Signature")?);
+                        }
+                        _ => {}
+                    }
+                }
+                let timestamp =
+                    timestamp.ok_or_else(|| malformed("Calendly-Webhook-Signature (no t=)"))?;
+                if signatures.is_empty() {
+                    return Err(malformed("Calendly-Webhook-Signature (no v1=)"));
+                }
+                self.check_timestamp(timestamp, "Calendly-Webhook-Signature", now)?;
+                let signed = [timestamp.as_bytes(), b".", body].concat();
+                self.any_matches(&signed, &signatures, now)
+            }
+            Preset::Zoom => {
+                let header = required(headers, header::ZOOM_SIGNATURE)?;
+                let timestamp = required(headers, header::ZOOM_TIMESTAMP)?;
+                let digest = prefixed(header, "v0=", "x-zm-signature")?;
+                self.check_timestamp(timestamp, "x-zm-request-timestamp", now)?;
+                let signed = [b"v0:", timestamp.as_bytes(), b":", body].concat();
+                self.any_matches(&signed, &[decode_hex(digest, "x-zm-signature")?], now)
+            }
+            Preset::Twitch => {
+                let id = required(headers, header::TWITCH_MESSAGE_ID)?;
+                let timestamp = required(headers, header::TWITCH_TIMESTAMP)?;
+                let header = required(headers, header::TWITCH_SIGNATURE)?;
+                let digest = prefixed(header, "sha256=", "Twitch-Eventsub-Message-Signature")?;
+                let signed_at = rfc3339_seconds(timestamp)
+                    .ok_or_else(|| malformed("Twitch-Eventsub-Message-Timestamp (not RFC 3339)"))?;
+                self.check_age(signed_at, now)?;
+                let signed = [id.as_bytes(), timestamp.as_bytes(), body].concat();
+                let signature = decode_hex(digest, "Twitch-Eventsub-Message-Signature")?;
+                self.any_matches(&signed, &[signature], now)
+            }
+            Preset::Discord => {
+                let header = required(headers, header::DISCORD_SIGNATURE)?;
+                let timestamp = required(headers, header::DISCORD_TIMESTAMP)?;
+                self.check_timestamp(timestamp, "X-Signature-Timestamp", now)?;
+                let signed = [timestamp.as_bytes(), body].concat();
+                self.any_matches(&signed, &[decode_hex(header, "X-Signature-Ed25519")?], now)
+            }
+            Preset::SendGrid => {
+                let header = required(headers, header::SENDGRID_SIGNATURE)?;
+                let timestamp = required(headers, header::SENDGRID_TIMESTAMP)?;
+                self.check_timestamp(timestamp, "X-Twilio-Email-Event-Webhook-Timestamp", now)?;
+                let signed = [timestamp.as_bytes(), body].concat();
+                let signature = decode_base64(header, "X-Twilio-Email-Event-Webhook-Signature")?;
+                self.any_matches(&signed, &[signature], now)
+            }
+            Preset::GitLab => {
+                let token = required(headers, header::GITLAB_TOKEN)?;
+                self.any_matches(b"", &[token.as_bytes().to_vec()], now)
+            }
+            Preset::PagerDuty => {
+                let header = required(headers, header::PAGERDUTY_SIGNATURE)?;
+                // One `v1=` per active secret while PagerDuty rotates; other versions
+                // are ignored, as PagerDuty's own libraries do.
+                let signatures = header
+                    .split(',')
+                    .filter_map(|entry| entry.trim().strip_prefix("v1="))
+                    .map(|sig| decode_hex(sig, "X-PagerDuty-Signature"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if signatures.is_empty() {
+                    return Err(malformed("X-PagerDuty-Signature (no v1=)"));
+                }
+                self.any_matches(body, &signatures, now)
+            }
         }
     }
 
@@ -305,6 +463,11 @@ impl Verifier {
             .trim()
             .parse()
             .map_err(|_| malformed(&format!("{header} (timestamp)")))?;
+        self.check_age(signed, now)
+    }
+
+    /// Bounds the distance between a signed Unix time and `now`, either way.
+    fn check_age(&self, signed: u64, now: SystemTime) -> Result<(), Rejection> {
         let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let age = now.abs_diff(signed);
         if age > self.tolerance.as_secs() {
@@ -317,7 +480,7 @@ impl Verifier {
     }
 }
 
-fn hmac_keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<hmac::Key>, ConfigError> {
+fn keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<Key>, ConfigError> {
     if secrets.is_empty() {
         return Err(ConfigError::NoSecret);
     }
@@ -336,18 +499,47 @@ fn hmac_keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<hmac::Key>, Con
             if bytes.is_empty() {
                 return Err(ConfigError::EmptySecret(i));
             }
-            Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
+            match preset {
+                Preset::GitLab => return Ok(Key::Token(bytes)),
+                Preset::Discord | Preset::SendGrid => return public_key(preset, &bytes, i),
+                _ => {}
+            }
+            let algorithm = match preset {
+                // Both still sign with SHA-1; as a MAC it holds (collisions do not help forge one).
+                Preset::Intercom | Preset::Vercel => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                _ => hmac::HMAC_SHA256,
+            };
+            Ok(Key::Hmac(hmac::Key::new(algorithm, &bytes)))
         })
         .collect()
 }
 
-fn matches_any(keys: &[hmac::Key], signed: &[u8], signatures: &[Vec<u8>]) -> bool {
-    // Every pair is tried; `hmac::verify` compares in constant time.
+/// A Discord (hex, raw Ed25519) or SendGrid (base64, DER SubjectPublicKeyInfo)
+/// public key as the provider's console shows it.
+fn public_key(preset: &Preset, text: &[u8], index: usize) -> Result<Key, ConfigError> {
+    let bad = ConfigError::BadPublicKey(index);
+    let text = text.trim_ascii();
+    let (algorithm, bytes): (&'static dyn signature::VerificationAlgorithm, Vec<u8>) = match preset
+    {
+        Preset::Discord => (
+            &signature::ED25519,
+            hex::decode(text).map_err(|_| bad.clone())?,
+        ),
+        _ => (
+            &signature::ECDSA_P256_SHA256_ASN1,
+            BASE64.decode(text).map_err(|_| bad.clone())?,
+        ),
+    };
+    signature::ParsedPublicKey::new(algorithm, bytes)
+        .map(Key::Public)
+        .map_err(|_| bad)
+}
+
+fn matches_any(keys: &[Key], signed: &[u8], signatures: &[Vec<u8>]) -> bool {
+    // Every pair is tried, each compared in constant time.
     keys.iter()
         .flat_map(|key| signatures.iter().map(move |sig| (key, sig)))
-        .fold(false, |found, (key, sig)| {
-            hmac::verify(key, signed, sig).is_ok() || found
-        })
+        .fold(false, |found, (key, sig)| key.matches(signed, sig) || found)
 }
 
 fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
@@ -356,6 +548,83 @@ fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection
         .ok_or_else(|| Rejection::MissingHeader(name.to_owned()))?
         .to_str()
         .map_err(|_| malformed(name))
+}
+
+/// Unix seconds of an RFC 3339 time such as Twitch's `2019-11-16T10:11:12.634234626Z`
+/// (a fraction is dropped; `Z` or a `±hh:mm` offset). Hand-rolled: one format, and no
+/// date crate in the worker for it.
+fn rfc3339_seconds(text: &str) -> Option<u64> {
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        if !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+    let bytes = text.as_bytes();
+    if bytes.len() < 20
+        || !separators.iter().all(|&(i, c)| bytes[i] == c)
+        || !matches!(bytes[10], b'T' | b't' | b' ')
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let end = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        if end == 0 {
+            return None;
+        }
+        rest = &fraction[end..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let zone = rest.get(1..)?;
+            let (h, m) = zone.split_once(':')?;
+            if h.len() != 2
+                || m.len() != 2
+                || !(h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()))
+            {
+                return None;
+            }
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm), years starting in March.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let unix = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    u64::try_from(unix).ok()
+}
+
+/// `value` without its scheme `prefix` (e.g. `sha256=`).
+fn prefixed<'a>(value: &'a str, prefix: &str, header: &str) -> Result<&'a str, Rejection> {
+    value
+        .strip_prefix(prefix)
+        .ok_or_else(|| malformed(&format!("{header} (no {prefix} prefix)")))
 }
 
 fn malformed(what: &str) -> Rejection {
@@ -900,5 +1169,43 @@ mod tests {
             !text.contains("deadbeef") && !text.contains("s3cret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        // Expected values from Python's datetime.
+        let cases = [
+            ("2019-11-16T10:11:12.634234626Z", Some(1_573_899_072)),
+            ("2019-11-16T10:11:12Z", Some(1_573_899_072)),
+            ("2024-02-29T23:59:59z", Some(1_709_251_199)),
+            ("2019-11-16T12:11:12+02:00", Some(1_573_899_072)),
+            ("2019-11-16T05:11:12.5-05:00", Some(1_573_899_072)),
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2019-11-16T10:11:12", None),
+            ("2019-11-16T10:11:12.Z", None),
+            ("2019-13-16T10:11:12Z", None),
+            ("2019-11-16X10:11:12Z", None),
+            ("+019-11-16T10:11:12Z", None),
+            ("1573899072", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(rfc3339_seconds(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_public_key_that_does_not_parse_is_refused() {
+        let cases = [
+            (Preset::Discord, &b"not hex"[..]),
+            (Preset::Discord, &b"00ff"[..]),
+            (Preset::SendGrid, &b"bm90IGEga2V5"[..]),
+        ];
+        for (preset, key) in cases {
+            assert_eq!(
+                Verifier::new(preset.clone(), &[key.to_vec()], Duration::ZERO).err(),
+                Some(ConfigError::BadPublicKey(0)),
+                "{preset:?}"
+            );
+        }
     }
 }
