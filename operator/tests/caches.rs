@@ -14,15 +14,12 @@ use anyhow::{Context as _, Result, ensure};
 use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::memory::MemoryAws;
-use hookline_operator::controller::context::{Context, Timing};
-use hookline_operator::desired::Settings;
 use hookline_tests::util::wait_for;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-const REGION: &str = "eu-west-1";
 const WEBHOOKS: usize = 20;
 
 /// The API server's count of Webhook LIST requests so far, from its `/metrics`.
@@ -57,52 +54,16 @@ async fn reconciles_read_webhooks_from_the_caches_and_see_what_woke_them() -> Re
     let cluster = hookline_tests::shared_cluster().await?;
     let client = cluster.client().await?;
     let namespace = cluster.namespace(&client, "caches").await?;
-    let aws = MemoryAws::new(REGION);
+    let aws = MemoryAws::new(common::IN_MEMORY_REGION);
     let zone = format!("{namespace}.example.com");
     aws.create_zone(&zone);
-    let ctx = Context::with_services(
-        client.clone(),
-        aws.services(),
-        Settings {
-            name_prefix: "hc".to_owned(),
-            region: REGION.to_owned(),
-            worker_image: "hookline-worker:test".to_owned(),
-            aws_endpoint_url: None,
-            irsa_oidc_provider_arn: None,
-        },
-        Timing {
-            resync: Duration::from_secs(300),
-            pending: Duration::from_secs(1),
-            error: Duration::from_secs(1),
-            deploy_window: Duration::from_millis(20),
-            drain_stall: Duration::from_secs(3600),
-        },
-        "caches".to_owned(),
-        Vec::new(),
-    );
+    let ctx = common::in_memory_context(&client, &aws, "hc");
     let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let gateway = format!("gw-{namespace}");
-    gateways
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "hookline.dev/v1alpha1", "kind": "WebhookGateway",
-                "metadata": {"name": gateway},
-                "spec": {"hostname": format!("hooks.{zone}"), "hostedZone": {"name": zone}}
-            }))?,
-        )
-        .await?;
+    common::create_gateway(&client, &gateway, &zone, json!({})).await?;
     let operator = Operator::start(ctx);
     let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
-    wait_for("the gateway Ready", Duration::from_secs(60), || async {
-        let gateway = gateways.get(&gateway).await?;
-        Ok(gateway.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        }))
-    })
-    .await?;
+    common::gateway_ready(&client, &gateway).await?;
 
     let before = webhook_lists(&client).await?;
     for i in 0..WEBHOOKS {

@@ -10,16 +10,13 @@ mod common;
 
 use anyhow::{Result, ensure};
 use common::Operator;
-use hookline_crds::{Webhook, WebhookGateway};
+use hookline_crds::Webhook;
 use hookline_operator::aws::memory::MemoryAws;
-use hookline_operator::controller::context::{Context, Timing};
-use hookline_operator::desired::Settings;
 use hookline_tests::util::wait_for;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use std::time::Duration;
 
-const REGION: &str = "eu-west-1";
 const WEBHOOKS: usize = 24;
 const CONCURRENCY: u16 = 3;
 
@@ -39,52 +36,14 @@ async fn no_more_than_the_configured_reconciles_run_at_once() -> Result<()> {
     let cluster = hookline_tests::shared_cluster().await?;
     let client = cluster.client().await?;
     let namespace = cluster.namespace(&client, "concurrency").await?;
-    let aws = MemoryAws::new(REGION);
+    let aws = MemoryAws::new(common::IN_MEMORY_REGION);
     let zone = format!("{namespace}.example.com");
     aws.create_zone(&zone);
-    let ctx = Context::with_services(
-        client.clone(),
-        aws.services(),
-        Settings {
-            name_prefix: "hk".to_owned(),
-            region: REGION.to_owned(),
-            worker_image: "hookline-worker:test".to_owned(),
-            aws_endpoint_url: None,
-            irsa_oidc_provider_arn: None,
-        },
-        Timing {
-            resync: Duration::from_secs(300),
-            pending: Duration::from_secs(1),
-            error: Duration::from_secs(1),
-            deploy_window: Duration::from_millis(20),
-            drain_stall: Duration::from_secs(3600),
-        },
-        "concurrency".to_owned(),
-        Vec::new(),
-    )
-    .with_concurrency(CONCURRENCY);
-    let gateways: Api<WebhookGateway> = Api::all(client.clone());
+    let ctx = common::in_memory_context(&client, &aws, "hk").with_concurrency(CONCURRENCY);
     let gateway = format!("gw-{namespace}");
-    gateways
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "apiVersion": "hookline.dev/v1alpha1", "kind": "WebhookGateway",
-                "metadata": {"name": gateway},
-                "spec": {"hostname": format!("hooks.{zone}"), "hostedZone": {"name": zone}}
-            }))?,
-        )
-        .await?;
+    common::create_gateway(&client, &gateway, &zone, json!({})).await?;
     let operator = Operator::start(ctx.clone());
-    wait_for("the gateway Ready", Duration::from_secs(60), || async {
-        let gateway = gateways.get(&gateway).await?;
-        Ok(gateway.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        }))
-    })
-    .await?;
+    common::gateway_ready(&client, &gateway).await?;
 
     let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
     for i in 0..WEBHOOKS {

@@ -106,6 +106,54 @@ pub async fn create_gateway(
         .with_context(|| format!("creating the gateway {name}"))
 }
 
+/// A context on the in-memory AWS of `aws` (in `REGION` eu-west-1), names under
+/// `prefix`, quick requeues and deployments: for tests of the controllers themselves
+/// (caches, concurrency) where AWS's behaviour is not the subject.
+pub fn in_memory_context(
+    client: &kube::Client,
+    aws: &hookline_operator::aws::memory::MemoryAws,
+    prefix: &str,
+) -> Arc<Context> {
+    Context::with_services(
+        client.clone(),
+        aws.services(),
+        Settings {
+            name_prefix: prefix.to_owned(),
+            region: IN_MEMORY_REGION.to_owned(),
+            worker_image: "hookline-worker:test".to_owned(),
+            aws_endpoint_url: None,
+            irsa_oidc_provider_arn: None,
+        },
+        Timing {
+            deploy_window: Duration::from_millis(20),
+            ..fast_timing(Duration::from_secs(300))
+        },
+        prefix.to_owned(),
+        Vec::new(),
+    )
+}
+
+/// The region of [`in_memory_context`].
+pub const IN_MEMORY_REGION: &str = "eu-west-1";
+
+/// Waits (up to a minute) until the gateway `name` is Ready.
+pub async fn gateway_ready(client: &kube::Client, name: &str) -> Result<()> {
+    let gateways = kube::Api::<WebhookGateway>::all(client.clone());
+    hookline_tests::util::wait_for(
+        &format!("the gateway {name} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let gateway = gateways.get(name).await?;
+            Ok(gateway.status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        },
+    )
+    .await
+}
+
 /// The log at `info`, as the operator writes it by default, readable afterwards.
 #[derive(Clone, Default)]
 pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
