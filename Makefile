@@ -38,12 +38,14 @@ bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs, the emulat
 	tests/emulators/setup.sh
 	tests/elasticmq/setup.sh
 
+# Both release benchmarks build both binaries: one feature set for the shared
+# dependencies, so that neither build recompiles the AWS SDK after the other.
 bench-worker: ## Benchmark the release worker against a boto3 loop on ElasticMQ and MiniStack: msgs/s, CPU per 10k msgs, receive-to-handler p50/p99 (MESSAGES=n; HOOKLINE_WORKER_BIN=path)
-	$(if $(HOOKLINE_WORKER_BIN),,$(CARGO) build --release -p hookline-worker)
+	$(if $(HOOKLINE_WORKER_BIN),,$(CARGO) build --release -p hookline-operator -p hookline-worker)
 	$(CARGO) run -q -p hookline-worker --example throughput -- $(or $(MESSAGES),10000)
 
-bench-operator: ## Benchmark the release operator: N=200 then M=1000 Webhooks, then HOLD=10 minutes at rest (prints figures)
-	$(CARGO) build --release -p hookline-operator
+bench-operator: ## Benchmark the release operator: N=200 then M=1000 Webhooks, then HOLD=10 minutes at rest (prints figures; HOOKLINE_OPERATOR_BIN=path)
+	$(if $(HOOKLINE_OPERATOR_BIN),,$(CARGO) build --release -p hookline-operator -p hookline-worker)
 	$(CARGO) run -q -p hookline-operator --example scale -- $(or $(N),200) $(or $(M),1000) $(or $(HOLD),10)
 
 ci: ## What CI runs
