@@ -15,7 +15,7 @@ use common::Operator;
 use hookline_crds::{Webhook, WebhookGateway};
 use hookline_operator::aws::memory::MemoryAws;
 use hookline_tests::util::wait_for;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -66,22 +66,7 @@ async fn reconciles_read_webhooks_from_the_caches_and_see_what_woke_them() -> Re
     common::gateway_ready(&client, &gateway).await?;
 
     let before = webhook_lists(&client).await?;
-    for i in 0..WEBHOOKS {
-        webhooks
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "hookline.dev/v1alpha1", "kind": "Webhook",
-                    "metadata": {"name": format!("wh-{i}")},
-                    "spec": {
-                        "gatewayRef": {"name": gateway},
-                        "path": format!("/caches/wh-{i}"),
-                        "worker": {"template": {"spec": {"containers": [{"name": "h", "image": "h:1"}]}}}
-                    }
-                }))?,
-            )
-            .await?;
-    }
+    common::create_webhooks(&webhooks, &gateway, "caches", WEBHOOKS).await?;
     // The wait's own lists are the test's, not the operator's: counted to subtract.
     let own_lists = AtomicU32::new(0);
     wait_for(

@@ -13,7 +13,7 @@ use common::Operator;
 use hookline_crds::Webhook;
 use hookline_operator::aws::memory::MemoryAws;
 use hookline_tests::util::wait_for;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use serde_json::json;
 use std::time::Duration;
 
@@ -46,22 +46,7 @@ async fn no_more_than_the_configured_reconciles_run_at_once() -> Result<()> {
     common::gateway_ready(&client, &gateway).await?;
 
     let webhooks: Api<Webhook> = Api::namespaced(client.clone(), &namespace);
-    for i in 0..WEBHOOKS {
-        webhooks
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "apiVersion": "hookline.dev/v1alpha1", "kind": "Webhook",
-                    "metadata": {"name": format!("wh-{i}")},
-                    "spec": {
-                        "gatewayRef": {"name": gateway},
-                        "path": format!("/concurrency/wh-{i}"),
-                        "worker": {"template": {"spec": {"containers": [{"name": "h", "image": "h:1"}]}}}
-                    }
-                }))?,
-            )
-            .await?;
-    }
+    common::create_webhooks(&webhooks, &gateway, "concurrency", WEBHOOKS).await?;
     wait_for(
         &format!("{WEBHOOKS} Webhooks serving"),
         Duration::from_secs(120),

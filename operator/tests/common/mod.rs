@@ -154,6 +154,32 @@ pub async fn gateway_ready(client: &kube::Client, name: &str) -> Result<()> {
     .await
 }
 
+/// Creates `count` Webhooks `wh-0`… in `namespace` on `gateway`, at paths
+/// `/<path_prefix>/wh-N`, each with a one-container worker.
+pub async fn create_webhooks(
+    webhooks: &kube::Api<hookline_crds::Webhook>,
+    gateway: &str,
+    path_prefix: &str,
+    count: usize,
+) -> Result<()> {
+    for i in 0..count {
+        let webhook = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hookline.dev/v1alpha1", "kind": "Webhook",
+            "metadata": {"name": format!("wh-{i}")},
+            "spec": {
+                "gatewayRef": {"name": gateway},
+                "path": format!("/{path_prefix}/wh-{i}"),
+                "worker": {"template": {"spec": {"containers": [{"name": "h", "image": "h:1"}]}}}
+            }
+        }))?;
+        webhooks
+            .create(&kube::api::PostParams::default(), &webhook)
+            .await
+            .with_context(|| format!("creating the Webhook wh-{i}"))?;
+    }
+    Ok(())
+}
+
 /// The log at `info`, as the operator writes it by default, readable afterwards.
 #[derive(Clone, Default)]
 pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
