@@ -412,6 +412,10 @@ async fn main() -> Result<()> {
     .await?;
     println!("  the forged event failed verification again and is back in the dead-letter queue");
 
+    step("On call: kubectl hookline (target/debug/kubectl-hookline, a kubectl plugin)");
+    plugin(&bench, &["get", "-A"]);
+    plugin(&bench, &["-n", "payments", "dlq", "list", "stripe"]);
+
     println!("\nDone in {:.1}s.", started.elapsed().as_secs_f64());
     if args.keep {
         step("Keeping everything running; Ctrl-C stops it");
@@ -574,6 +578,34 @@ async fn send(target: &Target, body: &str, secret: Option<&str>) -> Result<u16> 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no HTTP status")
+}
+
+/// Runs `kubectl hookline` (the plugin binary itself, so kubectl is not needed)
+/// against the bench and prints its output.
+fn plugin(bench: &Bench, args: &[&str]) {
+    println!("  $ kubectl hookline {}", args.join(" "));
+    let output = binary("kubectl-hookline").and_then(|path| {
+        std::process::Command::new(path)
+            .args(args)
+            .env("KUBECONFIG", bench.kube.kubeconfig_path())
+            .env("AWS_ENDPOINT_URL", bench.aws.endpoint())
+            .env("AWS_REGION", hookline_tests::aws::REGION)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .context("running kubectl-hookline")
+    });
+    match output {
+        Ok(out) => {
+            for line in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .chain(String::from_utf8_lossy(&out.stderr).lines())
+            {
+                println!("  {line}");
+            }
+        }
+        Err(e) => println!("  {e:#}"),
+    }
 }
 
 /// Shows kubectl's view when kubectl is installed; the demo does not depend on it.

@@ -150,8 +150,8 @@ impl Emulator {
                         // Queue URLs `http://127.0.0.1:PORT/queue/REGION/ACCOUNT/NAME`; the
                         // default puts `sqs.REGION.` before the host, which resolves nowhere.
                         ("SQS_ENDPOINT_STRATEGY", "path"),
-                        // Only what Hookline calls: fewer services, faster start.
-                        ("SERVICES", "sqs,apigateway,iam,sts,route53,acm,logs"),
+                        // Only what Hookline calls (the plugin reads CloudWatch): fewer services, faster start.
+                        ("SERVICES", "sqs,apigateway,iam,sts,route53,acm,logs,cloudwatch"),
                         // No DNS server (it would listen on 0.0.0.0:53).
                         ("DNS_ADDRESS", "0"),
                         ("PERSISTENCE", "0"),

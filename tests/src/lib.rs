@@ -31,6 +31,7 @@ pub mod elasticmq;
 pub mod iam;
 pub mod kube;
 pub mod process;
+pub mod stack;
 pub mod util;
 pub mod velocity;
 

@@ -24,12 +24,13 @@ const DOCS: &[&str] = &[
     "charts/hookline/README.md",
     "docs/architecture.md",
     "docs/install-eks.md",
+    "docs/on-call.md",
     "docs/operations.md",
     "docs/operator.md",
     "docs/worker.md",
 ];
 
-/// Flags of other tools (helm, kubectl, the AWS CLI, external-dns, the demo's `make demo
+/// Flags of other tools (cargo, helm, kubectl, the AWS CLI, external-dns, the demo's `make demo
 /// ARGS=…`) the docs use.
 const OTHER_TOOLS_FLAGS: &[&str] = &[
     "--all",
@@ -65,6 +66,7 @@ const OTHER_TOOLS_FLAGS: &[&str] = &[
     "--push",
     "--query",
     "--region",
+    "--release",
     "--repository-name",
     "--rest-api-id",
     "--reuse-values",
@@ -346,6 +348,19 @@ fn documented_flags_are_the_binaries_flags() -> Result<()> {
     );
     let operator = options(&operator_help);
     let worker_options = options(&worker_help);
+    let plugin = binary("kubectl-hookline")?;
+    let mut plugin_help = String::new();
+    for command in [
+        &["get"][..],
+        &["dlq", "list"],
+        &["dlq", "show"],
+        &["dlq", "redrive"],
+        &["dlq", "purge"],
+        &["send-test"],
+    ] {
+        plugin_help.push_str(&help(&plugin, command)?);
+    }
+    let plugin_options = options(&plugin_help);
     let mut wrong = Vec::new();
 
     for (doc, binary_options) in [
@@ -394,7 +409,11 @@ fn documented_flags_are_the_binaries_flags() -> Result<()> {
 
     // Anywhere in the docs: a --flag is one of ours or a known tool's, and a
     // HOOKLINE_ variable is one a binary reads.
-    let ours: BTreeSet<&String> = operator.keys().chain(worker_options.keys()).collect();
+    let ours: BTreeSet<&String> = operator
+        .keys()
+        .chain(worker_options.keys())
+        .chain(plugin_options.keys())
+        .collect();
     let known_vars: BTreeSet<String> = operator
         .values()
         .chain(worker_options.values())
@@ -404,7 +423,7 @@ fn documented_flags_are_the_binaries_flags() -> Result<()> {
         let text = read(doc)?;
         for flag in flags_in(&text) {
             if !ours.contains(&flag) && !OTHER_TOOLS_FLAGS.contains(&flag.as_str()) {
-                wrong.push(format!("{doc}: {flag} is no flag of hookline-operator, hookline-worker or a tool the docs use"));
+                wrong.push(format!("{doc}: {flag} is no flag of hookline-operator, hookline-worker, kubectl-hookline or a tool the docs use"));
             }
         }
         for var in hookline_variables(&text) {

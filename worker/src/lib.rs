@@ -34,7 +34,8 @@
 //! - [`consumer`]: polling, per-group ordering, retries, visibility, shutdown.
 //! - `hold`: how long the worker may still act on what it received (deadlines,
 //!   margins, when to extend).
-//! - [`redrive`]: moving a FIFO dead-letter queue back, in order.
+//! - [`redrive`]: moving a FIFO dead-letter queue back, in order, all of it or by
+//!   group or id; [`dead_letters`]: looking at one without taking anything out.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`config`]: the `hookline-worker` command line, whose variables are
 //!   `hookline_contract::env`'s, and reading the operator's [`hookline_contract::WorkerEnv`]
@@ -44,6 +45,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod dead_letters;
 pub mod handler;
 mod hold;
 pub mod metrics;
@@ -55,6 +57,6 @@ pub mod wire;
 pub use consumer::{Backoff, Consumer, ConsumerConfig, ConsumerError};
 pub use handler::{Handler, HttpHandler, Outcome};
 pub use metrics::Metrics;
-pub use redrive::{RedriveError, RedriveReport, redrive};
+pub use redrive::{RedriveError, RedriveReport, Selection, redrive, redrive_selected};
 pub use signature::{Preset, Verifier};
 pub use wire::Delivery;

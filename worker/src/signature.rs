@@ -27,6 +27,9 @@ use hookline_contract::signature::header;
 /// The presets and their settings are the contract's: the operator configures them.
 pub use hookline_contract::signature::{DigestEncoding, GenericHmac, Preset, PresetName};
 
+pub mod sign;
+pub use sign::{SignError, sign};
+
 /// Why a message was not verified. The text never contains a secret or a digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
