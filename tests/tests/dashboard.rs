@@ -1,4 +1,4 @@
-//! The Grafana dashboard the chart ships (`charts/hookline/files/dashboard.json`,
+//! The Grafana dashboard the chart ships (`charts/hookline/dashboards/hookline.json`,
 //! `dashboard.enabled`): rendered only when asked for, with the sidecar's label; a
 //! well-formed dashboard with the panels issue 16 lists; every metric its queries
 //! name is one that the real `hookline-operator` and `hookline-worker` export on
@@ -27,7 +27,7 @@ fn chart() -> PathBuf {
 }
 
 fn dashboard() -> Result<Value> {
-    let path = chart().join("files/dashboard.json");
+    let path = chart().join("dashboards/hookline.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -92,7 +92,7 @@ fn the_chart_ships_the_dashboard_only_when_enabled() -> Result<()> {
     assert_eq!(
         shipped,
         dashboard()?,
-        "the ConfigMap carries files/dashboard.json"
+        "the ConfigMap carries dashboards/hookline.json"
     );
 
     // Another sidecar label and namespace.
