@@ -13,6 +13,10 @@
 //! never below what the messages in flight need (`ceil(in flight / concurrency)`), so
 //! no pod holding work is removed; to zero when min is 0 and the queue stayed empty
 //! for the delay.
+//!
+//! Each rescale counts in `hookline_scale_events_total{namespace,webhook,direction}`;
+//! the replicas asked for and ready are exported from the status the scaler writes
+//! (`hookline_webhook_replicas`, [`crate::controller::metrics`]).
 
 use hookline_crds::{Backlog as BacklogStatus, Replicas, ScalingEngine, Webhook};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -312,6 +316,8 @@ impl Scaler {
                 )
                 .await?;
             tracing::info!(webhook = %webhook.name_any(), from = current, to = replicas, %reason, "scaled the worker");
+            ctx.metrics
+                .scaled(&namespace, &webhook.name_any(), current, *replicas);
             fields.replicas.desired = *replicas;
             fields.last_scale_time = Some(crate::controller::status::now());
             let event = Event {
