@@ -164,6 +164,7 @@ async fn headers_are_found_in_any_case(kind: EmulatorKind) -> Result<()> {
                 "X-Hub-Signature-256".to_owned(),
                 "Stripe-Signature".to_owned(),
             ],
+            query: false,
         },
     )
     .await?;
@@ -255,6 +256,7 @@ async fn the_query_string_sets_nothing(kind: EmulatorKind) -> Result<()> {
             group: GroupKey::Header("X-GitHub-Repo".to_owned()),
             dedup: DedupKey::Header("X-GitHub-Delivery".to_owned()),
             headers: vec!["X-Hub-Signature-256".to_owned()],
+            query: false,
         },
     )
     .await?;
@@ -305,6 +307,7 @@ async fn content_types_with_charset_are_accepted(kind: EmulatorKind) -> Result<(
             group: GroupKey::Constant("all".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec!["Content-Type".to_owned()],
+            query: false,
         },
     )
     .await?;
@@ -351,6 +354,7 @@ async fn group_keys_sqs_refuses_raw_still_land(kind: EmulatorKind) -> Result<()>
             group: GroupKey::BodyField("$.data.customer".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
     )
     .await?;
@@ -389,6 +393,7 @@ async fn group_keys_sqs_refuses_raw_still_land(kind: EmulatorKind) -> Result<()>
             group: GroupKey::Header("X-Tenant".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
     )
     .await?;
@@ -424,6 +429,7 @@ async fn a_long_group_key_is_cut_not_refused(kind: EmulatorKind) -> Result<()> {
             group: GroupKey::BodyField("$.customer".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
     )
     .await?;
@@ -461,6 +467,7 @@ async fn refusals_tell_the_provider_whether_to_retry(kind: EmulatorKind) -> Resu
             group: GroupKey::Constant("all".to_owned()),
             dedup: DedupKey::Header("Webhook-Id".to_owned()),
             headers: vec![],
+            query: false,
         },
     )
     .await?;
