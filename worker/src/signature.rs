@@ -546,10 +546,12 @@ impl Verifier {
         signatures: &[Vec<u8>],
         queued_at: SystemTime,
     ) -> Result<Verified, Rejection> {
+        // Stopping at the first spelling that matches tells only which public URL
+        // spelling the provider used; each comparison is constant-time.
         let any = |keys: &[Key]| {
-            candidates.iter().fold(false, |found, signed| {
-                matches_any(keys, signed.as_ref(), signatures) || found
-            })
+            candidates
+                .iter()
+                .any(|signed| matches_any(keys, signed.as_ref(), signatures))
         };
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         if any(&keys.current) {
