@@ -295,6 +295,14 @@ async fn the_query_string_sets_nothing(kind: EmulatorKind) -> Result<()> {
     Ok(())
 }
 
+/// A request's query string, headers and body, and the parameters the worker must read.
+type QueryCase<'a> = (
+    String,
+    &'a [(&'a str, &'a str)],
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+);
+
 data_plane_test!(the_query_reaches_the_worker_for_the_presets_that_sign_the_url on localstack);
 
 /// Twilio, Square and HubSpot sign the URL they called, query included: the route
@@ -323,7 +331,7 @@ async fn the_query_reaches_the_worker_for_the_presets_that_sign_the_url(
         ("Content-Type", "application/json"),
         ("X-Twilio-Signature", "hPXmLwIy3Fgqv1i9KPmH/HhQ6zo="),
     ];
-    let cases: [(String, &[(&str, &str)], &str, Vec<(&str, &str)>); 4] = [
+    let cases: [QueryCase<'_>; 4] = [
         (
             format!("?bodySHA256={hash}"),
             &signed,
