@@ -49,6 +49,9 @@ pub const HMAC_HEADER: &str = "HOOKLINE_HMAC_HEADER";
 pub const HMAC_ENCODING: &str = "HOOKLINE_HMAC_ENCODING";
 /// generic-hmac: text before the digest.
 pub const HMAC_PREFIX: &str = "HOOKLINE_HMAC_PREFIX";
+/// The Webhook's public URL (its `status.url`), for the presets that sign the URL
+/// the provider called; written only for those.
+pub const PUBLIC_URL: &str = "HOOKLINE_PUBLIC_URL";
 /// Address of the worker's /healthz and /metrics.
 pub const METRICS_ADDR: &str = "HOOKLINE_METRICS_ADDR";
 /// `json` or `text` (the operator leaves the default).
@@ -126,6 +129,10 @@ pub struct SignatureEnv {
     /// [`HMAC_HEADER`], [`HMAC_ENCODING`], [`HMAC_PREFIX`]: the generic-hmac preset's
     /// settings (written whenever present; the other presets ignore them).
     pub generic_hmac: Option<GenericHmac>,
+    /// [`PUBLIC_URL`]: where the provider sends its requests, for the presets that
+    /// sign it ([`PresetName::signs_url`]); the operator writes it for those only, so
+    /// the other workers' pod templates stay as they were.
+    pub public_url: Option<String>,
 }
 
 /// Where the signing secrets are mounted.
@@ -214,6 +221,9 @@ impl SignatureEnv {
                 vars.push((HMAC_PREFIX, prefix.clone()));
             }
         }
+        if let Some(url) = &self.public_url {
+            vars.push((PUBLIC_URL, url.clone()));
+        }
     }
 }
 
@@ -249,6 +259,7 @@ mod tests {
                     encoding: DigestEncoding::Base64,
                     prefix: Some("sha256=".to_owned()),
                 }),
+                public_url: Some("https://hooks.example.com/generic".to_owned()),
             }),
         };
         let names: Vec<&str> = env.vars().iter().map(|(name, _)| *name).collect();
@@ -274,6 +285,7 @@ mod tests {
                 HMAC_HEADER,
                 HMAC_ENCODING,
                 HMAC_PREFIX,
+                PUBLIC_URL,
             ]
         );
         let vars: std::collections::BTreeMap<_, _> = env.vars().into_iter().collect();

@@ -62,6 +62,14 @@ pub mod header {
     pub const SENDGRID_SIGNATURE: &str = "x-twilio-email-event-webhook-signature";
     /// SendGrid: the signed timestamp.
     pub const SENDGRID_TIMESTAMP: &str = "x-twilio-email-event-webhook-timestamp";
+    /// Twilio: base64 HMAC-SHA1 over the URL (and the form fields).
+    pub const TWILIO_SIGNATURE: &str = "x-twilio-signature";
+    /// Square: base64 HMAC-SHA256 over the notification URL and the body.
+    pub const SQUARE_SIGNATURE: &str = "x-square-hmacsha256-signature";
+    /// HubSpot: base64 HMAC-SHA256 over method, URI, body and timestamp.
+    pub const HUBSPOT_SIGNATURE_V3: &str = "x-hubspot-signature-v3";
+    /// HubSpot: the signed timestamp, in Unix milliseconds.
+    pub const HUBSPOT_TIMESTAMP: &str = "x-hubspot-request-timestamp";
 }
 
 /// A preset as it is configured, without its settings.
@@ -109,11 +117,17 @@ pub enum PresetName {
     Discord,
     /// SendGrid's `X-Twilio-Email-Event-Webhook-Signature` with its timestamp.
     SendGrid,
+    /// Twilio's `X-Twilio-Signature`, over the public URL.
+    Twilio,
+    /// Square's `x-square-hmacsha256-signature`, over the public URL and the body.
+    Square,
+    /// HubSpot's `X-HubSpot-Signature-v3` with `X-HubSpot-Request-Timestamp`.
+    HubSpot,
 }
 
 impl PresetName {
     /// Every preset.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 24] = [
         Self::Stripe,
         Self::GitHub,
         Self::Shopify,
@@ -135,6 +149,9 @@ impl PresetName {
         Self::GitLab,
         Self::Discord,
         Self::SendGrid,
+        Self::Twilio,
+        Self::Square,
+        Self::HubSpot,
     ];
 
     /// The name as the worker's flag and environment spell it.
@@ -161,7 +178,22 @@ impl PresetName {
             Self::GitLab => "gitlab",
             Self::Discord => "discord",
             Self::SendGrid => "sendgrid",
+            Self::Twilio => "twilio",
+            Self::Square => "square",
+            Self::HubSpot => "hubspot",
         }
+    }
+
+    /// Whether the preset signs the URL the provider called: the worker then needs
+    /// the Webhook's public URL and the route forwards the request's query string
+    /// ([`crate::wire::QUERY_ATTRIBUTE`]).
+    pub fn signs_url(self) -> bool {
+        matches!(self, Self::Twilio | Self::Square | Self::HubSpot)
+    }
+
+    /// How many message attributes the route writes for the preset besides headers.
+    pub fn extra_attributes(self) -> usize {
+        usize::from(self.signs_url())
     }
 
     /// The headers the preset always reads; [`GenericHmac`]'s is configured.
@@ -196,6 +228,9 @@ impl PresetName {
             Self::GitLab => &[header::GITLAB_TOKEN],
             Self::Discord => &[header::DISCORD_SIGNATURE, header::DISCORD_TIMESTAMP],
             Self::SendGrid => &[header::SENDGRID_SIGNATURE, header::SENDGRID_TIMESTAMP],
+            Self::Twilio => &[header::TWILIO_SIGNATURE],
+            Self::Square => &[header::SQUARE_SIGNATURE],
+            Self::HubSpot => &[header::HUBSPOT_SIGNATURE_V3, header::HUBSPOT_TIMESTAMP],
         }
     }
 }
@@ -287,6 +322,18 @@ pub enum Preset {
     /// SHA-256 over `"{…-Timestamp}{body}"`; the secrets are the verification keys,
     /// base64 DER (SubjectPublicKeyInfo).
     SendGrid,
+    /// `X-Twilio-Signature: <base64>`, HMAC-SHA1 with the auth token over the URL
+    /// Twilio called followed by each form field's name and value, sorted by name;
+    /// for a JSON body the URL carries `bodySHA256=<hex SHA-256 of the body>`, only
+    /// the URL is signed and the body must match the hash. The URL verifies with and
+    /// without its default port, as Twilio's own validators accept both.
+    Twilio,
+    /// `x-square-hmacsha256-signature: <base64>` over `"{notification URL}{body}"`.
+    Square,
+    /// `X-HubSpot-Signature-v3: <base64>` over `"POST{URI}{body}{timestamp}"`, the
+    /// URI with HubSpot's list of percent-escapes decoded, the timestamp
+    /// (`X-HubSpot-Request-Timestamp`) in Unix milliseconds.
+    HubSpot,
 }
 
 /// [`PresetName::GenericHmac`] without its settings.
@@ -320,6 +367,9 @@ impl Preset {
             PresetName::GitLab => Self::GitLab,
             PresetName::Discord => Self::Discord,
             PresetName::SendGrid => Self::SendGrid,
+            PresetName::Twilio => Self::Twilio,
+            PresetName::Square => Self::Square,
+            PresetName::HubSpot => Self::HubSpot,
         })
     }
 
@@ -347,6 +397,9 @@ impl Preset {
             Self::GitLab => PresetName::GitLab,
             Self::Discord => PresetName::Discord,
             Self::SendGrid => PresetName::SendGrid,
+            Self::Twilio => PresetName::Twilio,
+            Self::Square => PresetName::Square,
+            Self::HubSpot => PresetName::HubSpot,
         }
     }
 
@@ -482,6 +535,12 @@ mod tests {
                     "x-twilio-email-event-webhook-timestamp",
                 ],
             ),
+            (Preset::Twilio, vec!["x-twilio-signature"]),
+            (Preset::Square, vec!["x-square-hmacsha256-signature"]),
+            (
+                Preset::HubSpot,
+                vec!["x-hubspot-signature-v3", "x-hubspot-request-timestamp"],
+            ),
         ];
         assert_eq!(
             cases.len(),
@@ -508,13 +567,15 @@ mod tests {
     #[test]
     fn every_preset_fits_the_message_attribute_budget() {
         // Besides the preset's headers the route forwards content-type, user-agent and
-        // at most one ordering and one deduplication header.
+        // at most one ordering and one deduplication header, and for a preset that
+        // signs the URL the query string.
         for name in PresetName::ALL {
             let headers = name.fixed_headers();
             assert!(
-                headers.len() + 4 <= crate::wire::MAX_FORWARDED_HEADERS,
-                "{name} forwards {} headers",
-                headers.len()
+                headers.len() + 4 + name.extra_attributes() <= crate::wire::MAX_FORWARDED_HEADERS,
+                "{name} forwards {} headers and {} more attributes",
+                headers.len(),
+                name.extra_attributes()
             );
             assert!(
                 headers.iter().all(|h| *h == h.to_ascii_lowercase()),

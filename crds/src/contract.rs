@@ -30,6 +30,9 @@ impl From<SignaturePreset> for contract::PresetName {
             SignaturePreset::GitLab => Self::GitLab,
             SignaturePreset::Discord => Self::Discord,
             SignaturePreset::SendGrid => Self::SendGrid,
+            SignaturePreset::Twilio => Self::Twilio,
+            SignaturePreset::Square => Self::Square,
+            SignaturePreset::HubSpot => Self::HubSpot,
         }
     }
 }

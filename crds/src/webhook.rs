@@ -357,14 +357,16 @@ pub struct Signature {
     /// The provider's scheme: `Stripe`, `GitHub`, `Shopify`, `Slack`,
     /// `StandardWebhooks`, `Typeform`, `Bitbucket`, `Jira`, `Sentry`, `PagerDuty`,
     /// `Linear`, `Intercom`, `Vercel`, `Paddle`, `Calendly`, `Zoom`, `Twitch`,
-    /// `GitLab`, `Discord`, `SendGrid` or `GenericHmac` (see docs/worker.md).
+    /// `GitLab`, `Discord`, `SendGrid`, `Twilio`, `Square`, `HubSpot` or
+    /// `GenericHmac` (see docs/worker.md). `Twilio`, `Square` and `HubSpot` sign the
+    /// Webhook's URL (status.url): configure the provider with exactly that URL.
     pub preset: SignaturePreset,
 
     /// The Secret (same namespace) holding the signing secret(s).
     pub secret_ref: SignatureSecretRef,
 
     /// For timestamped schemes (Stripe, Slack, Standard Webhooks, Paddle, Calendly,
-    /// Zoom, Twitch, Discord, SendGrid): how far the signed
+    /// Zoom, Twitch, Discord, SendGrid, HubSpot): how far the signed
     /// timestamp may be from the moment SQS accepted the request (its SentTimestamp)
     /// before it is rejected as a replay. A backlog of any age still delivers.
     #[serde(default = "default_tolerance")]
@@ -440,6 +442,12 @@ pub enum SignaturePreset {
     Discord,
     // SendGrid's ECDSA signature; the Secret holds the verification key, base64.
     SendGrid,
+    // `X-Twilio-Signature` over the URL (and form fields); the Secret holds the auth token.
+    Twilio,
+    // `x-square-hmacsha256-signature` over the notification URL and the body.
+    Square,
+    // `X-HubSpot-Signature-v3` with `X-HubSpot-Request-Timestamp`; the Secret holds the app's client secret.
+    HubSpot,
 }
 
 /// The Secret holding signing secrets; several keys verify at once, for rotation.

@@ -164,6 +164,10 @@ pub fn route_template(webhook: &Webhook) -> RouteTemplate {
         group,
         dedup,
         headers,
+        query: spec
+            .signature
+            .as_ref()
+            .is_some_and(|s| s.preset_name().signs_url()),
     }
 }
 
@@ -397,7 +401,14 @@ fn unsigned(value: i32) -> u64 {
 
 /// What the worker sidecar is told: the queues, the handler, the delivery settings,
 /// AWS, and how to verify signatures with the secrets mounted at `SECRET_DIR`.
-pub fn worker_env(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> WorkerEnv {
+/// `public_url` is the Webhook's URL once its route is live (the route plan's, which
+/// becomes `status.url`); it is written only for a preset that signs it.
+pub fn worker_env(
+    webhook: &Webhook,
+    pair: &QueuePair,
+    settings: &Settings,
+    public_url: Option<&str>,
+) -> WorkerEnv {
     let spec = &webhook.spec;
     WorkerEnv {
         queue_url: pair.queue.url.clone(),
@@ -438,6 +449,9 @@ pub fn worker_env(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> W
                 rotation_window_seconds: unsigned(signature.rotation_window_seconds),
                 secrets,
                 generic_hmac: signature.generic_hmac_settings(),
+                public_url: public_url
+                    .filter(|_| signature.preset_name().signs_url())
+                    .map(str::to_owned),
             }
         }),
     }
@@ -482,9 +496,10 @@ fn worker_sidecar(
     webhook: &Webhook,
     pair: &QueuePair,
     settings: &Settings,
+    public_url: Option<&str>,
     signature_mount: Option<VolumeMount>,
 ) -> Container {
-    let vars: Vec<EnvVar> = worker_env(webhook, pair, settings)
+    let vars: Vec<EnvVar> = worker_env(webhook, pair, settings, public_url)
         .vars()
         .into_iter()
         .map(|(name, value)| env(name, value))
@@ -524,7 +539,13 @@ fn worker_sidecar(
 /// The worker Deployment: the team's pod template plus the Hookline worker as a
 /// native sidecar (an init container with `restartPolicy: Always`, so it starts
 /// before and stops after the handler). `replicas` is left out: the scaler owns it.
-pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Settings) -> Deployment {
+/// `public_url` as in [`worker_env`].
+pub fn worker_deployment(
+    webhook: &Webhook,
+    pair: &QueuePair,
+    settings: &Settings,
+    public_url: Option<&str>,
+) -> Deployment {
     let spec = &webhook.spec;
     let mut template = spec.worker.template.clone();
     let labels = worker_labels(webhook);
@@ -534,7 +555,7 @@ pub fn worker_deployment(webhook: &Webhook, pair: &QueuePair, settings: &Setting
         .extend(labels.clone());
 
     let (volume, mount) = signature_volume(webhook).unzip();
-    let sidecar = worker_sidecar(webhook, pair, settings, mount);
+    let sidecar = worker_sidecar(webhook, pair, settings, public_url, mount);
 
     let pod = template.spec.get_or_insert_with(Default::default);
     pod.service_account_name = Some(worker_name(webhook));
@@ -732,7 +753,7 @@ spec:
     #[test]
     fn the_worker_is_a_native_sidecar_with_the_queue_and_secrets() {
         let w = webhook(STRIPE);
-        let d = worker_deployment(&w, &pair(), &settings());
+        let d = worker_deployment(&w, &pair(), &settings(), None);
         assert_eq!(d.metadata.name.as_deref(), Some("stripe-worker"));
         assert!(d.spec.replicas.is_none(), "the scaler owns replicas");
         let pod = d.spec.template.spec.unwrap();
@@ -788,7 +809,7 @@ spec:
     }
 
     fn sidecar_signature(yaml: &str) -> (BTreeMap<String, String>, SecretVolumeSource) {
-        let d = worker_deployment(&webhook(yaml), &pair(), &settings());
+        let d = worker_deployment(&webhook(yaml), &pair(), &settings(), Some(PUBLIC_URL));
         let pod = d.spec.template.spec.unwrap();
         let sidecar = &pod.init_containers.as_ref().unwrap()[0];
         let env = sidecar
@@ -796,11 +817,33 @@ spec:
             .as_ref()
             .unwrap()
             .iter()
-            .filter(|e| e.name.starts_with("HOOKLINE_SIGNATURE_"))
+            .filter(|e| {
+                e.name.starts_with("HOOKLINE_SIGNATURE_") || e.name == "HOOKLINE_PUBLIC_URL"
+            })
             .map(|e| (e.name.clone(), e.value.clone().unwrap()))
             .collect();
         let volume = pod.volumes.unwrap().remove(0).secret.unwrap();
         (env, volume)
+    }
+
+    const PUBLIC_URL: &str = "https://hooks.example.com/payments/stripe";
+
+    #[test]
+    fn presets_that_sign_the_url_get_it_and_the_query() {
+        for preset in ["Twilio", "Square", "HubSpot"] {
+            let yaml = STRIPE.replace("preset: Stripe", &format!("preset: {preset}"));
+            let (env, _) = sidecar_signature(&yaml);
+            assert_eq!(
+                env.get("HOOKLINE_PUBLIC_URL").map(String::as_str),
+                Some(PUBLIC_URL),
+                "{preset}"
+            );
+            assert!(route_template(&webhook(&yaml)).query, "{preset}");
+        }
+        // The others' pod templates and routes stay as they were.
+        let (env, _) = sidecar_signature(STRIPE);
+        assert!(!env.contains_key("HOOKLINE_PUBLIC_URL"));
+        assert!(!route_template(&webhook(STRIPE)).query);
     }
 
     #[test]
@@ -914,7 +957,7 @@ spec:
             "one Webhook's label on a shared account would be wrong for the others"
         );
         let d = with_service_account(
-            worker_deployment(&w, &pair(), &settings()),
+            worker_deployment(&w, &pair(), &settings(), None),
             &worker_service_account_name(&w, &gateway),
         );
         let pod = d.spec.template.spec.unwrap();

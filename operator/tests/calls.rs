@@ -119,6 +119,7 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             group: GroupKey::BodyField("$.data.object.customer".into()),
             dedup: DedupKey::ContentBased,
             headers: vec!["stripe-signature".into(), "content-type".into()],
+            query: false,
         },
         auth: RouteAuth::None,
     };

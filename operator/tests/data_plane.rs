@@ -164,6 +164,7 @@ async fn headers_are_found_in_any_case(kind: EmulatorKind) -> Result<()> {
                 "X-Hub-Signature-256".to_owned(),
                 "Stripe-Signature".to_owned(),
             ],
+            query: false,
         },
     )
     .await?;
@@ -255,6 +256,7 @@ async fn the_query_string_sets_nothing(kind: EmulatorKind) -> Result<()> {
             group: GroupKey::Header("X-GitHub-Repo".to_owned()),
             dedup: DedupKey::Header("X-GitHub-Delivery".to_owned()),
             headers: vec!["X-Hub-Signature-256".to_owned()],
+            query: false,
         },
     )
     .await?;
@@ -293,6 +295,97 @@ async fn the_query_string_sets_nothing(kind: EmulatorKind) -> Result<()> {
     Ok(())
 }
 
+/// A request's query string, headers and body, and the parameters the worker must read.
+type QueryCase<'a> = (
+    String,
+    &'a [(&'a str, &'a str)],
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+);
+
+data_plane_test!(the_query_reaches_the_worker_for_the_presets_that_sign_the_url on localstack);
+
+/// Twilio, Square and HubSpot sign the URL they called, query included: the route
+/// forwards the query (decoded by API Gateway, re-encoded pair by pair) and the
+/// worker rebuilds the URL from it. A Twilio JSON request, signed over the public URL
+/// and its `bodySHA256` (token `12345`, the hash of the body; computed with Python's
+/// `hmac`), verifies from what the queue holds. MiniStack runs no `#foreach`, which
+/// the forwarding needs (docs/emulators.md).
+async fn the_query_reaches_the_worker_for_the_presets_that_sign_the_url(
+    kind: EmulatorKind,
+) -> Result<()> {
+    let route = Route::new(
+        kind,
+        "urlsig",
+        RouteTemplate {
+            group: GroupKey::Constant("all".to_owned()),
+            dedup: DedupKey::ContentBased,
+            headers: vec!["X-Twilio-Signature".to_owned(), "Content-Type".to_owned()],
+            query: true,
+        },
+    )
+    .await?;
+    let hash = "5ccde7145dfb8f56479710896586cb9d5911809d83afbe34627818790db0aec9";
+    let json = [("Content-Type", "application/json")];
+    let signed = [
+        ("Content-Type", "application/json"),
+        ("X-Twilio-Signature", "hPXmLwIy3Fgqv1i9KPmH/HhQ6zo="),
+    ];
+    let cases: [QueryCase<'_>; 4] = [
+        (
+            format!("?bodySHA256={hash}"),
+            &signed,
+            r#"{"CallSid":"CA1234567890ABCDE","Caller":"+12349013030"}"#,
+            vec![("bodySHA256", hash)],
+        ),
+        (
+            "?tenant=acme&region=eu-1&a=1".to_owned(),
+            &json,
+            r#"{"n":2}"#,
+            vec![("tenant", "acme"), ("region", "eu-1"), ("a", "1")],
+        ),
+        (
+            "?next=https%3A%2F%2Fapp.example.com%2Fa%20b&note=caf%C3%A9+%E2%9C%93".to_owned(),
+            &json,
+            r#"{"n":3}"#,
+            vec![
+                ("next", "https://app.example.com/a b"),
+                ("note", "caf\u{e9} \u{2713}"),
+            ],
+        ),
+        (String::new(), &json, r#"{"n":4}"#, vec![]),
+    ];
+    for (query, headers, body, _) in &cases {
+        let (status, answer) = route.post(query, headers, body).await?;
+        assert_eq!(status, 200, "{kind:?} {query}: {answer}");
+    }
+    let got = route.drain().await?;
+    assert_eq!(got.len(), cases.len(), "{kind:?}");
+    for (d, (query, _, body, want)) in got.iter().zip(&cases) {
+        assert_eq!(body_of(d), *body, "{kind:?} {query}");
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(
+            d.query, want,
+            "{kind:?} {query}: the order and values as sent"
+        );
+    }
+    let verifier = hookline_worker::Verifier::new(
+        hookline_worker::signature::Preset::Twilio,
+        &[b"12345".to_vec()],
+        std::time::Duration::from_secs(300),
+    )?
+    .with_public_url(Some("https://example.com/myapp".to_owned()));
+    assert_eq!(
+        verifier.verify_delivery(&got[0]),
+        Ok(hookline_worker::signature::Verified::Current),
+        "{kind:?}"
+    );
+    Ok(())
+}
+
 data_plane_test!(content_types_with_charset_are_accepted);
 
 /// Stripe sends `application/json; charset=utf-8`; others `;charset=UTF-8`. The
@@ -305,6 +398,7 @@ async fn content_types_with_charset_are_accepted(kind: EmulatorKind) -> Result<(
             group: GroupKey::Constant("all".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec!["Content-Type".to_owned()],
+            query: false,
         },
     )
     .await?;
@@ -351,6 +445,7 @@ async fn group_keys_sqs_refuses_raw_still_land(kind: EmulatorKind) -> Result<()>
             group: GroupKey::BodyField("$.data.customer".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
     )
     .await?;
@@ -389,6 +484,7 @@ async fn group_keys_sqs_refuses_raw_still_land(kind: EmulatorKind) -> Result<()>
             group: GroupKey::Header("X-Tenant".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
     )
     .await?;
@@ -424,6 +520,7 @@ async fn a_long_group_key_is_cut_not_refused(kind: EmulatorKind) -> Result<()> {
             group: GroupKey::BodyField("$.customer".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
     )
     .await?;
@@ -461,6 +558,7 @@ async fn refusals_tell_the_provider_whether_to_retry(kind: EmulatorKind) -> Resu
             group: GroupKey::Constant("all".to_owned()),
             dedup: DedupKey::Header("Webhook-Id".to_owned()),
             headers: vec![],
+            query: false,
         },
     )
     .await?;

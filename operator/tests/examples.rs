@@ -365,7 +365,7 @@ async fn every_example_delivers_a_signed_event(kind: EmulatorKind) -> Result<()>
                 .workdir()
                 .join(format!("{example}-{}-handler.log", kind.name())),
         )?;
-        let deployment = desired::worker_deployment(&webhook, &pair, &settings);
+        let deployment = desired::worker_deployment(&webhook, &pair, &settings, None);
         let env = worker_env(&webhook, &deployment, &dir, handler_port)?;
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let worker = std::sync::Mutex::new(Supervised::spawn(

@@ -101,6 +101,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
             group: GroupKey::BodyField("$.data.object.customer".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec!["Stripe-Signature".to_owned(), "Content-Type".to_owned()],
+            query: false,
         },
         auth: RouteAuth::None,
     };
@@ -116,6 +117,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
                 group: GroupKey::Header("X-GitHub-Repo".to_owned()),
                 dedup: DedupKey::Header("X-GitHub-Delivery".to_owned()),
                 headers: vec!["X-Hub-Signature-256".to_owned()],
+                query: false,
             },
             auth: RouteAuth::None,
         },
@@ -131,6 +133,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
                 group: GroupKey::Constant("all".to_owned()),
                 dedup: DedupKey::ContentBased,
                 headers: vec![],
+                query: false,
             },
             auth: RouteAuth::ApiKey,
         },
@@ -479,6 +482,7 @@ async fn control_plane(emulator: &Emulator) -> Result<()> {
             group: GroupKey::Constant("all".to_owned()),
             dedup: DedupKey::ContentBased,
             headers: vec![],
+            query: false,
         },
         auth: RouteAuth::Cognito {
             authorizer_id: cognito_id,

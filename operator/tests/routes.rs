@@ -109,6 +109,7 @@ impl Setup {
                 group: GroupKey::Constant("all".to_owned()),
                 dedup: DedupKey::ContentBased,
                 headers: vec![],
+                query: false,
             },
             auth,
         }

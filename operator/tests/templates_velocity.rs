@@ -395,6 +395,7 @@ impl Provider {
                 other => other.clone(),
             },
             headers: self.forwarded.iter().map(|h| (*h).to_owned()).collect(),
+            query: false,
         }
     }
 
@@ -681,11 +682,13 @@ fn group_ids_from_awkward_keys_are_valid_and_deterministic() {
         group: GroupKey::Header("X-Tenant".into()),
         dedup: DedupKey::ContentBased,
         headers: vec![],
+        query: false,
     };
     let body_route = RouteTemplate {
         group: GroupKey::BodyField("$.data.key".into()),
         dedup: DedupKey::ContentBased,
         headers: vec![],
+        query: false,
     };
     let header_template = request_template(&header_route).unwrap();
     let body_template = request_template(&body_route).unwrap();
@@ -753,6 +756,7 @@ fn an_absent_dedup_header_gives_an_empty_dedup_id_which_sqs_refuses() {
         group: GroupKey::Constant("all".into()),
         dedup: DedupKey::Header("X-GitHub-Delivery".into()),
         headers: vec!["x-github-delivery".into()],
+        query: false,
     };
     let template = request_template(&route).unwrap();
     let requests: Vec<Request> = BEHAVIOURS
@@ -779,6 +783,63 @@ fn an_absent_dedup_header_gives_an_empty_dedup_id_which_sqs_refuses() {
             "{behaviour}"
         );
     }
+}
+
+#[test]
+fn the_query_reaches_the_worker_for_the_presets_that_sign_the_url() -> Result<()> {
+    let route = RouteTemplate {
+        group: GroupKey::Constant("all".into()),
+        dedup: DedupKey::ContentBased,
+        headers: vec!["x-twilio-signature".into(), "content-type".into()],
+        query: true,
+    };
+    let template = request_template(&route)?;
+    // Decoded values, as API Gateway hands them to the template; named in sorted
+    // order because the bench's map keeps that order.
+    let query = [
+        (
+            "bodySHA256",
+            "5ccde7145dfb8f56479710896586cb9d5911809d83afbe34627818790db0aec9",
+        ),
+        ("next", "https://app.example.com/a b?c=d&e=%41|"),
+        ("note", "caf\u{e9} \u{2713}"),
+    ];
+    let mut requests = Vec::new();
+    for behaviour in BEHAVIOURS {
+        let plain = Request::new(&template, behaviour)
+            .header("X-Twilio-Signature", "c2lnbmF0dXJl")
+            .header("Content-Type", "application/json")
+            .body("{}");
+        let with_query = query.iter().fold(plain.clone(), |request, (name, value)| {
+            request.query(*name, *value)
+        });
+        requests.extend([with_query, plain]);
+    }
+    let rendered = render_each(&requests)?;
+    for (behaviour, pair) in BEHAVIOURS.iter().zip(rendered.chunks(2)) {
+        let call = send_message(&pair[0].output)?;
+        let delivery = Delivery::from_sqs(message(&call)?)?;
+        let want: Vec<(String, String)> = query
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(delivery.query, want, "{behaviour}: {}", pair[0].output);
+        assert_eq!(
+            delivery
+                .headers
+                .get("x-twilio-signature")
+                .map(|v| v.as_bytes()),
+            Some(&b"c2lnbmF0dXJl"[..]),
+            "{behaviour}"
+        );
+        let call = send_message(&pair[1].output)?;
+        assert_eq!(call.attributes["Hookline-Query"].1, "%", "{behaviour}");
+        assert!(
+            Delivery::from_sqs(message(&call)?)?.query.is_empty(),
+            "{behaviour}"
+        );
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------
@@ -924,6 +985,7 @@ fn the_old_template_loses_title_case_headers_where_lookups_are_case_sensitive() 
                 group: stripe.group.clone(),
                 dedup: DedupKey::ContentBased,
                 headers: vec!["stripe-signature".into()],
+                query: false,
             },
             OLD_STRIPE,
         ),
@@ -933,6 +995,7 @@ fn the_old_template_loses_title_case_headers_where_lookups_are_case_sensitive() 
                 group: shopify.group.clone(),
                 dedup: shopify.dedup.clone(),
                 headers: vec![],
+                query: false,
             },
             OLD_SHOPIFY,
         ),

@@ -44,6 +44,18 @@ spec:
   worker: {template: {spec: {containers: [{name: handler, image: handler:1}]}}}
 "#;
 
+/// A preset that signs the public URL, which the worker then needs as well.
+const SIGNS_THE_URL: &str = r#"
+metadata: {name: sms, namespace: comms, uid: uid-4}
+spec:
+  path: /twilio
+  signature: {preset: Twilio, secretRef: {name: twilio, keys: [authToken]}}
+  worker: {template: {spec: {containers: [{name: handler, image: handler:1}]}}}
+"#;
+
+/// The Webhook's URL, as the route plan has it.
+const PUBLIC_URL: &str = "https://hooks.example.com/twilio";
+
 /// No signature at all.
 const UNSIGNED: &str = r#"
 metadata: {name: plain, namespace: ops, uid: uid-3}
@@ -77,7 +89,7 @@ fn settings(endpoint: Option<&str>) -> Settings {
 
 /// The sidecar's environment in the Deployment the operator builds.
 fn sidecar_env(webhook: &Webhook, settings: &Settings) -> Result<BTreeMap<String, String>> {
-    let deployment = desired::worker_deployment(webhook, &pair(), settings);
+    let deployment = desired::worker_deployment(webhook, &pair(), settings, Some(PUBLIC_URL));
     let pod = deployment.spec.template.spec.context("the pod")?;
     let sidecar = pod
         .init_containers
@@ -106,6 +118,7 @@ fn the_worker_reads_back_what_the_operator_writes() -> Result<()> {
     for (yaml, endpoint) in [
         (EVERY_OPTION, Some("http://127.0.0.1:4566")),
         (WHOLE_SECRET, None),
+        (SIGNS_THE_URL, None),
         (UNSIGNED, None),
     ] {
         let webhook: Webhook = serde_saphyr::from_str(yaml)?;
@@ -117,7 +130,7 @@ fn the_worker_reads_back_what_the_operator_writes() -> Result<()> {
                 "the operator writes {name}, which `hookline-worker run` does not read"
             );
         }
-        let meant = desired::worker_env(&webhook, &pair(), &settings);
+        let meant = desired::worker_env(&webhook, &pair(), &settings, Some(PUBLIC_URL));
         assert_eq!(as_the_worker_reads(&env)?, meant, "{yaml}");
     }
     Ok(())
@@ -128,7 +141,12 @@ fn every_option_is_off_the_workers_defaults() -> Result<()> {
     // Were a value equal to the default, a variable lost on the way would still
     // compare equal above.
     let webhook: Webhook = serde_saphyr::from_str(EVERY_OPTION)?;
-    let full = desired::worker_env(&webhook, &pair(), &settings(Some("http://127.0.0.1:4566")));
+    let full = desired::worker_env(
+        &webhook,
+        &pair(),
+        &settings(Some("http://127.0.0.1:4566")),
+        Some(PUBLIC_URL),
+    );
     use hookline_contract::env::{HMAC_HEADER, QUEUE_URL, SIGNATURE_PRESET};
     let defaults = parse_run_env([
         (QUEUE_URL, full.queue_url.as_str()),

@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// generic-hmac: text before the digest, e.g. `sha256=`.
     #[arg(long, env = env::HMAC_PREFIX)]
     pub hmac_prefix: Option<String>,
+    /// twilio, square, hubspot: the URL the provider sends to, without a query (the
+    /// Webhook's status.url); these presets sign it.
+    #[arg(long, env = env::PUBLIC_URL)]
+    pub public_url: Option<String>,
     /// Address of the /healthz and /metrics endpoint.
     #[arg(long, env = env::METRICS_ADDR, default_value = "0.0.0.0:9090")]
     pub metrics_addr: SocketAddr,
@@ -159,6 +163,12 @@ pub enum ConfigError {
         "--signature-secret-file or --signature-secret-dir is set but --signature-preset is not"
     )]
     SecretsWithoutPreset,
+    /// A preset that signs the URL, without the URL.
+    #[error("--signature-preset {0} signs the URL the provider called and needs --public-url")]
+    NoPublicUrl(PresetName),
+    /// A public URL the presets cannot sign with.
+    #[error("--public-url {0:?} is not an absolute http(s) URL without a query or fragment")]
+    BadPublicUrl(String),
 }
 
 impl RunArgs {
@@ -174,6 +184,16 @@ impl RunArgs {
             Some(dir) => SecretFiles::Dir(dir.clone()),
             None => SecretFiles::Files(self.signature_secret_file.clone()),
         };
+        if let Some(url) = &self.public_url {
+            // The query comes from each request; a URL with its own would be signed
+            // twice over.
+            let absolute = url.starts_with("https://") || url.starts_with("http://");
+            if !absolute || url.contains(['?', '#']) {
+                return Err(ConfigError::BadPublicUrl(url.clone()));
+            }
+        } else if preset.signs_url() {
+            return Err(ConfigError::NoPublicUrl(preset));
+        }
         Ok(Some(SignatureEnv {
             preset,
             tolerance_seconds: self.signature_tolerance_seconds,
@@ -184,6 +204,7 @@ impl RunArgs {
                 encoding: self.hmac_encoding,
                 prefix: self.hmac_prefix.clone(),
             }),
+            public_url: self.public_url.clone(),
         }))
     }
 
@@ -281,6 +302,50 @@ mod tests {
             (env::SIGNATURE_SECRET_FILES, "/s/a"),
             (env::SIGNATURE_SECRET_DIR, "/s"),
         ]));
+    }
+
+    #[test]
+    fn presets_that_sign_the_url_need_it() {
+        for preset in ["twilio", "square", "hubspot"] {
+            let vars = [
+                (env::QUEUE_URL, "q"),
+                (env::SIGNATURE_PRESET, preset),
+                (env::SIGNATURE_SECRET_DIR, "/s"),
+            ];
+            let args = parse_run_env(vars).unwrap();
+            assert_eq!(
+                args.signature_env(),
+                Err(ConfigError::NoPublicUrl(preset.parse().unwrap()))
+            );
+            let with_url = parse_run_env(
+                vars.into_iter()
+                    .chain([(env::PUBLIC_URL, "https://hooks.example.com/twilio")]),
+            )
+            .unwrap();
+            assert_eq!(
+                with_url
+                    .signature_env()
+                    .unwrap()
+                    .unwrap()
+                    .public_url
+                    .as_deref(),
+                Some("https://hooks.example.com/twilio")
+            );
+        }
+        for bad in ["hooks.example.com/t", "https://h/t?a=1", "https://h/t#x"] {
+            let args = parse_run_env([
+                (env::QUEUE_URL, "q"),
+                (env::SIGNATURE_PRESET, "square"),
+                (env::SIGNATURE_SECRET_DIR, "/s"),
+                (env::PUBLIC_URL, bad),
+            ])
+            .unwrap();
+            assert_eq!(
+                args.signature_env(),
+                Err(ConfigError::BadPublicUrl(bad.to_owned())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -137,7 +137,8 @@ fn verifier(args: &RunArgs) -> Result<Option<Signing>> {
         Duration::from_secs(signature.tolerance_seconds),
     )
     .context("configuring signature verification")?
-    .with_rotation_window(Duration::from_secs(signature.rotation_window_seconds));
+    .with_rotation_window(Duration::from_secs(signature.rotation_window_seconds))
+    .with_public_url(signature.public_url);
     Ok(Some(Signing {
         verifier: Arc::new(verifier),
         source,

@@ -1,10 +1,13 @@
 //! Provider signature verification, before a message reaches the handler.
 //!
 //! Every scheme here is an HMAC over (part of) the raw request, SHA-256 except for
-//! the two providers that still sign with SHA-1 (Intercom, Vercel), compared in
+//! the providers that still sign with SHA-1 (Intercom, Vercel, Twilio), compared in
 //! constant time (`aws_lc_rs::hmac::verify`), or GitLab's shared token, compared
 //! in constant time as well, or a signature by the provider's private key checked
-//! with its public key (Discord's Ed25519, SendGrid's ECDSA P-256). Several secrets may be configured at
+//! with its public key (Discord's Ed25519, SendGrid's ECDSA P-256). Three presets
+//! (Twilio, Square, HubSpot) sign the URL the provider called as well: the worker
+//! rebuilds it from its configured public URL and the query the gateway forwarded
+//! ([`Verifier::with_public_url`], [`called_url`]). Several secrets may be configured at
 //! once so a provider's secret can be rotated without dropping deliveries: a
 //! signature valid for any of them passes.
 //!
@@ -15,7 +18,7 @@
 //! late it is delivered, and a request signed with the old secret that reaches the
 //! gateway after the window does not.
 
-use aws_lc_rs::{constant_time, hmac, signature};
+use aws_lc_rs::{constant_time, digest, hmac, signature};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::HeaderMap;
@@ -53,6 +56,9 @@ pub enum Rejection {
     /// No signature matches any configured secret.
     #[error("signature does not match")]
     Mismatch,
+    /// The preset signs the URL the provider called, and no public URL is configured.
+    #[error("the preset signs the Webhook's public URL, and none is configured")]
+    NoPublicUrl,
 }
 
 /// A configuration the verifier cannot work with.
@@ -143,6 +149,9 @@ pub struct Verifier {
     keys: RwLock<Keyring>,
     tolerance: Duration,
     rotation_window: Duration,
+    /// Where the provider sends requests, without a query: what the URL-signing
+    /// presets sign, with each request's query appended.
+    public_url: Option<String>,
 }
 
 impl Verifier {
@@ -163,7 +172,16 @@ impl Verifier {
             }),
             tolerance,
             rotation_window: Duration::ZERO,
+            public_url: None,
         })
+    }
+
+    /// The URL the provider sends to, without a query (the Webhook's `status.url`):
+    /// Twilio, Square and HubSpot sign it; the other presets ignore it.
+    #[must_use]
+    pub fn with_public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url;
+        self
     }
 
     /// How long after a [`rotate`](Self::rotate) messages signed with the replaced
@@ -217,23 +235,48 @@ impl Verifier {
             tracing::warn!(message_id = %delivery.message_id, "the message has no SentTimestamp; checking its signature's age against the current time");
             SystemTime::now()
         });
-        self.check(&delivery.headers, &delivery.body, queued_at)
+        self.check(
+            &delivery.headers,
+            &delivery.body,
+            &delivery.query,
+            queued_at,
+        )
     }
 
-    /// Checks one request's headers and raw body as if received at `now`.
+    /// Checks one request's headers and raw body as if received at `now`, for a
+    /// request without a query string.
     pub fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), Rejection> {
-        self.check(headers, body, now).map(|_| ())
+        self.check(headers, body, &[], now).map(|_| ())
+    }
+
+    /// Checks one request with its decoded query parameters, in the order sent, as
+    /// if received at `now` (only the presets that sign the URL read them).
+    pub fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        query: &[(String, String)],
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        self.check(headers, body, query, now).map(|_| ())
+    }
+
+    /// The URL the provider called: the public URL and the query, rebuilt.
+    fn called(&self, query: &[(String, String)]) -> Result<String, Rejection> {
+        let base = self.public_url.as_deref().ok_or(Rejection::NoPublicUrl)?;
+        Ok(called_url(base, query))
     }
 
     fn check(
         &self,
         headers: &HeaderMap,
         body: &[u8],
+        query: &[(String, String)],
         now: SystemTime,
     ) -> Result<Verified, Rejection> {
         match &self.preset {
@@ -417,6 +460,56 @@ impl Verifier {
                 let signature = decode_base64(header, "X-Twilio-Email-Event-Webhook-Signature")?;
                 self.any_matches(&signed, &[signature], now)
             }
+            Preset::Twilio => {
+                let header = required(headers, header::TWILIO_SIGNATURE)?;
+                let signature = decode_base64(header, "X-Twilio-Signature")?;
+                let url = self.called(query)?;
+                let body_hash = query
+                    .iter()
+                    .find(|(name, _)| name == TWILIO_BODY_HASH)
+                    .map(|(_, hash)| hash);
+                let fields = match body_hash {
+                    // A JSON body: Twilio signs the URL alone, which carries the
+                    // body's hash; without checking it the body could be anything.
+                    Some(hash) => {
+                        let expected = hex::decode(hash.trim())
+                            .map_err(|_| malformed("bodySHA256 (not hex)"))?;
+                        let actual = digest::digest(&digest::SHA256, body);
+                        if constant_time::verify_slices_are_equal(actual.as_ref(), &expected)
+                            .is_err()
+                        {
+                            return Err(Rejection::Mismatch);
+                        }
+                        String::new()
+                    }
+                    None => twilio_form_fields(body),
+                };
+                let candidates: Vec<Vec<u8>> = with_and_without_port(&url)
+                    .into_iter()
+                    .map(|url| [url.as_bytes(), fields.as_bytes()].concat())
+                    .collect();
+                self.any_candidate_matches(&candidates, &[signature], now)
+            }
+            Preset::Square => {
+                let header = required(headers, header::SQUARE_SIGNATURE)?;
+                let signature = decode_base64(header, "x-square-hmacsha256-signature")?;
+                let signed = [self.called(query)?.as_bytes(), body].concat();
+                self.any_matches(&signed, &[signature], now)
+            }
+            Preset::HubSpot => {
+                let header = required(headers, header::HUBSPOT_SIGNATURE_V3)?;
+                let timestamp = required(headers, header::HUBSPOT_TIMESTAMP)?;
+                let signature = decode_base64(header, "X-HubSpot-Signature-v3")?;
+                let millis: u64 = timestamp
+                    .trim()
+                    .parse()
+                    .map_err(|_| malformed("X-HubSpot-Request-Timestamp (timestamp)"))?;
+                self.check_age(millis / 1000, now)?;
+                // Routes accept POST only, so that is the method HubSpot signed.
+                let uri = hubspot_uri(&self.called(query)?);
+                let signed = [b"POST", uri.as_bytes(), body, timestamp.as_bytes()].concat();
+                self.any_matches(&signed, &[signature], now)
+            }
             Preset::GitLab => {
                 let token = required(headers, header::GITLAB_TOKEN)?;
                 self.any_matches(b"", &[token.as_bytes().to_vec()], now)
@@ -445,15 +538,33 @@ impl Verifier {
         signatures: &[Vec<u8>],
         queued_at: SystemTime,
     ) -> Result<Verified, Rejection> {
+        self.any_candidate_matches(&[signed], signatures, queued_at)
+    }
+
+    /// [`any_matches`](Self::any_matches) for a scheme whose signed text has
+    /// several accepted spellings (Twilio's URL with and without its port).
+    fn any_candidate_matches(
+        &self,
+        candidates: &[impl AsRef<[u8]>],
+        signatures: &[Vec<u8>],
+        queued_at: SystemTime,
+    ) -> Result<Verified, Rejection> {
+        // Stopping at the first spelling that matches tells only which public URL
+        // spelling the provider used; each comparison is constant-time.
+        let any = |keys: &[Key]| {
+            candidates
+                .iter()
+                .any(|signed| matches_any(keys, signed.as_ref(), signatures))
+        };
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        if matches_any(&keys.current, signed, signatures) {
+        if any(&keys.current) {
             return Ok(Verified::Current);
         }
         let retired = keys
             .retired
             .iter()
             .filter(|r| queued_at < r.until)
-            .any(|r| matches_any(&r.keys, signed, signatures));
+            .any(|r| any(&r.keys));
         if retired {
             Ok(Verified::Retired)
         } else {
@@ -508,8 +619,10 @@ fn keys(preset: &Preset, secrets: &[Vec<u8>]) -> Result<Vec<Key>, ConfigError> {
                 _ => {}
             }
             let algorithm = match preset {
-                // Both still sign with SHA-1; as a MAC it holds (collisions do not help forge one).
-                Preset::Intercom | Preset::Vercel => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+                // They still sign with SHA-1; as a MAC it holds (collisions do not help forge one).
+                Preset::Intercom | Preset::Vercel | Preset::Twilio => {
+                    hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY
+                }
                 _ => hmac::HMAC_SHA256,
             };
             Ok(Key::Hmac(hmac::Key::new(algorithm, &bytes)))
@@ -621,6 +734,111 @@ fn rfc3339_seconds(text: &str) -> Option<u64> {
     let days = era * 146_097 + doe - 719_468;
     let unix = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
     u64::try_from(unix).ok()
+}
+
+/// The query parameter in which Twilio sends the hex SHA-256 of a JSON body.
+const TWILIO_BODY_HASH: &str = "bodySHA256";
+
+/// Characters a rebuilt query leaves as they are: RFC 3986's unreserved ones, which
+/// no sender escapes. Everything else is escaped, as `%XX` in uppercase.
+const QUERY_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The URL a provider called, rebuilt from the public URL and the decoded query
+/// parameters in the order the gateway forwarded them: `name=value` joined with
+/// `&`, each part escaped but for [`QUERY_KEEP`]. A query of letters, digits and
+/// `-._~` (Twilio's `bodySHA256`, most configured ones) comes out as sent; a
+/// provider that wrote an escape differently, or a name twice, does not (the
+/// gateway hands templates decoded values only; docs/worker.md).
+pub fn called_url(public_url: &str, query: &[(String, String)]) -> String {
+    let mut url = public_url.to_owned();
+    for (i, (name, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.extend(percent_encoding::utf8_percent_encode(name, QUERY_KEEP));
+        url.push('=');
+        url.extend(percent_encoding::utf8_percent_encode(value, QUERY_KEEP));
+    }
+    url
+}
+
+/// Twilio's form fields as it signs them: each name followed by its value, sorted
+/// by name and then by value, a repeated pair counted once (as Twilio's validators
+/// do: `sorted(set(...))` in twilio-python).
+fn twilio_form_fields(body: &[u8]) -> String {
+    let mut fields: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for (name, value) in hookline_contract::wire::form_pairs(body) {
+        fields.entry(name).or_default().insert(value);
+    }
+    fields
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |value| format!("{name}{value}")))
+        .collect()
+}
+
+/// `url` without and with its port, as Twilio's validators try it: Twilio signs
+/// the URL as configured, and a URL may be configured either way. A missing port is
+/// the scheme's default.
+fn with_and_without_port(url: &str) -> [String; 2] {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return [url.to_owned(), url.to_owned()];
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // A port follows the last ':' unless that is inside an IPv6 literal.
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    let default = if scheme.eq_ignore_ascii_case("https") {
+        "443"
+    } else {
+        "80"
+    };
+    [
+        format!("{scheme}://{host}{tail}"),
+        format!("{scheme}://{host}:{}{tail}", port.unwrap_or(default)),
+    ]
+}
+
+/// The URI as HubSpot signs it (v3): these escapes decoded, every other escape and
+/// the query's `?` as they are (HubSpot's "Validating requests", v3).
+fn hubspot_uri(url: &str) -> String {
+    const DECODED: [(&str, char); 12] = [
+        ("3A", ':'),
+        ("2F", '/'),
+        ("3F", '?'),
+        ("40", '@'),
+        ("21", '!'),
+        ("24", '$'),
+        ("27", '\''),
+        ("28", '('),
+        ("29", ')'),
+        ("2A", '*'),
+        ("2C", ','),
+        ("3B", ';'),
+    ];
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let escape = rest.get(i + 1..i + 3);
+        match escape.and_then(|e| DECODED.iter().find(|(hex, _)| hex.eq_ignore_ascii_case(e))) {
+            Some((_, c)) => {
+                out.push(*c);
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `value` without its scheme `prefix` (e.g. `sha256=`).
@@ -1017,7 +1235,7 @@ mod tests {
 
     fn github_check(v: &Verifier, signature: &str, queued_at: u64) -> Result<Verified, Rejection> {
         let h = headers(&[("X-Hub-Signature-256", &format!("sha256={signature}"))]);
-        v.check(&h, b"Hello, World!", at(queued_at))
+        v.check(&h, b"Hello, World!", &[], at(queued_at))
     }
 
     fn secrets(values: &[&str]) -> Vec<Vec<u8>> {
@@ -1194,6 +1412,105 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(rfc3339_seconds(text), want, "{text}");
         }
+    }
+
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn twilio_documented_example() {
+        // twilio.com/docs/usage/security, "Validating signatures from Twilio": the
+        // auth token 12345, the URL with its query, the form fields.
+        let body = b"CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234&From=%2B12349013030&To=%2B18005551212";
+        let query = pairs(&[("foo", "1"), ("bar", "2")]);
+        let h = headers(&[("X-Twilio-Signature", "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")]);
+        let now = SystemTime::now();
+        for url in [
+            "https://mycompany.com/myapp.php",
+            "https://mycompany.com:443/myapp.php",
+        ] {
+            let v = verifier(Preset::Twilio, &["12345"]).with_public_url(Some(url.to_owned()));
+            assert_eq!(v.verify_request(&h, body, &query, now), Ok(()), "{url}");
+        }
+        let v = verifier(Preset::Twilio, &["other", "12345"])
+            .with_public_url(Some("https://mycompany.com/myapp.php".to_owned()));
+        assert_eq!(v.verify_request(&h, body, &query, now), Ok(()), "rotation");
+        assert_eq!(
+            v.verify_request(&h, &body[..body.len() - 1], &query, now),
+            Err(Rejection::Mismatch)
+        );
+        assert_eq!(
+            v.verify_request(&h, body, &query[..1], now),
+            Err(Rejection::Mismatch),
+            "the query is signed"
+        );
+        assert_eq!(
+            verifier(Preset::Twilio, &["12345"]).verify_request(&h, body, &query, now),
+            Err(Rejection::NoPublicUrl)
+        );
+    }
+
+    #[test]
+    fn twilio_json_bodies_are_checked_by_their_hash() {
+        // Signed with Python's hmac: the URL alone, which carries the body's hash.
+        let body = br#"{"CallSid":"CA1234567890ABCDE","Caller":"+12349013030"}"#;
+        let hash = "5ccde7145dfb8f56479710896586cb9d5911809d83afbe34627818790db0aec9";
+        let query = pairs(&[("bodySHA256", hash)]);
+        let v = verifier(Preset::Twilio, &["12345"])
+            .with_public_url(Some("https://example.com/myapp".to_owned()));
+        let h = headers(&[("X-Twilio-Signature", "hPXmLwIy3Fgqv1i9KPmH/HhQ6zo=")]);
+        let now = SystemTime::now();
+        assert_eq!(v.verify_request(&h, body, &query, now), Ok(()));
+        // The signature still matches the URL; only the hash catches the change.
+        assert_eq!(
+            v.verify_request(&h, br#"{"CallSid":"CA0"}"#, &query, now),
+            Err(Rejection::Mismatch)
+        );
+        assert!(matches!(
+            v.verify_request(&h, body, &pairs(&[("bodySHA256", "zz")]), now),
+            Err(Rejection::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn urls_are_rebuilt_from_the_forwarded_query() {
+        assert_eq!(called_url("https://h/p", &[]), "https://h/p");
+        assert_eq!(
+            called_url(
+                "https://h/p",
+                &pairs(&[("a", "1"), ("next", "https://x/y z"), ("k~_.-", "\u{e9}")])
+            ),
+            "https://h/p?a=1&next=https%3A%2F%2Fx%2Fy%20z&k~_.-=%C3%A9"
+        );
+        assert_eq!(
+            with_and_without_port("https://h.example.com/p?a=1"),
+            [
+                "https://h.example.com/p?a=1",
+                "https://h.example.com:443/p?a=1"
+            ]
+        );
+        assert_eq!(
+            with_and_without_port("http://h:8080/p"),
+            ["http://h/p", "http://h:8080/p"]
+        );
+        assert_eq!(
+            with_and_without_port("https://[::1]/p"),
+            ["https://[::1]/p", "https://[::1]:443/p"]
+        );
+    }
+
+    #[test]
+    fn hubspot_decodes_its_list_of_escapes_only() {
+        assert_eq!(
+            hubspot_uri(
+                "https://h/p?next=https%3A%2F%2Fx%2fy%20z%3d&q=%3F%40%21%24%27%28%29%2A%2C%3B%"
+            ),
+            "https://h/p?next=https://x/y%20z%3d&q=?@!$'()*,;%"
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct Delivery {
     pub body: Bytes,
     /// The forwarded request headers.
     pub headers: HeaderMap,
+    /// The request's query parameters, decoded, in the order the gateway forwarded
+    /// them ([`QUERY_ATTRIBUTE`]); the gateway forwards them only for the presets
+    /// that sign the URL, and they are empty otherwise.
+    pub query: Vec<(String, String)>,
     pub(crate) receipt_handle: String,
     pub(crate) attributes: HashMap<String, MessageAttributeValue>,
 }
@@ -84,6 +88,11 @@ impl Delivery {
         let attributes = message.message_attributes.unwrap_or_default();
         let sent_at = recorded_queued_at(&message_id, &attributes).or_else(|| sent_at(&system));
         let headers = read_headers(&message_id, &attributes);
+        let query = attributes
+            .get(QUERY_ATTRIBUTE)
+            .and_then(MessageAttributeValue::string_value)
+            .map(query_parameters)
+            .unwrap_or_default();
         Ok(Self {
             message_id: message_id.clone(),
             group_id,
@@ -92,6 +101,7 @@ impl Delivery {
             received_at,
             body: Bytes::from(message.body.unwrap_or_default()),
             headers,
+            query,
             receipt_handle,
             attributes,
         })
@@ -291,6 +301,33 @@ mod tests {
         assert_eq!(d.headers.get("x-legacy").unwrap(), "t=2,v1=11");
         assert!(d.headers.get("x-absent").is_none());
         assert_eq!(d.headers.len(), 3);
+    }
+
+    #[test]
+    fn reads_the_query_the_gateway_forwards() {
+        let mut m = message(&[("x-twilio-signature", "c2ln")]);
+        let query = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("%bodySHA256=0a1b&note=caf%C3%A9+%E2%9C%93")
+            .build()
+            .unwrap();
+        m.message_attributes
+            .as_mut()
+            .unwrap()
+            .insert(QUERY_ATTRIBUTE.to_owned(), query);
+        let d = Delivery::from_sqs(m).unwrap();
+        assert_eq!(
+            d.query,
+            [
+                ("bodySHA256".to_owned(), "0a1b".to_owned()),
+                ("note".to_owned(), "caf\u{e9} \u{2713}".to_owned()),
+            ]
+        );
+        assert_eq!(d.headers.len(), 1, "the query is no header");
+        assert!(
+            Delivery::from_sqs(message(&[])).unwrap().query.is_empty(),
+            "no query attribute, no query"
+        );
     }
 
     #[test]

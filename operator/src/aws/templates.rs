@@ -47,7 +47,7 @@
 //! marker alone: absent), so an absent header is not an empty (refused) attribute.
 
 use hookline_contract::wire::{
-    ENCODED_HEADER_VALUE_MARKER, MAX_FORWARDED_HEADERS, header_attribute_name,
+    ENCODED_HEADER_VALUE_MARKER, MAX_FORWARDED_HEADERS, QUERY_ATTRIBUTE, header_attribute_name,
 };
 use std::collections::HashMap;
 
@@ -79,15 +79,21 @@ pub struct RouteTemplate {
     pub group: GroupKey,
     /// Deduplication id.
     pub dedup: DedupKey,
-    /// Headers to forward, any case (at most [`MAX_FORWARDED_HEADERS`]).
+    /// Headers to forward, any case (at most [`MAX_FORWARDED_HEADERS`], less one
+    /// with `query`).
     pub headers: Vec<String>,
+    /// Whether to forward the query string ([`QUERY_ATTRIBUTE`]): for the presets
+    /// that sign the URL the provider called.
+    pub query: bool,
 }
 
 /// A template the operator cannot build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// SQS carries at most ten attributes per message.
-    #[error("{0} headers to forward; at most {MAX_FORWARDED_HEADERS} fit in one SQS message")]
+    #[error(
+        "{0} headers and the query to forward; at most {MAX_FORWARDED_HEADERS} fit in one SQS message"
+    )]
     TooManyHeaders(usize),
     /// Header names are spliced into the template; the CRD admits only these.
     #[error("header name {0:?} is not letters, digits and '-'")]
@@ -121,6 +127,18 @@ pub const GROUP_VALUE_MAX: usize = 120;
 /// `#set` (its flat map of lowercase headers, query and path); on AWS and
 /// LocalStack the second replaces it with the headers alone.
 const HEADERS: &str = "#set($hlHeaders = $input.params())#set($hlHeaders = $input.params().header)";
+
+/// Velocity that sets `$hlQuery` to the request's query parameters as
+/// `name=value` pairs, each URL-encoded, joined with `&`, in the order of
+/// `$input.params().querystring` (a map of decoded values: REST APIs give templates
+/// nothing closer to the raw query string). Needs `#foreach`, which MiniStack does
+/// not run (docs/emulators.md).
+const QUERY: &str = "#set($hlQuery = '')\
+     #set($hlQueryMap = $input.params().querystring)\
+     #foreach($hlName in $hlQueryMap.keySet())\
+     #set($hlQuery = \"$hlQuery&$util.urlEncode($hlName)=$util.urlEncode($hlQueryMap.get($hlName))\")\
+     #end\
+     #set($hlQuery = $hlQuery.replaceAll('^&', ''))";
 
 /// The request templates of a route: `template` under each accepted content type,
 /// bare and with the usual `charset` parameters.
@@ -228,7 +246,7 @@ pub fn request_template(route: &RouteTemplate) -> Result<String, TemplateError> 
         .collect();
     headers.sort();
     headers.dedup();
-    if headers.len() > MAX_FORWARDED_HEADERS {
+    if headers.len() + usize::from(route.query) > MAX_FORWARDED_HEADERS {
         return Err(TemplateError::TooManyHeaders(headers.len()));
     }
     for name in headers.iter().chain(match (&route.group, &route.dedup) {
@@ -278,6 +296,18 @@ pub fn request_template(route: &RouteTemplate) -> Result<String, TemplateError> 
         fields.push(format!("MessageAttribute.{n}.Value.DataType=String"));
         fields.push(format!(
             "MessageAttribute.{n}.Value.StringValue={marker}$util.urlEncode(${var})"
+        ));
+    }
+    if route.query {
+        let n = headers.len() + 1;
+        sets.push_str(QUERY);
+        fields.push(format!(
+            "MessageAttribute.{n}.Name={}",
+            form_encode(QUERY_ATTRIBUTE)
+        ));
+        fields.push(format!("MessageAttribute.{n}.Value.DataType=String"));
+        fields.push(format!(
+            "MessageAttribute.{n}.Value.StringValue={marker}$util.urlEncode($hlQuery)"
         ));
     }
     Ok(sets + &fields.join("&"))
@@ -373,6 +403,7 @@ mod tests {
             group,
             dedup,
             headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            query: false,
         }
     }
 
@@ -534,6 +565,44 @@ mod tests {
         assert!(
             matches!(err, Err(TemplateError::InvalidHeaderName(_))),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_query_is_one_more_attribute_after_the_headers() {
+        let mut r = route(
+            GroupKey::Constant("g".into()),
+            DedupKey::ContentBased,
+            &["x-twilio-signature", "content-type"],
+        );
+        r.query = true;
+        let t = request_template(&r).unwrap();
+        assert!(t.contains(QUERY), "{t}");
+        assert!(
+            t.ends_with(
+                "MessageAttribute.3.Name=Hookline%2DQuery\
+                 &MessageAttribute.3.Value.DataType=String\
+                 &MessageAttribute.3.Value.StringValue=%25$util.urlEncode($hlQuery)"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains('\n'), "{t}");
+        r.query = false;
+        assert!(!request_template(&r).unwrap().contains("hlQuery"));
+
+        let nine: Vec<String> = (0..9).map(|i| format!("x-h{i}")).collect();
+        let refs: Vec<&str> = nine.iter().map(String::as_str).collect();
+        let mut full = route(
+            GroupKey::Constant("g".into()),
+            DedupKey::ContentBased,
+            &refs,
+        );
+        assert!(request_template(&full).is_ok());
+        full.query = true;
+        assert_eq!(
+            request_template(&full),
+            Err(TemplateError::TooManyHeaders(9)),
+            "nine headers and the query are ten attributes, with none left for the worker"
         );
     }
 

@@ -1,11 +1,13 @@
 """Signs test requests the way each provider documents it, independently of the
 worker's Rust code (worker/tests/presets.rs drives it).
 
-stdin: a JSON array of {"preset", "secrets", "body", "timestamp", "message_id"}.
-stdout: a JSON array of {"headers": [[name, value], ...], "keys": [...]}, where
-"keys" are what the verifier is configured with for each of "secrets": the secret
-itself for HMAC and token schemes, the public key for the asymmetric ones (whose
-"secrets" are seeds of the private keys).
+stdin: a JSON array of {"preset", "secrets", "body", "content_type", "url",
+"timestamp", "message_id"}; "url" is the URL the provider is configured with.
+stdout: a JSON array of {"headers": [[name, value], ...], "keys": [...], "url"},
+where "keys" are what the verifier is configured with for each of "secrets": the
+secret itself for HMAC and token schemes, the public key for the asymmetric ones
+(whose "secrets" are seeds of the private keys); "url" is the URL the provider
+called (Twilio adds bodySHA256 to it for a JSON body).
 
 Schemes that carry several signatures list one per secret; the others sign with
 the last secret.
@@ -16,7 +18,15 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import sys
+from urllib.parse import parse_qsl
+
+# HubSpot's v3 instructions: these escapes are decoded in the URI before signing.
+HUBSPOT_DECODED = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}
 
 
 def mac(algorithm, secret, message):
@@ -53,6 +63,7 @@ def sign(request):
     body = request["body"].encode()
     ts = str(request["timestamp"])
     keys = list(secrets)
+    url = request.get("url", "")
     if preset == "typeform":
         digest = base64.b64encode(mac(hashlib.sha256, last, body)).decode()
         headers = [["Typeform-Signature", "sha256=" + digest]]
@@ -117,9 +128,35 @@ def sign(request):
             ["X-Twilio-Email-Event-Webhook-Signature", base64.b64encode(signature).decode()],
             ["X-Twilio-Email-Event-Webhook-Timestamp", ts],
         ]
+    elif preset == "twilio":
+        # twilio-python's RequestValidator: the URL, then for a form body each
+        # name and value, sorted; a JSON body is signed through its hash in the URL.
+        if request["content_type"] == "application/json":
+            url += ("&" if "?" in url else "?") + "bodySHA256=" + hashlib.sha256(body).hexdigest()
+            signed = url
+        else:
+            params = parse_qsl(body.decode(), keep_blank_values=True)
+            signed = url + "".join(name + value for name, value in sorted(set(params)))
+        digest = base64.b64encode(mac(hashlib.sha1, last, signed.encode())).decode()
+        headers = [["X-Twilio-Signature", digest]]
+    elif preset == "square":
+        # Square's WebhooksHelper: the notification URL followed by the body.
+        digest = base64.b64encode(mac(hashlib.sha256, last, url.encode() + body)).decode()
+        headers = [["x-square-hmacsha256-signature", digest]]
+    elif preset == "hubspot":
+        millis = str(request["timestamp"] * 1000 + 123)
+        uri = re.sub(
+            "%(3A|2F|3F|40|21|24|27|28|29|2A|2C|3B)",
+            lambda m: HUBSPOT_DECODED[m.group(0).upper()],
+            url,
+            flags=re.IGNORECASE,
+        )
+        signed = b"POST" + uri.encode() + body + millis.encode()
+        digest = base64.b64encode(mac(hashlib.sha256, last, signed)).decode()
+        headers = [["X-HubSpot-Signature-v3", digest], ["X-HubSpot-Request-Timestamp", millis]]
     else:
         raise SystemExit("signer.py: no scheme for preset %r" % preset)
-    return {"headers": headers, "keys": keys}
+    return {"headers": headers, "keys": keys, "url": url}
 
 
 json.dump([sign(r) for r in json.load(sys.stdin)], sys.stdout)

@@ -403,7 +403,16 @@ async fn worker(
         Ok(account) => account,
         Err(report) => return Ok(WorkerDone::NoIdentity(report)),
     };
-    let deployment = plan::worker_deployment(webhook, pair, &account, &ctx.settings);
+    // Known as soon as the gateway has its REST API, so the first Deployment already
+    // carries the URL that status.url will show; a route that cannot be planned now
+    // (its auth Secret missing) keeps the one it had.
+    let public_url = plan
+        .route
+        .as_ref()
+        .ok()
+        .map(|route| route.url.as_str())
+        .or_else(|| webhook.status.as_ref().and_then(|s| s.url.as_deref()));
+    let deployment = plan::worker_deployment(webhook, pair, &account, &ctx.settings, public_url);
     let applied = Api::<Deployment>::namespaced(ctx.client.clone(), namespace)
         .patch(
             &plan.worker_name,

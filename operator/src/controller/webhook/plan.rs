@@ -270,15 +270,17 @@ pub fn api_key_secret(webhook: &Webhook, secret: &(String, String), value: &str)
     }
 }
 
-/// The worker Deployment, once the queue pair and the ServiceAccount exist.
+/// The worker Deployment, once the queue pair and the ServiceAccount exist;
+/// `public_url` is the route's (the presets that sign the URL need it).
 pub fn worker_deployment(
     webhook: &Webhook,
     pair: &QueuePair,
     service_account: &str,
     settings: &Settings,
+    public_url: Option<&str>,
 ) -> Deployment {
     desired::with_service_account(
-        desired::worker_deployment(webhook, pair, settings),
+        desired::worker_deployment(webhook, pair, settings, public_url),
         service_account,
     )
 }
