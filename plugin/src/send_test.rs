@@ -10,7 +10,7 @@
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use hookline_crds::{AuthMode, DedupSource, GroupSource, Webhook};
-use hookline_worker::signature::{Preset, sign};
+use hookline_worker::signature::{Preset, SignRequest, called_url, sign};
 use http_body_util::{BodyExt as _, Full};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -42,7 +42,8 @@ pub async fn run(ctx: &Ctx, options: SendTest, out: &mut impl Write) -> Result<E
         }
         None => sample_event(&webhook, &id).into_bytes(),
     };
-    let headers = request_headers(ctx, &webhook, &body, &id).await?;
+    let (headers, query) = request_headers(ctx, &webhook, (&body, &url), &id).await?;
+    let url = called_url(&url, &query);
     if options.event.is_some() && webhook.spec.deduplication.source == DedupSource::ContentBased {
         writeln!(
             out,
@@ -76,6 +77,9 @@ pub async fn run(ctx: &Ctx, options: SendTest, out: &mut impl Write) -> Result<E
         _ => Ok(ExitCode::SUCCESS),
     }
 }
+
+/// Request headers, and query parameters for the URL.
+type Headers = (Vec<(String, String)>, Vec<(String, String)>);
 
 /// A small JSON event; where the Webhook groups by a body field, that field holds
 /// [`TEST_GROUP`], so the event waits behind nobody's messages.
@@ -111,13 +115,14 @@ fn sample_event(webhook: &Webhook, id: &str) -> String {
 }
 
 /// Content type, the group and deduplication headers the Webhook reads, its API
-/// key, and the provider's signature.
+/// key, and the provider's signature; and the query parameters the signature adds.
 async fn request_headers(
     ctx: &Ctx,
     webhook: &Webhook,
-    body: &[u8],
+    (body, url): (&[u8], &str),
     id: &str,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Headers> {
+    let mut query = Vec::new();
     let spec = &webhook.spec;
     let mut headers = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
@@ -160,11 +165,18 @@ async fn request_headers(
             signature.secret_ref.keys.first(),
         )
         .await?;
-        let signed = sign(&preset, &secret, body, id, SystemTime::now())
+        let request = SignRequest {
+            body,
+            id,
+            url,
+            now: SystemTime::now(),
+        };
+        let signed = sign(&preset, &secret, request)
             .with_context(|| format!("signing as {}", preset.name()))?;
-        headers.extend(signed);
+        headers.extend(signed.headers);
+        query = signed.query;
     }
-    Ok(headers)
+    Ok((headers, query))
 }
 
 /// A value of the Secret `name`: `key`'s, or the first key's when none is named.

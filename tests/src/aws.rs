@@ -151,7 +151,10 @@ impl Emulator {
                         // default puts `sqs.REGION.` before the host, which resolves nowhere.
                         ("SQS_ENDPOINT_STRATEGY", "path"),
                         // Only what Hookline calls (the plugin reads CloudWatch): fewer services, faster start.
-                        ("SERVICES", "sqs,apigateway,iam,sts,route53,acm,logs,cloudwatch"),
+                        (
+                            "SERVICES",
+                            "sqs,apigateway,iam,sts,route53,acm,logs,cloudwatch",
+                        ),
                         // No DNS server (it would listen on 0.0.0.0:53).
                         ("DNS_ADDRESS", "0"),
                         ("PERSISTENCE", "0"),

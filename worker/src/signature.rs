@@ -31,7 +31,7 @@ use hookline_contract::signature::header;
 pub use hookline_contract::signature::{DigestEncoding, GenericHmac, Preset, PresetName};
 
 pub mod sign;
-pub use sign::{SignError, sign};
+pub use sign::{Request as SignRequest, SignError, Signed, sign};
 
 /// Why a message was not verified. The text never contains a secret or a digest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,15 +27,32 @@ pub enum SignError {
     PublicKeyOnly(&'static str),
 }
 
-/// The headers that sign `body` for `preset` with `secret` at `now`, names lowercase.
-/// `id` is the delivery id the schemes that sign one use (Standard Webhooks, Twitch).
-pub fn sign(
-    preset: &Preset,
-    secret: &[u8],
-    body: &[u8],
-    id: &str,
-    now: SystemTime,
-) -> Result<Vec<(String, String)>, SignError> {
+/// A request to sign.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The raw body.
+    pub body: &'a [u8],
+    /// The delivery id the schemes that sign one use (Standard Webhooks, Twitch).
+    pub id: &'a str,
+    /// The public URL it goes to, without a query (Twilio, Square and HubSpot sign it).
+    pub url: &'a str,
+    /// When it is signed.
+    pub now: SystemTime,
+}
+
+/// What signs a request: headers (names lowercase) and query parameters to add to
+/// the URL (Twilio carries a JSON body's hash there).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signed {
+    /// Headers to send.
+    pub headers: Vec<(String, String)>,
+    /// Query parameters, in order, to append to the URL.
+    pub query: Vec<(String, String)>,
+}
+
+/// Signs `request` for `preset` with `secret`.
+pub fn sign(preset: &Preset, secret: &[u8], request: Request<'_>) -> Result<Signed, SignError> {
+    let Request { body, id, url, now } = request;
     if matches!(preset, Preset::Discord | Preset::SendGrid) {
         return Err(SignError::PublicKeyOnly(preset.name().as_str()));
     }
@@ -63,7 +80,8 @@ pub fn sign(
             .collect()
     };
     let joined = |parts: &[&[u8]]| parts.concat();
-    Ok(match preset {
+    let mut query = Vec::new();
+    let headers = match preset {
         Preset::Stripe => with(&[(
             header::STRIPE_SIGNATURE,
             format!("t={t},v1={}", hexed(&joined(&[t.as_bytes(), b".", body]))),
@@ -143,10 +161,47 @@ pub fn sign(
             header::GITLAB_TOKEN,
             String::from_utf8_lossy(secret).into_owned(),
         )]),
+        Preset::Twilio => {
+            // A JSON body is signed through its hash in the URL; a form body through
+            // its fields sorted by name after the URL. The worker tells them apart by
+            // the hash parameter.
+            let signed = if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+                let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+                query.push((
+                    super::TWILIO_BODY_HASH.to_owned(),
+                    hex::encode(hash.as_ref()),
+                ));
+                super::called_url(url, &query)
+            } else {
+                let fields = super::twilio_form_fields(body);
+                format!("{}{fields}", super::called_url(url, &query))
+            };
+            with(&[(header::TWILIO_SIGNATURE, based(signed.as_bytes()))])
+        }
+        Preset::Square => with(&[(
+            header::SQUARE_SIGNATURE,
+            based(&joined(&[url.as_bytes(), body])),
+        )]),
+        Preset::HubSpot => {
+            let millis = now
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis()
+                .to_string();
+            let uri = super::hubspot_uri(url);
+            with(&[
+                (
+                    header::HUBSPOT_SIGNATURE_V3,
+                    based(&joined(&[b"POST", uri.as_bytes(), body, millis.as_bytes()])),
+                ),
+                (header::HUBSPOT_TIMESTAMP, millis.clone()),
+            ])
+        }
         Preset::Discord | Preset::SendGrid => {
             return Err(SignError::PublicKeyOnly(preset.name().as_str()));
         }
-    })
+    };
+    Ok(Signed { headers, query })
 }
 
 /// `unix` as RFC 3339 in UTC, to the second (`2026-12-02T01:02:03Z`), as Twitch
@@ -177,6 +232,8 @@ mod tests {
     use crate::signature::{GenericHmac, PresetName, Verified, Verifier};
     use std::time::Duration;
 
+    const URL: &str = "https://hooks.example.com/payments/in";
+
     fn headers(pairs: &[(String, String)]) -> http::HeaderMap {
         pairs
             .iter()
@@ -189,6 +246,15 @@ mod tests {
             .collect()
     }
 
+    fn request(body: &[u8]) -> Request<'_> {
+        Request {
+            body,
+            id: "msg_test",
+            url: URL,
+            now: UNIX_EPOCH + Duration::from_secs(1_764_637_323),
+        }
+    }
+
     #[test]
     fn what_is_signed_verifies_for_every_preset_that_can_be_signed() {
         let generic = GenericHmac {
@@ -196,42 +262,54 @@ mod tests {
             encoding: DigestEncoding::Base64,
             prefix: Some("sha256=".to_owned()),
         };
-        let now = UNIX_EPOCH + Duration::from_secs(1_764_637_323);
-        let body = br#"{"id":"evt_test","type":"hookline.test"}"#;
-        for name in PresetName::ALL {
-            let preset = Preset::new(name, Some(generic.clone())).unwrap();
-            let secret: &[u8] = match name {
-                PresetName::StandardWebhooks => b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                _ => b"a test secret",
-            };
-            match sign(&preset, secret, body, "msg_test", now) {
-                Ok(signed) => {
-                    let verifier =
-                        Verifier::new(preset.clone(), &[secret.to_vec()], Duration::from_secs(300))
-                            .unwrap();
-                    assert_eq!(
-                        verifier.check(&headers(&signed), body, now),
-                        Ok(Verified::Current),
-                        "{name}"
-                    );
-                    let wrong = Verifier::new(
-                        preset,
-                        &[b"another secret".to_vec()],
-                        Duration::from_secs(300),
-                    );
-                    if let Ok(wrong) = wrong {
-                        assert!(wrong.check(&headers(&signed), body, now).is_err(), "{name}");
+        for body in [
+            &br#"{"id":"evt_test","type":"hookline.test"}"#[..],
+            b"b=2&a=1",
+        ] {
+            let request = request(body);
+            for name in PresetName::ALL {
+                let preset = Preset::new(name, Some(generic.clone())).unwrap();
+                let secret: &[u8] = match name {
+                    PresetName::StandardWebhooks => b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    _ => b"a test secret",
+                };
+                let signed = match sign(&preset, secret, request) {
+                    Ok(signed) => signed,
+                    Err(SignError::PublicKeyOnly(_)) => {
+                        assert!(
+                            matches!(name, PresetName::Discord | PresetName::SendGrid),
+                            "{name}"
+                        );
+                        continue;
                     }
+                    Err(e) => panic!("{name}: {e}"),
+                };
+                let verifier = |secret: &[u8]| {
+                    Verifier::new(preset.clone(), &[secret.to_vec()], Duration::from_secs(300))
+                        .map(|v| v.with_public_url(Some(URL.to_owned())))
+                };
+                let check = |v: Verifier| {
+                    v.check(&headers(&signed.headers), body, &signed.query, request.now)
+                };
+                assert_eq!(
+                    check(verifier(secret).unwrap()),
+                    Ok(Verified::Current),
+                    "{name}"
+                );
+                if let Ok(wrong) = verifier(b"another secret") {
+                    assert!(check(wrong).is_err(), "{name}");
                 }
-                Err(SignError::PublicKeyOnly(_)) => {
-                    assert!(
-                        matches!(name, PresetName::Discord | PresetName::SendGrid),
-                        "{name}"
-                    );
-                }
-                Err(e) => panic!("{name}: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn a_twilio_form_body_is_signed_by_its_fields_and_json_by_its_hash() {
+        let form = sign(&Preset::Twilio, b"token", request(b"b=2&a=1")).unwrap();
+        assert!(form.query.is_empty());
+        let json = sign(&Preset::Twilio, b"token", request(b"{}")).unwrap();
+        assert_eq!(json.query.len(), 1);
+        assert_eq!(json.query[0].0, "bodySHA256");
     }
 
     #[test]
@@ -248,7 +326,7 @@ mod tests {
     #[test]
     fn a_secret_the_worker_refuses_is_refused_here() {
         assert_eq!(
-            sign(&Preset::Stripe, b"", b"{}", "id", SystemTime::now()),
+            sign(&Preset::Stripe, b"", request(b"{}")),
             Err(SignError::Secret(ConfigError::EmptySecret(0)))
         );
     }
