@@ -10,26 +10,21 @@
 // Printing to the terminal is this program's job.
 #![allow(clippy::print_stdout)]
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
-use hookline_crds::{Webhook, WebhookGateway};
 use hookline_tests::process::Supervised;
+use hookline_tests::stack::{Stack, sample, workspace_binary};
 use hookline_tests::util::wait_for as wait;
 use hookline_tests::{Bench, EmulatorKind};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const MANAGER: &str = "hookline-demo";
 /// The sample's signing secret (crds/samples/webhook.yaml names the Secret).
 const SIGNING_SECRET: &str = "whsec_hookline_demo";
 
@@ -83,13 +78,12 @@ async fn main() -> Result<()> {
         EmulatorKind::MiniStack | EmulatorKind::Moto => "MiniStack",
     };
     step(&format!(
-        "Starting the bench: etcd + kube-apiserver and {emulator} on 127.0.0.1"
+        "Starting the bench: etcd + kube-apiserver and {emulator} on 127.0.0.1, and the operator"
     ));
     println!("  (the first run builds kube-apiserver from the Go modules and installs the");
     println!("   emulators into a venv under ~/.cache/hookline: a few minutes, once)");
-    let bench = Bench::start_on(kind, hookline_tests::aws::Options::default())
-        .await
-        .context("starting the bench")?;
+    let mut stack = Stack::start(kind).await.context("starting the bench")?;
+    let bench = &stack.bench;
     println!(
         "  API server {} ({}), {emulator} {}, ready in {:.1}s",
         bench.kube.server_url(),
@@ -97,116 +91,29 @@ async fn main() -> Result<()> {
         bench.aws.endpoint(),
         bench.started_in().as_secs_f64()
     );
-    let client = bench.kube.client().await?;
-    let sdk = bench.aws.sdk_config().await;
-
-    step("Starting the operator (target/debug/hookline-operator) against them");
-    let metrics_port = hookline_tests::process::free_port()?;
-    let operator = Supervised::spawn(
-        "hookline-operator",
-        &binary("hookline-operator")?,
-        std::iter::empty::<&str>(),
-        &[
-            (
-                "KUBECONFIG",
-                &bench.kube.kubeconfig_path().display().to_string(),
-            ),
-            ("AWS_ENDPOINT_URL", bench.aws.endpoint()),
-            ("AWS_REGION", hookline_tests::aws::REGION),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("HOOKLINE_LEADER_ELECTION", "false"),
-            (
-                "HOOKLINE_METRICS_ADDR",
-                &format!("127.0.0.1:{metrics_port}"),
-            ),
-            ("HOOKLINE_CLUSTER_NAME", "demo"),
-            ("HOOKLINE_LOG_FORMAT", "text"),
-            ("RUST_LOG", "info"),
-        ],
-        bench.workdir().join("operator.log"),
-    )?;
     println!(
-        "  pid {}, log {}",
-        operator.pid(),
-        operator.log_path().display()
+        "  operator (target/debug/hookline-operator) pid {}, log {}",
+        stack.operator().pid(),
+        stack.operator().log_path().display()
     );
+    let sdk = stack.sdk.clone();
 
     step("The platform team's part: the example.com zone, and crds/samples/webhookgateway.yaml");
-    aws_sdk_route53::Client::new(&sdk)
-        .create_hosted_zone()
-        .name("example.com")
-        .caller_reference("hookline-demo")
-        .send()
-        .await?;
-    let gateway: serde_json::Value = sample("webhookgateway.yaml")?;
-    Api::<WebhookGateway>::all(client.clone())
-        .patch(
-            "public",
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(&gateway),
-        )
-        .await?;
-
-    step("The payments team's part: namespace, Stripe signing Secret, crds/samples/webhook.yaml");
-    let namespace: Namespace = serde_json::from_value(
-        json!({"metadata": {"name": "payments", "labels": {"hookline.dev/webhooks": "allowed"}}}),
-    )?;
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            "payments",
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(&namespace),
-        )
-        .await?;
-    let secret: Secret = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "stripe-webhook", "namespace": "payments"}, "stringData": {"signing-secret": SIGNING_SECRET}}),
-    )?;
-    Api::<Secret>::namespaced(client.clone(), "payments")
-        .patch(
-            "stripe-webhook",
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-    let webhook: serde_json::Value = sample("webhook.yaml")?;
-    let webhooks: Api<Webhook> = Api::namespaced(client.clone(), "payments");
-    webhooks
-        .patch(
-            "stripe",
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(&webhook),
-        )
-        .await?;
-
-    step("Waiting for the gateway: certificate, REST API, custom domain, DNS");
-    let gateways: Api<WebhookGateway> = Api::all(client.clone());
     let t = Instant::now();
-    wait(
-        "the gateway to be Ready",
-        Duration::from_secs(120),
-        || async {
-            Ok(ready(
-                gateways.get("public").await?.status.map(|s| s.conditions),
-            ))
-        },
-    )
-    .await?;
-    println!("  Ready after {:.1}s", t.elapsed().as_secs_f64());
-    let gateway_status = gateways
-        .get("public")
-        .await?
-        .status
-        .context("gateway status")?;
+    let gateway_status = stack.gateway().await?.status.context("gateway status")?;
+    println!(
+        "  certificate, REST API, custom domain, DNS: Ready after {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     let target = if kind.serves_custom_domains() {
         Target {
-            port: bench.aws.port(),
+            port: stack.bench.aws.port(),
             host: "hooks.example.com".to_owned(),
             path: "/payments/stripe".to_owned(),
         }
     } else {
         Target {
-            port: bench.aws.port(),
+            port: stack.bench.aws.port(),
             host: "127.0.0.1".to_owned(),
             path: format!(
                 "/restapis/{}/{}/_user_request_/payments/stripe",
@@ -218,49 +125,28 @@ async fn main() -> Result<()> {
         }
     };
 
-    step("Waiting for the webhook: FIFO queue pair, route, worker Deployment");
-    wait(
-        "the worker Deployment",
-        Duration::from_secs(120),
-        || async {
-            Ok(Api::<Deployment>::namespaced(client.clone(), "payments")
-                .get_opt("stripe-worker")
-                .await?
-                .is_some())
-        },
-    )
-    .await?;
+    step("The payments team's part: namespace, Stripe signing Secret, crds/samples/webhook.yaml");
     // No kubelet here: the worker runs below as a local process of this program, so
-    // the demo reports its Deployment ready the way a kubelet would.
-    let ready_status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
-    Api::<Deployment>::namespaced(client.clone(), "payments")
-        .patch_status(
-            "stripe-worker",
-            &PatchParams::default(),
-            &Patch::Merge(&ready_status),
+    // the stack reports its Deployment ready the way a kubelet would.
+    let t = Instant::now();
+    let webhook = stack
+        .webhook(
+            sample("webhook.yaml")?,
+            ("stripe-webhook", "signing-secret", SIGNING_SECRET),
         )
         .await?;
-    wait(
-        "the webhook to be Ready",
-        Duration::from_secs(120),
-        || async {
-            Ok(ready(
-                webhooks.get("stripe").await?.status.map(|s| s.conditions),
-            ))
-        },
-    )
-    .await?;
-    let status = webhooks
-        .get("stripe")
-        .await?
-        .status
-        .context("webhook status")?;
+    let status = webhook.status.clone().context("webhook status")?;
     let queue = status.queue.clone().context("queue in status")?;
     let dead_letter = status.dead_letter_queue.clone().context("DLQ in status")?;
-    println!("  Ready: {}", status.url.as_deref().unwrap_or_default());
+    println!(
+        "  FIFO queue pair, route, worker Deployment: Ready after {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        status.url.as_deref().unwrap_or_default()
+    );
+    let bench = &stack.bench;
 
     step("kubectl get webhookgateways,webhooks -A");
-    kubectl(&bench, &["get", "webhookgateways,webhooks", "-A"]);
+    kubectl(bench, &["get", "webhookgateways,webhooks", "-A"]);
 
     step("Starting a sample handler and the Hookline worker (Stripe signatures verified)");
     let received: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -268,30 +154,15 @@ async fn main() -> Result<()> {
     let handler_url = sample_handler(received.clone(), broken.clone()).await?;
     let secret_file = bench.workdir().join("stripe-signing-secret");
     std::fs::write(&secret_file, SIGNING_SECRET)?;
-    let worker = Supervised::spawn(
-        "hookline-worker",
-        &binary("hookline-worker")?,
-        ["run"],
+    let mut worker = stack.worker(
+        &webhook,
+        &handler_url,
+        ("stripe", &secret_file),
         &[
-            ("AWS_ENDPOINT_URL", bench.aws.endpoint()),
-            ("AWS_REGION", hookline_tests::aws::REGION),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("HOOKLINE_QUEUE_URL", &queue.url),
-            ("HOOKLINE_DEAD_LETTER_QUEUE_URL", &dead_letter.url),
-            ("HOOKLINE_HANDLER_URL", &handler_url),
-            ("HOOKLINE_SIGNATURE_PRESET", "stripe"),
-            (
-                "HOOKLINE_SIGNATURE_SECRET_FILES",
-                &secret_file.display().to_string(),
-            ),
             ("HOOKLINE_MAX_RECEIVE_COUNT", "5"),
             ("HOOKLINE_BACKOFF_INITIAL_SECONDS", "1"),
             ("HOOKLINE_BACKOFF_MAX_SECONDS", "2"),
-            ("HOOKLINE_METRICS_ADDR", "127.0.0.1:0"),
-            ("HOOKLINE_LOG_FORMAT", "text"),
         ],
-        bench.workdir().join("worker.log"),
     )?;
     println!(
         "  worker pid {} (target/debug/hookline-worker), handler {handler_url}",
@@ -413,8 +284,8 @@ async fn main() -> Result<()> {
     println!("  the forged event failed verification again and is back in the dead-letter queue");
 
     step("On call: kubectl hookline (target/debug/kubectl-hookline, a kubectl plugin)");
-    plugin(&bench, &["get", "-A"]);
-    plugin(&bench, &["-n", "payments", "dlq", "list", "stripe"]);
+    plugin(bench, &["get", "-A"]);
+    plugin(bench, &["-n", "payments", "dlq", "list", "stripe"]);
 
     println!("\nDone in {:.1}s.", started.elapsed().as_secs_f64());
     if args.keep {
@@ -440,50 +311,21 @@ async fn main() -> Result<()> {
             .context("waiting for Ctrl-C")?;
     }
     step("Stopping: SIGTERM to the worker (it finishes what is in flight) and the operator");
-    terminate(worker, Duration::from_secs(30)).await;
-    terminate(operator, Duration::from_secs(10)).await;
+    terminate(&mut worker, Duration::from_secs(30)).await;
+    terminate(stack.operator_mut(), Duration::from_secs(10)).await;
     Ok(())
 }
 
-/// A binary of this workspace, built by `make demo` (and by `cargo test --workspace`).
-fn binary(name: &str) -> Result<std::path::PathBuf> {
-    let path = hookline_tests::repo_root().join("target/debug").join(name);
-    if !path.is_file() {
-        bail!(
-            "{} is not built; run `make demo`, or `cargo build --workspace --bins` first",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// Asks a process to stop with SIGTERM and waits for it (the kill on drop follows).
-async fn terminate(process: Supervised, within: Duration) {
+async fn terminate(process: &mut Supervised, within: Duration) {
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(process.pid().to_string())
         .status();
     let deadline = Instant::now() + within;
-    let mut process = process;
     while Instant::now() < deadline && process.check_running().is_ok() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
-    let path = hookline_tests::repo_root().join("crds/samples").join(file);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn ready(
-    conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
-) -> bool {
-    conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 async fn dead_letters(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
@@ -584,7 +426,7 @@ async fn send(target: &Target, body: &str, secret: Option<&str>) -> Result<u16> 
 /// against the bench and prints its output.
 fn plugin(bench: &Bench, args: &[&str]) {
     println!("  $ kubectl hookline {}", args.join(" "));
-    let output = binary("kubectl-hookline").and_then(|path| {
+    let output = workspace_binary("kubectl-hookline").and_then(|path| {
         std::process::Command::new(path)
             .args(args)
             .env("KUBECONFIG", bench.kube.kubeconfig_path())

@@ -224,6 +224,16 @@ impl Stack {
         )
     }
 
+    /// The operator process.
+    pub fn operator(&self) -> &Supervised {
+        &self.operator
+    }
+
+    /// The operator process, to stop it.
+    pub fn operator_mut(&mut self) -> &mut Supervised {
+        &mut self.operator
+    }
+
     /// The environment a process needs to reach the bench's AWS and API server.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = aws_env(&self.bench)
@@ -258,7 +268,8 @@ fn aws_env(bench: &Bench) -> Vec<(&'static str, &str)> {
     ]
 }
 
-fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
+/// A sample of `crds/samples/`, parsed.
+pub fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
     let path = crate::repo_root().join("crds/samples").join(file);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
