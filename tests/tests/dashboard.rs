@@ -11,6 +11,7 @@
 
 use anyhow::{Context, Result, bail};
 use hookline_tests::process::{Supervised, free_port, wait_until};
+use hookline_tests::stack::workspace_binary;
 use hookline_tests::{Bench, repo_root};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -419,17 +420,6 @@ async fn scrape(port: u16) -> Result<String> {
     Ok(body.to_owned())
 }
 
-fn built(name: &str) -> Result<PathBuf> {
-    let path = repo_root().join("target/debug").join(name);
-    if !path.is_file() {
-        bail!(
-            "{} is not built; `cargo test --workspace` builds it (or `cargo build --workspace --bins`)",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// Waits until `process` serves `/metrics` on `port`.
 async fn serving(process: &mut Supervised, port: u16) -> Result<()> {
     wait_until(
@@ -591,7 +581,10 @@ async fn give_the_scaler_work(bench: &Bench, client: &kube::Client, ns: &str) ->
 
 #[tokio::test]
 async fn every_metric_the_dashboard_queries_is_one_the_binaries_export() -> Result<()> {
-    let (operator, worker) = (built("hookline-operator")?, built("hookline-worker")?);
+    let (operator, worker) = (
+        workspace_binary("hookline-operator")?,
+        workspace_binary("hookline-worker")?,
+    );
     let dashboard = dashboard()?;
     let bench = Bench::shared().await?;
     let aws = &bench.aws;

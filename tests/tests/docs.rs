@@ -10,12 +10,13 @@
 
 use anyhow::{Context, Result, bail};
 use hookline_crds::{Webhook, WebhookGateway};
+use hookline_tests::stack::workspace_binary;
 use hookline_tests::{Bench, repo_root};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Markdown files whose YAML and flags users copy.
 const DOCS: &[&str] = &[
@@ -132,17 +133,6 @@ fn hookline_resources(text: &str, source: &str) -> Result<Vec<Value>> {
         }
     }
     Ok(resources)
-}
-
-fn binary(name: &str) -> Result<PathBuf> {
-    let path = repo_root().join("target/debug").join(name);
-    if !path.is_file() {
-        bail!(
-            "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace does)",
-            path.display()
-        );
-    }
-    Ok(path)
 }
 
 fn help(binary: &Path, args: &[&str]) -> Result<String> {
@@ -338,8 +328,8 @@ fn settings_rows(markdown: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn documented_flags_are_the_binaries_flags() -> Result<()> {
-    let operator_help = help(&binary("hookline-operator")?, &[])?;
-    let worker = binary("hookline-worker")?;
+    let operator_help = help(&workspace_binary("hookline-operator")?, &[])?;
+    let worker = workspace_binary("hookline-worker")?;
     let worker_help = format!(
         "{}\n{}\n{}",
         help(&worker, &[])?,
@@ -348,7 +338,7 @@ fn documented_flags_are_the_binaries_flags() -> Result<()> {
     );
     let operator = options(&operator_help);
     let worker_options = options(&worker_help);
-    let plugin = binary("kubectl-hookline")?;
+    let plugin = workspace_binary("kubectl-hookline")?;
     let mut plugin_help = String::new();
     for command in [
         &["get"][..],
