@@ -98,6 +98,11 @@ pub enum TemplateError {
     /// Header names are spliced into the template; the CRD admits only these.
     #[error("header name {0:?} is not letters, digits and '-'")]
     InvalidHeaderName(String),
+    /// The verify token is spliced into the handshake template as a string literal.
+    #[error(
+        "the handshake verify token must be 1 to {VERIFY_TOKEN_MAX} printable characters (no control characters or line breaks)"
+    )]
+    InvalidVerifyToken,
 }
 
 /// Content types a route accepts; others get `415` (passthrough `NEVER`). Binary
@@ -368,6 +373,93 @@ pub const ROUTE_RESPONSES: [RouteResponse; 4] = [
         template: r#"{"status":"unavailable","message":"try again later"}"#,
     },
 ];
+
+/// A provider's `GET` verification handshake, as the route answers it: a `GET`
+/// method on the Webhook's resource with a `MOCK` integration, whose integration
+/// response renders [`handshake_template`]. The request never reaches the queue.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// Meta (WhatsApp, Messenger, Instagram): `hub.mode=subscribe` and
+    /// `hub.verify_token` equal to this token get `hub.challenge` back; anything
+    /// else gets 403.
+    Meta {
+        /// The verify token configured in the Meta app.
+        verify_token: String,
+    },
+    /// Dropbox: the `challenge` query parameter echoed back.
+    Dropbox,
+}
+
+/// Keeps the verify token out of logs and error messages (it is a shared secret,
+/// if a low-value one).
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Meta { .. } => f.write_str("Meta { verify_token: <redacted> }"),
+            Self::Dropbox => f.write_str("Dropbox"),
+        }
+    }
+}
+
+/// The longest verify token accepted: the template holds it, and API Gateway caps
+/// a mapping template's size; no provider asks for more.
+pub const VERIFY_TOKEN_MAX: usize = 256;
+
+/// The `MOCK` integration's request template: it only picks the integration
+/// response (200); the handshake's answer is rendered by [`handshake_template`].
+pub const HANDSHAKE_REQUEST_TEMPLATE: &str = r#"{"statusCode": 200}"#;
+
+/// The headers of a handshake's answer: the method response declares each
+/// (`method.response.header.<name>`), the integration response maps it to this
+/// static value. The challenge is echoed as plain text, never sniffed as HTML (what
+/// Dropbox's documentation asks for: the challenge is whatever the caller sent).
+pub const HANDSHAKE_HEADERS: [(&str, &str); 2] = [
+    ("method.response.header.Content-Type", "'text/plain'"),
+    ("method.response.header.X-Content-Type-Options", "'nosniff'"),
+];
+
+/// `#set` of a query parameter, defaulting to `''`: Velocity 1.7 leaves a `#set`
+/// target unchanged when the value is null (absent), 2.x sets it to null, and
+/// `$!` renders both as nothing.
+fn query_value(variable: &str, parameter: &str) -> String {
+    format!(
+        "#set(${variable} = '')#set(${variable} = $input.params().querystring.get('{parameter}'))"
+    )
+}
+
+/// `text` as a single-quoted Velocity string literal: a single quote is doubled
+/// (Velocity 1.7 and 2.x), nothing else is interpreted inside single quotes (no `$`
+/// or `#` interpolation).
+fn velocity_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The integration response template that answers `handshake`, from the query
+/// string only (`$input.params()` would also read headers of the same name).
+pub fn handshake_template(handshake: &Handshake) -> Result<String, TemplateError> {
+    match handshake {
+        Handshake::Meta { verify_token } => {
+            if verify_token.is_empty()
+                || verify_token.chars().count() > VERIFY_TOKEN_MAX
+                || verify_token.chars().any(char::is_control)
+            {
+                return Err(TemplateError::InvalidVerifyToken);
+            }
+            Ok(format!(
+                "{}{}{}#if($hlMode == 'subscribe' && $hlToken == {} && \"$!hlChallenge\" != '')$!hlChallenge#else#set($context.responseOverride.status = 403)#end",
+                query_value("hlMode", "hub.mode"),
+                query_value("hlToken", "hub.verify_token"),
+                query_value("hlChallenge", "hub.challenge"),
+                velocity_literal(verify_token),
+            ))
+        }
+        // No `#if`: an engine without it (MiniStack) answers this one too.
+        Handshake::Dropbox => Ok(format!(
+            "{}$!hlChallenge",
+            query_value("hlChallenge", "challenge")
+        )),
+    }
+}
 
 /// Percent-encodes everything but ASCII letters and digits. Besides form safety,
 /// this keeps `$` and `#` of a constant from reading as Velocity.
