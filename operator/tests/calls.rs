@@ -122,6 +122,7 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             query: false,
         },
         auth: RouteAuth::None,
+        handshake: None,
     };
     measure!(
         "RestApis::ensure_route",

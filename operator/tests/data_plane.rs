@@ -86,6 +86,7 @@ impl Route {
                 role_arn: role,
                 template,
                 auth: RouteAuth::None,
+                handshake: None,
             },
         )
         .await?;

@@ -112,6 +112,7 @@ impl Setup {
                 query: false,
             },
             auth,
+            handshake: None,
         }
     }
 
