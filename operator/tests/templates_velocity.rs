@@ -1078,9 +1078,10 @@ fn the_old_template_loses_title_case_headers_where_lookups_are_case_sensitive() 
 // ---------------------------------------------------------------------------------
 // The GET handshakes (integration response templates of the MOCK GET method).
 
-/// A verify token with everything a string literal could trip on: a quote, `$`,
-/// `#`, a backslash, a double quote, a Velocity directive.
-const AWKWARD_TOKEN: &str = r##"it's $tok#en\"#end"##;
+/// A verify token with everything a string literal or the URL encoding could trip
+/// on: a quote, `$`, `#`, a backslash, a double quote, a Velocity directive, a
+/// space, `~`, `*`, non-ASCII text.
+const AWKWARD_TOKEN: &str = r##"it's $tok#en\"#end ~*é"##;
 
 fn meta_request(template: &str, behaviour: Behaviour, query: &[(&str, &str)]) -> Request {
     query.iter().fold(
@@ -1114,10 +1115,13 @@ fn meta_answers_the_challenge_only_for_subscribe_with_the_right_token() {
             "",
         ),
         (
-            "the token with its quote doubled (the literal's escape, not the value)",
+            "the token URL-encoded (what the template compares, not the value)",
             vec![
                 ("hub.mode", "subscribe"),
-                ("hub.verify_token", r##"it''s $tok#en\"#end"##),
+                (
+                    "hub.verify_token",
+                    "it%27s+%24tok%23en%5C%22%23end+%7E*%C3%A9",
+                ),
                 ("hub.challenge", challenge),
             ],
             Some(403),

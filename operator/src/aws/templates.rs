@@ -427,11 +427,19 @@ fn query_value(variable: &str, parameter: &str) -> String {
     )
 }
 
-/// `text` as a single-quoted Velocity string literal: a single quote is doubled
-/// (Velocity 1.7 and 2.x), nothing else is interpreted inside single quotes (no `$`
-/// or `#` interpolation).
-fn velocity_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+/// What Java's `URLEncoder.encode(text, "UTF-8")` (API Gateway's `$util.urlEncode`)
+/// makes of `text`: letters, digits and `.-*_` kept, a space as `+`, every other
+/// UTF-8 byte as `%XX` (uppercase).
+fn java_url_encode(text: &str) -> String {
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'*')
+        .remove(b'_');
+    // A literal `%20` in `text` is `%2520` here, so only spaces become `+`.
+    percent_encoding::utf8_percent_encode(text, KEPT)
+        .to_string()
+        .replace("%20", "+")
 }
 
 /// The integration response template that answers `handshake`, from the query
@@ -445,12 +453,16 @@ pub fn handshake_template(handshake: &Handshake) -> Result<String, TemplateError
             {
                 return Err(TemplateError::InvalidVerifyToken);
             }
+            // The token is compared URL-encoded: its encoding holds only letters,
+            // digits and `.-*_+%`, so it needs no escaping as a string literal (how a
+            // quote is escaped inside one differs between Velocity engines:
+            // LocalStack's refuses Velocity's doubled quote).
             Ok(format!(
-                "{}{}{}#if($hlMode == 'subscribe' && $hlToken == {} && \"$!hlChallenge\" != '')$!hlChallenge#else#set($context.responseOverride.status = 403)#end",
+                "{}{}{}#if(\"$!hlMode\" == 'subscribe' && $util.urlEncode(\"$!hlToken\") == '{}' && \"$!hlChallenge\" != '')$!hlChallenge#else#set($context.responseOverride.status = 403)#end",
                 query_value("hlMode", "hub.mode"),
                 query_value("hlToken", "hub.verify_token"),
                 query_value("hlChallenge", "hub.challenge"),
-                velocity_literal(verify_token),
+                java_url_encode(verify_token),
             ))
         }
         // No `#if`: an engine without it (MiniStack) answers this one too.
@@ -489,6 +501,14 @@ pub fn sqs_integration_uri(queue_arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_tokens_are_url_encoded_as_java_does() {
+        assert_eq!(
+            java_url_encode("it's $ecret~ a*b.c-d_e%20é"),
+            "it%27s+%24ecret%7E+a*b.c-d_e%2520%C3%A9"
+        );
+    }
 
     fn route(group: GroupKey, dedup: DedupKey, headers: &[&str]) -> RouteTemplate {
         RouteTemplate {

@@ -258,12 +258,14 @@ fn put_resources(state: &mut State, api: &mut MemoryRestApi, path: &str) -> Resu
         if !api.resources.contains_key(&current) {
             state.call(APIGW, "CreateResource")?;
             let id = state.new_id();
-            api.resources
-                .insert(current.clone(), MemoryResource {
+            api.resources.insert(
+                current.clone(),
+                MemoryResource {
                     id,
                     post: None,
                     get: None,
-                });
+                },
+            );
             created = true;
         }
     }

@@ -61,7 +61,8 @@ impl Checks for ApiGatewayRestApis {
                         response,
                     )
             });
-        if !post_matches || has_handshake(method.operation_name.as_deref()) != spec.handshake.is_some()
+        if !post_matches
+            || has_handshake(method.operation_name.as_deref()) != spec.handshake.is_some()
         {
             return Ok(false);
         }

@@ -404,7 +404,10 @@ pub fn handshake_change(current: Option<&GetMethodOutput>, template: &str) -> Ha
         .and_then(|i| i.integration_responses.as_ref())
         .and_then(|r| r.get("200"));
     let response_ok = response.is_some_and(|r| {
-        r.selection_pattern.as_deref().filter(|p| !p.is_empty()).is_none()
+        r.selection_pattern
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .is_none()
             && r.response_templates
                 .as_ref()
                 .and_then(|t| t.get("application/json"))

@@ -776,7 +776,10 @@ impl ApiGatewayRestApis {
                 self.put_handshake_method(at).await?;
             }
         }
-        let object = format!("{} handshake", method_path(at.api_id, at.resource_id, "GET"));
+        let object = format!(
+            "{} handshake",
+            method_path(at.api_id, at.resource_id, "GET")
+        );
         self.caller
             .call(APIGW, "PutIntegrationResponse", &object, || {
                 self.apigateway
