@@ -1093,7 +1093,9 @@ fn meta_request(template: &str, behaviour: Behaviour, query: &[(&str, &str)]) ->
 #[test]
 fn meta_answers_the_challenge_only_for_subscribe_with_the_right_token() {
     let challenge = "1158201444";
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<u16>, &str)> = vec![
+    /// What, the query, the status override expected, the body expected.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<u16>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "the right token",
             vec![
