@@ -391,7 +391,9 @@ pub enum Handshake {
 }
 
 /// Keeps the verify token out of logs and error messages (it is a shared secret,
-/// if a low-value one).
+/// if a low-value one), and so out of the steady-state fingerprint, which hashes a
+/// plan's `Debug` (`controller::steady::fingerprint`): a new token is seen by
+/// `Checks::route_matches`, which reads the `GET` and compares its template.
 impl std::fmt::Debug for Handshake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
