@@ -1,6 +1,7 @@
 //! [`Routes`]: the REST API itself, one route per webhook (resource path, `POST`
-//! method, AWS integration to `sqs:SendMessage`, its responses), and the API's
-//! resource policy. What each differs from its spec is decided in [`super::diff`]
+//! method, AWS integration to `sqs:SendMessage`, its responses; and a `MOCK` `GET`
+//! answering the provider's verification when the route has a handshake), and the
+//! API's resource policy. What each differs from its spec is decided in [`super::diff`]
 //! and [`super::policy`].
 
 use aws_sdk_apigateway::operation::get_method::GetMethodOutput;
