@@ -106,6 +106,13 @@ pub struct WebhookSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
 
+    /// A provider's `GET` verification handshake, answered by the route itself (a
+    /// `GET` method on the Webhook's path) without reaching the queue or the handler.
+    /// When omitted, the path has no `GET` method. See docs/operations.md, "Provider
+    /// handshakes", for the `POST` handshakes this cannot answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<Handshake>,
+
     /// Retries, timeouts and retention of the queue pair.
     #[serde(default)]
     pub delivery: Delivery,
@@ -125,6 +132,35 @@ pub struct WebhookSpec {
     /// annotated `hookline.dev/allow-dlq-loss: "true"`.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// A `GET` verification handshake the route answers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type == 'Meta' ? has(self.verifyTokenSecretRef) : !has(self.verifyTokenSecretRef)").message("handshake.verifyTokenSecretRef must be set when handshake.type is Meta, and only then")
+)]
+pub struct Handshake {
+    /// The provider's handshake: `Meta` or `Dropbox`.
+    #[serde(rename = "type")]
+    pub kind: HandshakeType,
+
+    /// Meta only: the Secret key holding the verify token configured in the Meta app.
+    /// The token is written into the route's response template, so anyone allowed
+    /// `apigateway:GET` on the REST API can read it: use a token for this and nothing
+    /// else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// The `GET` handshakes a route can answer.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HandshakeType {
+    // Meta (WhatsApp, Messenger, Instagram): `hub.mode=subscribe`, `hub.verify_token`
+    // compared with the Secret's token, `hub.challenge` echoed; 403 otherwise.
+    Meta,
+    // Dropbox: the `challenge` query parameter echoed as text/plain.
+    Dropbox,
 }
 
 /// Reference to a cluster-scoped WebhookGateway.

@@ -263,6 +263,12 @@ pub fn worker_has_reserved_container(webhook: &Webhook) -> bool {
     })
 }
 
+/// A handshake's verify token from its Secret value, surrounding whitespace trimmed
+/// (a value written with `echo` ends in a newline no provider sends).
+pub fn verify_token(value: &k8s_openapi::ByteString) -> String {
+    String::from_utf8_lossy(&value.0).trim().to_owned()
+}
+
 /// Whether the webhook's route needs an API key.
 pub fn needs_api_key(webhook: &Webhook) -> bool {
     webhook.spec.auth.mode == AuthMode::ApiKey

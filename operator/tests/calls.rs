@@ -9,7 +9,7 @@ use anyhow::Result;
 use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::limits::CallCounts;
 use hookline_operator::aws::prelude::*;
-use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use hookline_operator::aws::templates::{DedupKey, GroupKey, Handshake, RouteTemplate};
 use hookline_operator::aws::{
     AcmCertificates, ApiGatewayRestApis, ApiSpec, AwsClients, CertificateSpec, CloudWatchLogGroups,
     DomainSpec, IamRoles, Owner, QueuePairSpec, RateLimits, Record, RetryPolicy, RoleSpec,
@@ -122,6 +122,7 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             query: false,
         },
         auth: RouteAuth::None,
+        handshake: None,
     };
     measure!(
         "RestApis::ensure_route",
@@ -135,6 +136,19 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
     measure!(
         "RestApis::ensure_route (a second route on the API)",
         apis.ensure_route(&api, &second).await?
+    );
+    // A route with a handshake: its GET costs one more read per repeat, and the
+    // routes above none.
+    let meta = |token: &str| RouteSpec {
+        path: "/meta".into(),
+        handshake: Some(Handshake::Meta {
+            verify_token: token.into(),
+        }),
+        ..route.clone()
+    };
+    let (meta_resource, _) = measure!(
+        "RestApis::ensure_route (a route with a handshake)",
+        apis.ensure_route(&api, &meta("t1")).await?
     );
     let before = caller.snapshot();
     apis.deploy(&api.id, "live").await?;
@@ -158,6 +172,31 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
         apis.route_matches(&api.id, &resource, &route).await?
     );
     assert!(matched, "the route as ensure_route left it matches");
+    let matched = measure!(
+        "Checks::route_matches (a route with a handshake)",
+        apis.route_matches(&api.id, &meta_resource, &meta("t1"))
+            .await?
+    );
+    assert!(matched, "the handshake as ensure_route left it matches");
+    assert!(
+        !apis
+            .route_matches(&api.id, &meta_resource, &meta("t2"))
+            .await?,
+        "a handshake with another token does not"
+    );
+    assert!(
+        !apis
+            .route_matches(
+                &api.id,
+                &meta_resource,
+                &RouteSpec {
+                    handshake: None,
+                    ..meta("t1")
+                }
+            )
+            .await?,
+        "a route that lost its handshake does not"
+    );
     let other_queue = RouteSpec {
         queue_arn: format!("{}-other", pair.queue.arn),
         ..route.clone()
@@ -328,6 +367,14 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
             vec!["GetQueueAttributes×1"],
         ),
         ("Checks::route_matches (steady resync)", vec!["GetMethod×1"]),
+        (
+            "RestApis::ensure_route (a route with a handshake)",
+            vec!["GetMethod×2"],
+        ),
+        (
+            "Checks::route_matches (a route with a handshake)",
+            vec!["GetMethod×2"],
+        ),
         ("Checks::stage_matches (steady resync)", vec!["GetStage×1"]),
         (
             "Checks::domain_matches (steady resync)",
@@ -360,6 +407,18 @@ async fn ensure_calls_on_create_and_on_repeat() -> Result<()> {
         (
             "RestApis::ensure_route (a second route on the API)",
             [&["CreateResource×1"][..], &route_writes].concat(),
+        ),
+        (
+            // The route's writes, and the GET's: PutMethod, PutIntegration (MOCK),
+            // one PutMethodResponse and one PutIntegrationResponse.
+            "RestApis::ensure_route (a route with a handshake)",
+            vec![
+                "CreateResource×1",
+                "PutIntegration×2",
+                "PutIntegrationResponse×5",
+                "PutMethod×2",
+                "PutMethodResponse×5",
+            ],
         ),
     ]);
     for (name, fresh, _) in &table {

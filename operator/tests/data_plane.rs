@@ -13,12 +13,12 @@
 use anyhow::{Context, Result};
 use hookline_crds::{DedupScope, FifoThroughputLimit};
 use hookline_operator::aws::prelude::*;
-use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use hookline_operator::aws::templates::{DedupKey, GroupKey, Handshake, RouteTemplate};
 use hookline_operator::aws::{
     ApiGatewayRestApis, ApiSpec, AwsClients, IamRoles, Owner, QueuePair, QueuePairSpec, RateLimits,
     RetryPolicy, RoleSpec, RouteAuth, RouteSpec, SqsQueues,
 };
-use hookline_tests::util::{AfterReceive, post, receive_all};
+use hookline_tests::util::{AfterReceive, get, post, receive_all};
 use hookline_tests::{Bench, EmulatorKind, data_plane_test};
 use hookline_worker::Delivery;
 use std::collections::BTreeMap;
@@ -29,10 +29,22 @@ struct Route {
     queue: QueuePair,
     port: u16,
     invoke: String,
+    apis: ApiGatewayRestApis,
+    api: hookline_operator::aws::ApiRef,
+    spec: RouteSpec,
 }
 
 impl Route {
     async fn new(kind: EmulatorKind, name: &str, template: RouteTemplate) -> Result<Self> {
+        Self::with_handshake(kind, name, template, None).await
+    }
+
+    async fn with_handshake(
+        kind: EmulatorKind,
+        name: &str,
+        template: RouteTemplate,
+        handshake: Option<Handshake>,
+    ) -> Result<Self> {
         let aws = Bench::shared().await?.data_plane(kind).await?;
         let clients = AwsClients::new(
             &aws.sdk_config().await,
@@ -78,24 +90,37 @@ impl Route {
                 None,
             )
             .await?;
-        apis.ensure_route(
-            &api,
-            &RouteSpec {
-                path: "/hook".to_owned(),
-                queue_arn: queue.queue.arn.clone(),
-                role_arn: role,
-                template,
-                auth: RouteAuth::None,
-            },
-        )
-        .await?;
+        let spec = RouteSpec {
+            path: "/hook".to_owned(),
+            queue_arn: queue.queue.arn.clone(),
+            role_arn: role,
+            template,
+            auth: RouteAuth::None,
+            handshake,
+        };
+        apis.ensure_route(&api, &spec).await?;
         apis.deploy(&api.id, "live").await?;
         Ok(Self {
             clients,
             queue,
             port: aws.port(),
             invoke: format!("/restapis/{}/live/_user_request_/hook", api.id),
+            apis,
+            api,
+            spec,
         })
+    }
+
+    /// The route again with another handshake, deployed; whether it changed.
+    async fn set_handshake(&mut self, handshake: Option<Handshake>) -> Result<bool> {
+        self.spec.handshake = handshake;
+        let (_, changed) = self.apis.ensure_route(&self.api, &self.spec).await?;
+        self.apis.deploy(&self.api.id, "live").await?;
+        Ok(changed)
+    }
+
+    async fn get(&self, query: &str) -> Result<(u16, Vec<(String, String)>, String)> {
+        get(self.port, "127.0.0.1", &format!("{}{query}", self.invoke)).await
     }
 
     async fn post(
@@ -602,4 +627,98 @@ async fn refusals_tell_the_provider_whether_to_retry(kind: EmulatorKind) -> Resu
         "a missing queue must make the provider retry: {answer}"
     );
     Ok(())
+}
+
+data_plane_test!(the_route_answers_the_get_handshakes on localstack);
+
+/// Meta's and Dropbox's `GET` verifications are answered by the route itself (a
+/// `MOCK` `GET`): the challenge comes back as `text/plain` with `nosniff` for the
+/// right token only; a new token is a route change; removing the handshake removes
+/// the `GET`, and the `POST` queues as before throughout. LocalStack only: MiniStack
+/// runs no `#if` (docs/emulators.md).
+async fn the_route_answers_the_get_handshakes(kind: EmulatorKind) -> Result<()> {
+    let template = RouteTemplate {
+        group: GroupKey::Constant("all".into()),
+        dedup: DedupKey::ContentBased,
+        headers: vec![],
+        query: false,
+    };
+    // A quote and a `$` in the token: it is a Velocity string literal in the template.
+    let token = "it's-$ecret";
+    let meta = |verify_token: &str| Handshake::Meta {
+        verify_token: verify_token.to_owned(),
+    };
+    let mut route = Route::with_handshake(kind, "handshake", template, Some(meta(token))).await?;
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let verify = |token: &str| {
+        format!(
+            "?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={}",
+            urlencoding(token)
+        )
+    };
+    let (status, headers, body) = route.get(&verify(token)).await?;
+    assert_eq!((status, body.as_str()), (200, "1158201444"), "{headers:?}");
+    assert!(
+        header(&headers, "content-type").is_some_and(|v| v.starts_with("text/plain")),
+        "{headers:?}"
+    );
+    assert_eq!(
+        header(&headers, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let (status, _, body) = route.get(&verify("wrong")).await?;
+    assert_eq!(status, 403, "a wrong token: {body}");
+    assert!(!body.contains("1158201444"), "{body}");
+
+    assert!(
+        route.set_handshake(Some(meta("rotated"))).await?,
+        "a new token is a change"
+    );
+    assert_eq!(route.get(&verify(token)).await?.0, 403, "the old token");
+    assert_eq!(route.get(&verify("rotated")).await?.0, 200, "the new token");
+    assert!(
+        !route.set_handshake(Some(meta("rotated"))).await?,
+        "nothing changed"
+    );
+
+    assert!(route.set_handshake(Some(Handshake::Dropbox)).await?);
+    let (status, headers, body) = route.get("?challenge=Zfsd8R0mQ").await?;
+    assert_eq!((status, body.as_str()), (200, "Zfsd8R0mQ"), "{headers:?}");
+    assert_eq!(
+        header(&headers, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+
+    let (status, answer) = route
+        .post("", &[("Content-Type", "application/json")], r#"{"a":1}"#)
+        .await?;
+    assert_eq!(status, 200, "the POST queues beside the GET: {answer}");
+    assert_eq!(route.drain().await?.len(), 1);
+
+    assert!(route.set_handshake(None).await?, "removing it is a change");
+    let (status, _, body) = route.get("?challenge=Zfsd8R0mQ").await?;
+    assert_ne!(status, 200, "no GET any more: {body}");
+    let (status, answer) = route
+        .post("", &[("Content-Type", "application/json")], r#"{"a":2}"#)
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    Ok(())
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn urlencoding(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

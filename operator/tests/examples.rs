@@ -333,6 +333,7 @@ async fn every_example_delivers_a_signed_event(kind: EmulatorKind) -> Result<()>
                 role_arn: role.clone(),
                 template: desired::route_template(&webhook),
                 auth: auth.clone(),
+                handshake: None,
             },
         )
         .await

@@ -104,6 +104,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
             query: false,
         },
         auth: RouteAuth::None,
+        handshake: None,
     };
     let (_, changed) = apis.ensure_route(&api, &stripe_route).await?;
     assert!(changed);
@@ -120,6 +121,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
                 query: false,
             },
             auth: RouteAuth::None,
+            handshake: None,
         },
     )
     .await?;
@@ -136,6 +138,7 @@ async fn requests_land_in_the_fifo_queue_through_the_gateway(kind: EmulatorKind)
                 query: false,
             },
             auth: RouteAuth::ApiKey,
+            handshake: None,
         },
     )
     .await?;
@@ -488,6 +491,7 @@ async fn control_plane(emulator: &Emulator) -> Result<()> {
             authorizer_id: cognito_id,
             scopes: vec![],
         },
+        handshake: None,
     };
     let (resource, changed) = apis.ensure_route(&api, &route).await?;
     assert!(changed);

@@ -12,7 +12,7 @@ use hookline_operator::aws::functions::{
 };
 use hookline_operator::aws::prelude::*;
 use hookline_operator::aws::rest_apis::source_ip_policy;
-use hookline_operator::aws::templates::{DedupKey, GroupKey, RouteTemplate};
+use hookline_operator::aws::templates::{DedupKey, GroupKey, Handshake, RouteTemplate};
 use hookline_operator::aws::{
     ApiGatewayRestApis, ApiRef, ApiSpec, AuthorizerSpec, AwsClients, IamRoles, Owner, QueuePair,
     QueuePairSpec, RateLimits, RetryPolicy, RoleSpec, RouteAuth, RouteSpec, Service, SqsQueues,
@@ -112,6 +112,7 @@ impl Setup {
                 query: false,
             },
             auth,
+            handshake: None,
         }
     }
 
@@ -133,13 +134,17 @@ impl Setup {
     }
 
     async fn has_post(&self, resource_id: &str) -> Result<bool> {
+        self.has_method(resource_id, "POST").await
+    }
+
+    async fn has_method(&self, resource_id: &str, method: &str) -> Result<bool> {
         Ok(self
             .clients
             .apigateway
             .get_method()
             .rest_api_id(&self.api.id)
             .resource_id(resource_id)
-            .http_method("POST")
+            .http_method(method)
             .send()
             .await
             .is_ok())
@@ -162,7 +167,8 @@ impl Setup {
 /// provider models that; MiniStack does not, see docs/emulators.md), so deleting the
 /// route at `/a` must not delete `/a`'s resource while `/a/b` is a route. What the
 /// operator asks for is checked on MiniStack: `/a` keeps its resource without a POST,
-/// `/a/b` still serves, and segments left empty are pruned.
+/// `/a/b` still serves, and segments left empty are pruned. `/a`'s handshake `GET`
+/// goes with its POST (the POST's marker, read through `GetResources`, says it is ours).
 /// A route's creation, its deployment and its deletion each show in the log at
 /// `info` with the API Gateway object and the route's path; a repeat that changes
 /// nothing adds no line.
@@ -274,9 +280,11 @@ async fn resources_changed_behind_the_operators_back_are_listed_again() -> Resul
 async fn deleting_a_route_keeps_the_routes_below_it() -> Result<()> {
     let s = setup("del").await?;
     let port = Bench::shared().await?.aws.port();
-    s.apis
-        .ensure_route(&s.api, &s.route("/a", RouteAuth::None))
-        .await?;
+    let with_handshake = RouteSpec {
+        handshake: Some(Handshake::Dropbox),
+        ..s.route("/a", RouteAuth::None)
+    };
+    s.apis.ensure_route(&s.api, &with_handshake).await?;
     s.apis
         .ensure_route(&s.api, &s.route("/a/b", RouteAuth::None))
         .await?;
@@ -291,6 +299,7 @@ async fn deleting_a_route_keeps_the_routes_below_it() -> Result<()> {
         .get("/a")
         .context("the resource of /a, parent of the route /a/b, was deleted")?;
     assert!(!s.has_post(a).await?, "the route /a is gone");
+    assert!(!s.has_method(a, "GET").await?, "its handshake too");
     assert!(
         s.has_post(&resources["/a/b"]).await?,
         "the route /a/b stays"

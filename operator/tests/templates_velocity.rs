@@ -8,7 +8,8 @@
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use hookline_operator::aws::templates::{
-    DedupKey, GROUP_VALUE_MAX, GroupKey, ROUTE_RESPONSES, RouteTemplate, request_template,
+    DedupKey, GROUP_VALUE_MAX, GroupKey, Handshake, ROUTE_RESPONSES, RouteTemplate, TemplateError,
+    handshake_template, request_template,
 };
 use hookline_tests::velocity::{
     BEHAVIOURS, Behaviour, Engine, HeaderCase, Rendered, Request, render, render_all,
@@ -1071,5 +1072,157 @@ fn the_old_template_loses_title_case_headers_where_lookups_are_case_sensitive() 
     for (behaviour, rendered) in BEHAVIOURS.iter().zip(render_each(&forged).unwrap()) {
         let call = send_message(&rendered.output).unwrap();
         assert_eq!(call.dedup_id.as_deref(), Some("evil"), "{behaviour}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The GET handshakes (integration response templates of the MOCK GET method).
+
+/// A verify token with everything a string literal or the URL encoding could trip
+/// on: a quote, `$`, `#`, a backslash, a double quote, a Velocity directive, a
+/// space, `~`, `*`, non-ASCII text.
+const AWKWARD_TOKEN: &str = r##"it's $tok#en\"#end ~*é"##;
+
+fn meta_request(template: &str, behaviour: Behaviour, query: &[(&str, &str)]) -> Request {
+    query.iter().fold(
+        Request::new(template, behaviour),
+        |request, (name, value)| request.query(*name, *value),
+    )
+}
+
+#[test]
+fn meta_answers_the_challenge_only_for_subscribe_with_the_right_token() {
+    let challenge = "1158201444";
+    /// What, the query, the status override expected, the body expected.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<u16>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "the right token",
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.verify_token", AWKWARD_TOKEN),
+                ("hub.challenge", challenge),
+            ],
+            None,
+            challenge,
+        ),
+        (
+            "another token",
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.verify_token", "it's"),
+                ("hub.challenge", challenge),
+            ],
+            Some(403),
+            "",
+        ),
+        (
+            "the token URL-encoded (what the template compares, not the value)",
+            vec![
+                ("hub.mode", "subscribe"),
+                (
+                    "hub.verify_token",
+                    "it%27s+%24tok%23en%5C%22%23end+%7E*%C3%A9",
+                ),
+                ("hub.challenge", challenge),
+            ],
+            Some(403),
+            "",
+        ),
+        (
+            "no token",
+            vec![("hub.mode", "subscribe"), ("hub.challenge", challenge)],
+            Some(403),
+            "",
+        ),
+        (
+            "another mode",
+            vec![
+                ("hub.mode", "unsubscribe"),
+                ("hub.verify_token", AWKWARD_TOKEN),
+                ("hub.challenge", challenge),
+            ],
+            Some(403),
+            "",
+        ),
+        (
+            "no challenge",
+            vec![
+                ("hub.mode", "subscribe"),
+                ("hub.verify_token", AWKWARD_TOKEN),
+            ],
+            Some(403),
+            "",
+        ),
+        ("nothing at all", vec![], Some(403), ""),
+    ];
+    let template = handshake_template(&Handshake::Meta {
+        verify_token: AWKWARD_TOKEN.to_owned(),
+    })
+    .unwrap();
+    let mut requests = Vec::new();
+    for behaviour in BEHAVIOURS {
+        for (_, query, _, _) in &cases {
+            requests.push(meta_request(&template, behaviour, query));
+        }
+    }
+    // The token sent as a header of the same name is not the query parameter.
+    for behaviour in BEHAVIOURS {
+        requests.push(
+            meta_request(
+                &template,
+                behaviour,
+                &[("hub.mode", "subscribe"), ("hub.challenge", challenge)],
+            )
+            .header("hub.verify_token", AWKWARD_TOKEN),
+        );
+    }
+    let rendered = render_each(&requests).unwrap();
+    let (per_case, by_header) = rendered.split_at(cases.len() * BEHAVIOURS.len());
+    for (behaviour, rendered) in BEHAVIOURS.iter().zip(per_case.chunks(cases.len())) {
+        for ((what, _, status, body), rendered) in cases.iter().zip(rendered) {
+            assert_eq!(
+                rendered.status_override, *status,
+                "{behaviour}, {what}: {rendered:?}"
+            );
+            assert_eq!(rendered.output, *body, "{behaviour}, {what}");
+        }
+    }
+    for (behaviour, rendered) in BEHAVIOURS.iter().zip(by_header) {
+        assert_eq!(
+            rendered.status_override,
+            Some(403),
+            "{behaviour}: {rendered:?}"
+        );
+    }
+}
+
+#[test]
+fn dropbox_echoes_the_challenge_and_nothing_when_there_is_none() {
+    let template = handshake_template(&Handshake::Dropbox).unwrap();
+    let challenge = "Zfsd8R0mQ_$x#set($a = 1)<b>";
+    let mut requests = Vec::new();
+    for behaviour in BEHAVIOURS {
+        requests.push(Request::new(template.as_str(), behaviour).query("challenge", challenge));
+        requests.push(Request::new(template.as_str(), behaviour));
+    }
+    let rendered = render_each(&requests).unwrap();
+    for (behaviour, rendered) in BEHAVIOURS.iter().zip(rendered.chunks(2)) {
+        assert_eq!(rendered[0].output, challenge, "{behaviour}");
+        assert_eq!(rendered[0].status_override, None, "{behaviour}");
+        assert_eq!(rendered[1].output, "", "{behaviour}");
+    }
+}
+
+#[test]
+fn a_verify_token_that_cannot_be_a_literal_is_refused() {
+    for token in ["", "line\nbreak", "tab\there", &"x".repeat(257)] {
+        assert_eq!(
+            handshake_template(&Handshake::Meta {
+                verify_token: token.to_owned(),
+            }),
+            Err(TemplateError::InvalidVerifyToken),
+            "{token:?}"
+        );
     }
 }

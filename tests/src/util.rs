@@ -74,6 +74,56 @@ pub async fn receive_all(
     Ok(all)
 }
 
+/// One HTTP/1.1 `GET` of `path` (query included) from 127.0.0.1:`port`; returns the
+/// status, the response headers (names lowercased) and the body (a chunked body
+/// decoded).
+pub async fn get(
+    port: u16,
+    host: &str,
+    path: &str,
+) -> Result<(u16, Vec<(String, String)>, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers in {response}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {response}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        let mut decoded = String::new();
+        let mut rest = body;
+        // Bounded: each chunk consumes input.
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16)
+                .with_context(|| format!("a chunk size in {body:?}"))?;
+            if size == 0 || after.len() < size {
+                break;
+            }
+            decoded.push_str(&after[..size]);
+            rest = after[size..].trim_start_matches("\r\n");
+        }
+        decoded
+    } else {
+        body.to_owned()
+    };
+    Ok((status, headers, body))
+}
+
 /// One HTTP/1.1 `POST` to 127.0.0.1:`port` with a `Host` header of choice (the
 /// emulator picks a custom domain by it); returns the status and the body.
 pub async fn post(

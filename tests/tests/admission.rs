@@ -217,6 +217,27 @@ const WEBHOOK_CASES: &[Case] = &[
         message: "worker.scaling.minReplicas must not exceed maxReplicas",
     },
     Case {
+        name: "a Meta handshake without its verify token",
+        change: |w| set(w, "/spec/handshake", json!({"type": "Meta"})),
+        message: "handshake.verifyTokenSecretRef must be set when handshake.type is Meta, and only then",
+    },
+    Case {
+        name: "a Dropbox handshake with a verify token",
+        change: |w| {
+            set(
+                w,
+                "/spec/handshake",
+                json!({"type": "Dropbox", "verifyTokenSecretRef": {"name": "hs", "key": "token"}}),
+            );
+        },
+        message: "handshake.verifyTokenSecretRef must be set when handshake.type is Meta, and only then",
+    },
+    Case {
+        name: "a handshake of an unknown provider",
+        change: |w| set(w, "/spec/handshake", json!({"type": "Slack"})),
+        message: "spec.handshake.type: Unsupported value: \"Slack\"",
+    },
+    Case {
         name: "auth type ApiKey without its settings",
         change: |w| set(w, "/spec/auth", json!({"type": "ApiKey"})),
         message: "auth.apiKey must be set when auth.type is ApiKey, and only then",

@@ -98,6 +98,11 @@ pub enum TemplateError {
     /// Header names are spliced into the template; the CRD admits only these.
     #[error("header name {0:?} is not letters, digits and '-'")]
     InvalidHeaderName(String),
+    /// The verify token is spliced into the handshake template as a string literal.
+    #[error(
+        "the handshake verify token must be 1 to {VERIFY_TOKEN_MAX} printable characters (no control characters or line breaks)"
+    )]
+    InvalidVerifyToken,
 }
 
 /// Content types a route accepts; others get `415` (passthrough `NEVER`). Binary
@@ -369,6 +374,107 @@ pub const ROUTE_RESPONSES: [RouteResponse; 4] = [
     },
 ];
 
+/// A provider's `GET` verification handshake, as the route answers it: a `GET`
+/// method on the Webhook's resource with a `MOCK` integration, whose integration
+/// response renders [`handshake_template`]. The request never reaches the queue.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// Meta (WhatsApp, Messenger, Instagram): `hub.mode=subscribe` and
+    /// `hub.verify_token` equal to this token get `hub.challenge` back; anything
+    /// else gets 403.
+    Meta {
+        /// The verify token configured in the Meta app.
+        verify_token: String,
+    },
+    /// Dropbox: the `challenge` query parameter echoed back.
+    Dropbox,
+}
+
+/// Keeps the verify token out of logs and error messages (it is a shared secret,
+/// if a low-value one), and so out of the steady-state fingerprint, which hashes a
+/// plan's `Debug` (`controller::steady::fingerprint`): a new token is seen by
+/// `Checks::route_matches`, which reads the `GET` and compares its template.
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Meta { .. } => f.write_str("Meta { verify_token: <redacted> }"),
+            Self::Dropbox => f.write_str("Dropbox"),
+        }
+    }
+}
+
+/// The longest verify token accepted: the template holds it, and API Gateway caps
+/// a mapping template's size; no provider asks for more.
+pub const VERIFY_TOKEN_MAX: usize = 256;
+
+/// The `MOCK` integration's request template: it only picks the integration
+/// response (200); the handshake's answer is rendered by [`handshake_template`].
+pub const HANDSHAKE_REQUEST_TEMPLATE: &str = r#"{"statusCode": 200}"#;
+
+/// The headers of a handshake's answer: the method response declares each
+/// (`method.response.header.<name>`), the integration response maps it to this
+/// static value. The challenge is echoed as plain text, never sniffed as HTML (what
+/// Dropbox's documentation asks for: the challenge is whatever the caller sent).
+pub const HANDSHAKE_HEADERS: [(&str, &str); 2] = [
+    ("method.response.header.Content-Type", "'text/plain'"),
+    ("method.response.header.X-Content-Type-Options", "'nosniff'"),
+];
+
+/// `#set` of a query parameter, defaulting to `''`: Velocity 1.7 leaves a `#set`
+/// target unchanged when the value is null (absent), 2.x sets it to null, and
+/// `$!` renders both as nothing.
+fn query_value(variable: &str, parameter: &str) -> String {
+    format!(
+        "#set(${variable} = '')#set(${variable} = $input.params().querystring.get('{parameter}'))"
+    )
+}
+
+/// What Java's `URLEncoder.encode(text, "UTF-8")` (API Gateway's `$util.urlEncode`)
+/// makes of `text`: letters, digits and `.-*_` kept, a space as `+`, every other
+/// UTF-8 byte as `%XX` (uppercase).
+fn java_url_encode(text: &str) -> String {
+    const KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'*')
+        .remove(b'_');
+    // A literal `%20` in `text` is `%2520` here, so only spaces become `+`.
+    percent_encoding::utf8_percent_encode(text, KEPT)
+        .to_string()
+        .replace("%20", "+")
+}
+
+/// The integration response template that answers `handshake`, from the query
+/// string only (`$input.params()` would also read headers of the same name).
+pub fn handshake_template(handshake: &Handshake) -> Result<String, TemplateError> {
+    match handshake {
+        Handshake::Meta { verify_token } => {
+            if verify_token.is_empty()
+                || verify_token.chars().count() > VERIFY_TOKEN_MAX
+                || verify_token.chars().any(char::is_control)
+            {
+                return Err(TemplateError::InvalidVerifyToken);
+            }
+            // The token is compared URL-encoded: its encoding holds only letters,
+            // digits and `.-*_+%`, so it needs no escaping as a string literal (how a
+            // quote is escaped inside one differs between Velocity engines:
+            // LocalStack's refuses Velocity's doubled quote).
+            Ok(format!(
+                "{}{}{}#if(\"$!hlMode\" == 'subscribe' && $util.urlEncode(\"$!hlToken\") == '{}' && \"$!hlChallenge\" != '')$!hlChallenge#else#set($context.responseOverride.status = 403)#end",
+                query_value("hlMode", "hub.mode"),
+                query_value("hlToken", "hub.verify_token"),
+                query_value("hlChallenge", "hub.challenge"),
+                java_url_encode(verify_token),
+            ))
+        }
+        // No `#if`: an engine without it (MiniStack) answers this one too.
+        Handshake::Dropbox => Ok(format!(
+            "{}$!hlChallenge",
+            query_value("hlChallenge", "challenge")
+        )),
+    }
+}
+
 /// Percent-encodes everything but ASCII letters and digits. Besides form safety,
 /// this keeps `$` and `#` of a constant from reading as Velocity.
 pub fn form_encode(text: &str) -> String {
@@ -397,6 +503,14 @@ pub fn sqs_integration_uri(queue_arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_tokens_are_url_encoded_as_java_does() {
+        assert_eq!(
+            java_url_encode("it's $ecret~ a*b.c-d_e%20é"),
+            "it%27s+%24ecret%7E+a*b.c-d_e%2520%C3%A9"
+        );
+    }
 
     fn route(group: GroupKey, dedup: DedupKey, headers: &[&str]) -> RouteTemplate {
         RouteTemplate {

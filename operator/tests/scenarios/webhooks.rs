@@ -5,6 +5,7 @@ use hookline_crds::conditions::{QUEUE_READY, READY, ROUTE_READY, WORKER_READY};
 use hookline_crds::reasons::{
     NAMESPACE_NOT_ALLOWED, PATH_CONFLICT, RECONCILED, RESOURCES_PER_API_QUOTA, SECRET_NOT_FOUND,
 };
+use hookline_operator::aws::templates::Handshake;
 use hookline_operator::aws::{OWNER_TAG, memory::is_write};
 use hookline_operator::controller::context::Context;
 use hookline_operator::quotas::Quotas;
@@ -26,6 +27,7 @@ scenario!(
     a_spec_change_reaches_the_queue,
     a_queue_deleted_by_hand_is_created_again,
     a_steady_state_pass_makes_no_aws_writes,
+    a_handshake_follows_its_secret_and_goes_with_the_spec,
 );
 
 /// Creates Webhook `name` at `path` and passes until it is Ready.
@@ -372,4 +374,99 @@ async fn a_steady_state_pass_makes_no_aws_writes() -> Result<()> {
     );
     ensure!(!s.aws.all_calls().is_empty(), "and it did read AWS");
     Ok(())
+}
+
+/// A Meta handshake waits for its Secret (a condition, no route), then the live route
+/// answers with the Secret's token; a new token in the Secret reaches the live route
+/// (the steady-state check reads the GET); removing `handshake` removes the GET.
+async fn a_handshake_follows_its_secret_and_goes_with_the_spec() -> Result<()> {
+    let mut s = Scenario::new("handshake", json!({})).await?;
+    s.create_webhook(
+        "meta",
+        "/meta",
+        json!({"handshake": {"type": "Meta", "verifyTokenSecretRef": {"name": "hs", "key": "token"}}}),
+    )
+    .await?;
+    s.until("SecretNotFound", |p| async move {
+        p.webhook_is("meta", ROUTE_READY, "False", SECRET_NOT_FOUND)
+            .await
+    })
+    .await?;
+    let message = s
+        .webhook_now("meta")
+        .await?
+        .and_then(|w| w.status)
+        .and_then(|st| st.conditions.into_iter().find(|c| c.type_ == ROUTE_READY))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    ensure!(
+        message.contains("handshake.verifyTokenSecretRef"),
+        "{message}"
+    );
+
+    let secrets = Api::<Secret>::namespaced(s.client.clone(), &s.namespace);
+    let secret = |token: &str| -> Result<Secret> {
+        Ok(serde_json::from_value(
+            json!({"metadata": {"name": "hs"}, "stringData": {"token": token}}),
+        )?)
+    };
+    secrets
+        .create(&PostParams::default(), &secret("t1\n")?)
+        .await?;
+    let gateway = s.gateway_now().await?.status.context("gateway status")?;
+    let api_id = gateway.rest_api_id.context("REST API id")?;
+    let stage = gateway.stage_name.context("stage")?;
+    let live_handshake = move |p: &crate::harness::Probe, api: &str, stage: &str| {
+        p.aws
+            .live_routes(api, stage)
+            .get("/meta")
+            .map(|r| r.handshake.clone())
+    };
+    let meta = |token: &str| {
+        Some(Some(Handshake::Meta {
+            verify_token: token.to_owned(),
+        }))
+    };
+    {
+        let (api, stage) = (api_id.clone(), stage.clone());
+        s.until("the live route answers with t1", |p| {
+            let (api, stage) = (api.clone(), stage.clone());
+            async move {
+                Ok(p.webhook_is("meta", READY, "True", RECONCILED).await?
+                    && live_handshake(&p, &api, &stage) == meta("t1"))
+            }
+        })
+        .await?;
+    }
+    secrets
+        .replace("hs", &PostParams::default(), &secret("t2")?)
+        .await?;
+    {
+        let (api, stage) = (api_id.clone(), stage.clone());
+        s.until("the live route answers with t2", |p| {
+            let (api, stage) = (api.clone(), stage.clone());
+            async move { Ok(live_handshake(&p, &api, &stage) == meta("t2")) }
+        })
+        .await?;
+    }
+    s.patch_webhook("meta", json!({"spec": {"handshake": null}}))
+        .await?;
+    let (api, stage_name) = (api_id.clone(), stage.clone());
+    s.until("no handshake on the live route", |p| {
+        let (api, stage) = (api.clone(), stage_name.clone());
+        async move {
+            Ok(p.webhook_is("meta", READY, "True", RECONCILED).await?
+                && live_handshake(&p, &api, &stage) == Some(None))
+        }
+    })
+    .await?;
+    let gets = s.aws.read(|state| {
+        state
+            .rest_apis
+            .get(&api_id)
+            .map(|a| a.resources.values().filter(|r| r.get.is_some()).count())
+            .unwrap_or_default()
+    });
+    ensure!(gets == 0, "the GET is gone ({gets} left)");
+    s.calls_are_known()
 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use super::{MemoryAws, State, not_found, owner_of};
 use crate::aws::rest_apis::{Deletion, ResourceTree, route_deletion};
-use crate::aws::templates::{ROUTE_RESPONSES, request_template, sqs_integration_uri};
+use crate::aws::templates::{
+    Handshake, ROUTE_RESPONSES, handshake_template, request_template, sqs_integration_uri,
+};
 use crate::aws::{
     ApiKeys, ApiRef, ApiSpec, AuthorizerSpec, Authorizers, AwsError, Checks, DeletedAuthorizer,
     DomainSpec, DomainTarget, Domains, Owner, RouteAuth, RouteSpec, Routes, Service, StageSpec,
@@ -53,6 +55,8 @@ pub struct MemoryResource {
     pub id: String,
     /// Its `POST` method, if any.
     pub post: Option<MemoryMethod>,
+    /// The handshake its `GET` method answers, if it has one.
+    pub get: Option<Handshake>,
 }
 
 /// A `POST` method with its SQS integration.
@@ -254,8 +258,14 @@ fn put_resources(state: &mut State, api: &mut MemoryRestApi, path: &str) -> Resu
         if !api.resources.contains_key(&current) {
             state.call(APIGW, "CreateResource")?;
             let id = state.new_id();
-            api.resources
-                .insert(current.clone(), MemoryResource { id, post: None });
+            api.resources.insert(
+                current.clone(),
+                MemoryResource {
+                    id,
+                    post: None,
+                    get: None,
+                },
+            );
             created = true;
         }
     }
@@ -325,13 +335,39 @@ fn put_route(
         changed = true;
     }
     method.integration = Some(spec.clone());
-    if changed {
-        method.changed = state.next();
-    }
     let resource = api
         .resources
         .get_mut(&path)
         .ok_or_else(|| AwsError::unexpected(APIGW, "GetResources", format!("no {path}")))?;
+    // The handshake GET, as the SDK implementation makes it: a GetMethod unless the
+    // resource is new, then the method whole or only its integration response; and
+    // without a handshake, a DeleteMethod only where the POST's marker names one.
+    match (&spec.handshake, &resource.get) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            state.call(APIGW, "DeleteMethod")?;
+            resource.get = None;
+            changed = true;
+        }
+        (Some(desired), current) => {
+            if !new_resource {
+                state.call(APIGW, "GetMethod")?;
+            }
+            if current.as_ref() != Some(desired) {
+                if current.is_none() {
+                    for operation in ["PutMethod", "PutIntegration", "PutMethodResponse"] {
+                        state.call(APIGW, operation)?;
+                    }
+                }
+                state.call(APIGW, "PutIntegrationResponse")?;
+                resource.get = Some(desired.clone());
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        method.changed = state.next();
+    }
     resource.post = Some(method);
     Ok((resource.id.clone(), changed))
 }
@@ -374,6 +410,7 @@ impl Routes for MemoryAws {
                         MemoryResource {
                             id: root,
                             post: None,
+                            get: None,
                         },
                     )]),
                     ..MemoryRestApi::default()
@@ -413,6 +450,14 @@ impl Routes for MemoryAws {
             code: "HooklineTemplate".to_owned(),
             message: e.to_string(),
         })?;
+        if let Some(handshake) = &spec.handshake {
+            handshake_template(handshake).map_err(|e| AwsError::Invalid {
+                service: APIGW,
+                operation: "PutIntegrationResponse",
+                code: "HooklineTemplate".to_owned(),
+                message: e.to_string(),
+            })?;
+        }
         if sqs_integration_uri(&spec.queue_arn).is_none() {
             return Err(AwsError::unexpected(
                 APIGW,
@@ -462,7 +507,7 @@ impl Routes for MemoryAws {
                     p.clone(),
                     (
                         r.id.clone(),
-                        r.post.is_some() || (p == "/" && rest_api.health_route),
+                        r.post.is_some() || r.get.is_some() || (p == "/" && rest_api.health_route),
                     ),
                 )
             })
@@ -470,11 +515,18 @@ impl Routes for MemoryAws {
         for step in route_deletion(&tree, path) {
             match step {
                 Deletion::Method(id) => {
+                    let handshake = api_mut(&mut state, &api.id, "DeleteMethod")?
+                        .resource_by_id(&id)
+                        .is_some_and(|r| r.get.is_some());
+                    if handshake {
+                        state.call(APIGW, "DeleteMethod")?;
+                    }
                     state.call(APIGW, "DeleteMethod")?;
                     if let Some(resource) =
                         api_mut(&mut state, &api.id, "DeleteMethod")?.resource_by_id(&id)
                     {
                         resource.post = None;
+                        resource.get = None;
                     }
                 }
                 Deletion::Resource(id) => {
@@ -960,13 +1012,22 @@ impl Checks for MemoryAws {
         let Some(api) = state.rest_apis.get_mut(api_id) else {
             return Ok(false);
         };
-        let Some(method) = api
-            .resource_by_id(resource_id)
-            .and_then(|r| r.post.as_ref())
-        else {
+        let Some(resource) = api.resource_by_id(resource_id) else {
             return Ok(false);
         };
-        Ok(method.auth == spec.auth && method.integrates(spec, &template))
+        let Some(method) = resource.post.as_ref() else {
+            return Ok(false);
+        };
+        if !(method.auth == spec.auth && method.integrates(spec, &template))
+            || resource.get.is_some() != spec.handshake.is_some()
+        {
+            return Ok(false);
+        }
+        let get = resource.get.clone();
+        if spec.handshake.is_some() {
+            state.call(APIGW, "GetMethod")?;
+        }
+        Ok(get == spec.handshake)
     }
 
     async fn stage_matches(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {

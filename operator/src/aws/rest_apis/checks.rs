@@ -6,12 +6,12 @@
 
 use super::ApiGatewayRestApis;
 use super::diff::{
-    domain_owned, integration_matches, integration_response_matches, method_patch_operations,
-    stage_patch_operations,
+    HandshakeChange, domain_owned, handshake_change, integration_matches,
+    integration_response_matches, method_patch_operations, stage_patch_operations,
 };
-use super::markers::read_marker;
+use super::markers::{has_handshake, read_marker};
 use super::routes::integration_spec;
-use crate::aws::templates::ROUTE_RESPONSES;
+use crate::aws::templates::{ROUTE_RESPONSES, handshake_template};
 use crate::aws::{AwsError, DomainSpec, RouteSpec, StageSpec};
 
 /// Single-read checks of what `ensure_route`, `ensure_stage` and `ensure_domain` make.
@@ -19,6 +19,7 @@ use crate::aws::{AwsError, DomainSpec, RouteSpec, StageSpec};
 pub trait Checks: Send + Sync {
     /// Whether the `POST` method on `resource_id` is `spec` (authorization, the SQS
     /// integration and every response), from one `GetMethod`; false when it is gone.
+    /// A route with a handshake costs a second `GetMethod`, of its `GET`.
     async fn route_matches(
         &self,
         api_id: &str,
@@ -49,7 +50,7 @@ impl Checks for ApiGatewayRestApis {
         let integration_responses = integration
             .and_then(|i| i.integration_responses.clone())
             .unwrap_or_default();
-        Ok(method_patch_operations(&method, &spec.auth).is_empty()
+        let post_matches = method_patch_operations(&method, &spec.auth).is_empty()
             // Without a marker the route's liveness cannot be told: ensure_route adds one.
             && read_marker(method.operation_name.as_deref()).is_some()
             && integration_matches(integration, &integration_spec(spec)?)
@@ -59,7 +60,20 @@ impl Checks for ApiGatewayRestApis {
                         integration_responses.get(response.status),
                         response,
                     )
-            }))
+            });
+        if !post_matches
+            || has_handshake(method.operation_name.as_deref()) != spec.handshake.is_some()
+        {
+            return Ok(false);
+        }
+        let Some(handshake) = &spec.handshake else {
+            return Ok(true);
+        };
+        let Ok(template) = handshake_template(handshake) else {
+            return Ok(false);
+        };
+        let get = self.get_method(api_id, resource_id, "GET").await?;
+        Ok(handshake_change(get.as_ref(), &template) == HandshakeChange::None)
     }
 
     async fn stage_matches(&self, api_id: &str, spec: &StageSpec) -> Result<bool, AwsError> {

@@ -11,7 +11,7 @@ use aws_sdk_apigateway::types::{
 use std::collections::{BTreeMap, HashMap};
 
 use super::{APIGW, AuthorizerSpec, RouteAuth, StageSpec};
-use crate::aws::templates::RouteResponse;
+use crate::aws::templates::{HANDSHAKE_HEADERS, HANDSHAKE_REQUEST_TEMPLATE, RouteResponse};
 use crate::aws::{AwsError, OWNER_TAG, Owner};
 
 /// The invocation URI of a Lambda authorizer.
@@ -354,6 +354,76 @@ pub fn integration_response_matches(
                 .map(String::as_str)
                 == Some(desired.template)
     })
+}
+
+/// What a route's handshake `GET` needs to become what it should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeChange {
+    /// It is as it should be.
+    None,
+    /// Only the integration response differs (a changed verify token, say):
+    /// `PutIntegrationResponse`.
+    Response,
+    /// The method is missing, or is not an open `MOCK` with the handshake's headers:
+    /// (delete it and) put it whole.
+    Rebuild,
+}
+
+/// The change from the `GET` API Gateway holds (`None`: no `GET`) to the handshake
+/// answered by `template` ([`crate::aws::templates::handshake_template`]): an open
+/// method (providers send no credentials), a `MOCK` integration with
+/// [`HANDSHAKE_REQUEST_TEMPLATE`], a 200 method response declaring
+/// [`HANDSHAKE_HEADERS`], and a 200 integration response mapping them and rendering
+/// `template`.
+pub fn handshake_change(current: Option<&GetMethodOutput>, template: &str) -> HandshakeChange {
+    let Some(method) = current else {
+        return HandshakeChange::Rebuild;
+    };
+    let integration = method.method_integration.as_ref();
+    let declared = method
+        .method_responses
+        .as_ref()
+        .and_then(|r| r.get("200"))
+        .and_then(|r| r.response_parameters.as_ref())
+        .is_some_and(|p| HANDSHAKE_HEADERS.iter().all(|(h, _)| p.contains_key(*h)));
+    let method_ok = method.authorization_type.as_deref() == Some("NONE")
+        && !method.api_key_required.unwrap_or(false)
+        && integration.is_some_and(|i| {
+            i.r#type == Some(IntegrationType::Mock)
+                && i.request_templates
+                    .as_ref()
+                    .and_then(|t| t.get("application/json"))
+                    .map(String::as_str)
+                    == Some(HANDSHAKE_REQUEST_TEMPLATE)
+        })
+        && declared;
+    if !method_ok {
+        return HandshakeChange::Rebuild;
+    }
+    let response = integration
+        .and_then(|i| i.integration_responses.as_ref())
+        .and_then(|r| r.get("200"));
+    let response_ok = response.is_some_and(|r| {
+        r.selection_pattern
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .is_none()
+            && r.response_templates
+                .as_ref()
+                .and_then(|t| t.get("application/json"))
+                .map(String::as_str)
+                == Some(template)
+            && r.response_parameters.as_ref().is_some_and(|p| {
+                HANDSHAKE_HEADERS
+                    .iter()
+                    .all(|(h, v)| p.get(*h).map(String::as_str) == Some(*v))
+            })
+    });
+    if response_ok {
+        HandshakeChange::None
+    } else {
+        HandshakeChange::Response
+    }
 }
 
 /// A stage's method-settings key for a resource path: `/` becomes `~1`.
@@ -1068,6 +1138,74 @@ mod tests {
                 expected,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn a_handshake_get_is_rebuilt_unless_an_open_mock_and_its_response_is_put_alone() {
+        use crate::aws::templates::{HANDSHAKE_HEADERS, HANDSHAKE_REQUEST_TEMPLATE};
+        use aws_sdk_apigateway::types::{IntegrationResponse, MethodResponse};
+        let get = |auth: &str, kind: IntegrationType, declared: bool, template: Option<&str>| {
+            let mut response = MethodResponse::builder().status_code("200");
+            if declared {
+                for (header, _) in HANDSHAKE_HEADERS {
+                    response = response.response_parameters(header, false);
+                }
+            }
+            let mut integration = Integration::builder()
+                .r#type(kind)
+                .request_templates("application/json", HANDSHAKE_REQUEST_TEMPLATE);
+            if let Some(template) = template {
+                let mut answer = IntegrationResponse::builder()
+                    .status_code("200")
+                    .response_templates("application/json", template);
+                for (header, value) in HANDSHAKE_HEADERS {
+                    answer = answer.response_parameters(header, value);
+                }
+                integration = integration.integration_responses("200", answer.build());
+            }
+            GetMethodOutput::builder()
+                .authorization_type(auth)
+                .api_key_required(false)
+                .method_responses("200", response.build())
+                .method_integration(integration.build())
+                .build()
+        };
+        let cases = [
+            ("missing", None, HandshakeChange::Rebuild),
+            (
+                "as put",
+                Some(get("NONE", IntegrationType::Mock, true, Some("t1"))),
+                HandshakeChange::None,
+            ),
+            (
+                "another token",
+                Some(get("NONE", IntegrationType::Mock, true, Some("t0"))),
+                HandshakeChange::Response,
+            ),
+            (
+                "no integration response",
+                Some(get("NONE", IntegrationType::Mock, true, None)),
+                HandshakeChange::Response,
+            ),
+            (
+                "headers not declared",
+                Some(get("NONE", IntegrationType::Mock, false, Some("t1"))),
+                HandshakeChange::Rebuild,
+            ),
+            (
+                "not a MOCK",
+                Some(get("NONE", IntegrationType::Http, true, Some("t1"))),
+                HandshakeChange::Rebuild,
+            ),
+            (
+                "behind an authorizer",
+                Some(get("CUSTOM", IntegrationType::Mock, true, Some("t1"))),
+                HandshakeChange::Rebuild,
+            ),
+        ];
+        for (name, current, expected) in cases {
+            assert_eq!(handshake_change(current.as_ref(), "t1"), expected, "{name}");
         }
     }
 

@@ -32,6 +32,28 @@ pub(super) fn marker_text(marker: u64) -> String {
     format!("{MARKER_PREFIX}{marker}")
 }
 
+/// The word after a route's marker saying that the `GET` method on its resource is
+/// the operator's handshake (`hookline <n> handshake`). It is how the operator tells
+/// its `GET` from one made by hand, and how it knows, from the `GetMethod` of the
+/// `POST` it makes anyway, whether there is a `GET` to delete: a route without a
+/// handshake costs no extra read.
+const HANDSHAKE_WORD: &str = "handshake";
+
+/// A route's marker text, flagged when the route has a handshake `GET`.
+pub(super) fn route_marker_text(marker: u64, handshake: bool) -> String {
+    if handshake {
+        format!("{MARKER_PREFIX}{marker} {HANDSHAKE_WORD}")
+    } else {
+        marker_text(marker)
+    }
+}
+
+/// Whether a route's `operationName` says the `GET` on its resource is ours.
+pub(super) fn has_handshake(text: Option<&str>) -> bool {
+    text.and_then(|t| t.strip_prefix(MARKER_PREFIX))
+        .is_some_and(|rest| rest.split_whitespace().nth(1) == Some(HANDSHAKE_WORD))
+}
+
 /// The marker in an `operationName` or a deployment description.
 pub(super) fn read_marker(text: Option<&str>) -> Option<u64> {
     text?
@@ -71,6 +93,11 @@ mod tests {
         );
         assert_eq!(read_marker(Some("hookline")), None, "the old description");
         assert_eq!(read_marker(Some(&marker_text(42))), Some(42));
+        assert_eq!(read_marker(Some(&route_marker_text(42, true))), Some(42));
+        assert!(has_handshake(Some(&route_marker_text(42, true))));
+        assert!(!has_handshake(Some(&route_marker_text(42, false))));
+        assert!(!has_handshake(Some("handshake")), "not a marker");
+        assert!(!has_handshake(None));
         let (a, b) = (new_marker(), new_marker());
         assert!(b > a, "markers increase strictly within a process");
     }

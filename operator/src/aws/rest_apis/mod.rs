@@ -52,7 +52,7 @@ pub use policy::{normalise_policy, policies_match, source_ip_policy};
 pub use routes::{ApiRef, ApiSpec, RouteAuth, RouteSpec, Routes};
 pub use stages::{StageSpec, Stages};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{AwsError, Caller, Service};
@@ -189,9 +189,14 @@ impl ApiGatewayRestApis {
     }
 
     /// All resources of the API by path, with their id and whether they have any
-    /// method (`embed=methods`).
-    async fn resource_tree(&self, api_id: &str) -> Result<ResourceTree, AwsError> {
+    /// method (`embed=methods`); and the ids of those whose `GET` is a handshake of
+    /// ours (the `POST`'s marker says so, see [`markers`]).
+    async fn resource_tree(
+        &self,
+        api_id: &str,
+    ) -> Result<(ResourceTree, HashSet<String>), AwsError> {
         let mut tree = ResourceTree::new();
+        let mut handshakes = HashSet::new();
         let mut position: Option<String> = None;
         for _ in 0..100 {
             let page = self
@@ -216,7 +221,16 @@ impl ApiGatewayRestApis {
                     .resource_methods
                     .as_ref()
                     .is_some_and(|m| !m.is_empty());
+                let methods = resource.resource_methods.as_ref();
+                let handshake = methods.is_some_and(|m| {
+                    m.contains_key("GET")
+                        && m.get("POST")
+                            .is_some_and(|p| markers::has_handshake(p.operation_name.as_deref()))
+                });
                 if let (Some(path), Some(id)) = (resource.path, resource.id) {
+                    if handshake {
+                        handshakes.insert(id.clone());
+                    }
                     tree.insert(path, (id, has_methods));
                 }
             }
@@ -225,7 +239,7 @@ impl ApiGatewayRestApis {
                 break;
             }
         }
-        Ok(tree)
+        Ok((tree, handshakes))
     }
 
     async fn get_method(

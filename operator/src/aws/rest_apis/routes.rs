@@ -1,6 +1,7 @@
 //! [`Routes`]: the REST API itself, one route per webhook (resource path, `POST`
-//! method, AWS integration to `sqs:SendMessage`, its responses), and the API's
-//! resource policy. What each differs from its spec is decided in [`super::diff`]
+//! method, AWS integration to `sqs:SendMessage`, its responses; and a `MOCK` `GET`
+//! answering the provider's verification when the route has a handshake), and the
+//! API's resource policy. What each differs from its spec is decided in [`super::diff`]
 //! and [`super::policy`].
 
 use aws_sdk_apigateway::operation::get_method::GetMethodOutput;
@@ -12,17 +13,17 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 use super::diff::{
-    Deletion, IntegrationSpec, SQS_CONTENT_TYPE, authorization, authorization_scopes,
-    integration_matches, integration_response_matches, method_patch_operations, replace,
-    route_deletion,
+    Deletion, HandshakeChange, IntegrationSpec, SQS_CONTENT_TYPE, authorization,
+    authorization_scopes, handshake_change, integration_matches, integration_response_matches,
+    method_patch_operations, replace, route_deletion,
 };
-use super::markers::{marker_text, new_marker, read_marker};
+use super::markers::{has_handshake, new_marker, read_marker, route_marker_text};
 use super::policy::{decode_policy, policies_match};
 use super::{APIGW, ApiGatewayRestApis, method_path};
 use crate::aws::error::gone_is_fine;
 use crate::aws::templates::{
-    ROUTE_RESPONSES, RouteTemplate, TemplateError, request_template, request_templates,
-    sqs_integration_uri,
+    HANDSHAKE_HEADERS, HANDSHAKE_REQUEST_TEMPLATE, Handshake, ROUTE_RESPONSES, RouteTemplate,
+    TemplateError, handshake_template, request_template, request_templates, sqs_integration_uri,
 };
 use crate::aws::{AwsError, OWNER_TAG, Owner};
 
@@ -80,6 +81,8 @@ pub struct RouteSpec {
     pub template: RouteTemplate,
     /// Caller authentication.
     pub auth: RouteAuth,
+    /// The `GET` verification handshake the route answers itself, if any.
+    pub handshake: Option<Handshake>,
 }
 
 /// The REST API itself, its routes (resources and methods) and its resource policy.
@@ -98,9 +101,9 @@ pub trait Routes: Send + Sync {
     /// Sets the API's resource policy (`None`: no policy); true if it changed.
     /// A changed policy takes effect with the next deployment.
     async fn ensure_policy(&self, api_id: &str, policy: Option<&Value>) -> Result<bool, AwsError>;
-    /// Deletes a route: its resource, or only its `POST` when other resources hang
-    /// below it (see [`route_deletion`]), then the parent segments left empty;
-    /// already gone is fine.
+    /// Deletes a route: its resource, or only its `POST` (and its handshake `GET`)
+    /// when other resources hang below it (see [`route_deletion`]), then the parent
+    /// segments left empty; already gone is fine.
     async fn delete_route(&self, api: &ApiRef, path: &str) -> Result<(), AwsError>;
     /// Deletes the API if it is ours.
     async fn delete_api(&self, api_id: &str, owner: &Owner) -> Result<(), AwsError>;
@@ -388,7 +391,7 @@ impl Routes for ApiGatewayRestApis {
         let _mutation = self.mutating(&api.id).await;
         // Taken before any change: the mutation slot keeps deployments out until this
         // route's changes are all made, so a later deployment has a larger marker.
-        let marker = marker_text(new_marker());
+        let marker = route_marker_text(new_marker(), spec.handshake.is_some());
         let integration = integration_spec(spec)?;
         let (resources, remembered) = self.known_resources(&api.id).await?;
         match self
@@ -446,29 +449,19 @@ impl Routes for ApiGatewayRestApis {
         // Resources go (DeleteResource takes the children along); the next route
         // lists them again.
         self.forget_resources(&api.id);
-        let tree = match self.resource_tree(&api.id).await {
+        let (tree, handshakes) = match self.resource_tree(&api.id).await {
             Err(e) if e.is_not_found() => return Ok(()),
             other => other?,
         };
         for step in route_deletion(&tree, path) {
             match step {
-                Deletion::Method(resource_id) => gone_is_fine(
-                    self.caller
-                        .call(
-                            APIGW,
-                            "DeleteMethod",
-                            &method_path(&api.id, &resource_id, "POST"),
-                            || {
-                                self.apigateway
-                                    .delete_method()
-                                    .rest_api_id(&api.id)
-                                    .resource_id(&resource_id)
-                                    .http_method("POST")
-                                    .send()
-                            },
-                        )
-                        .await,
-                )?,
+                Deletion::Method(resource_id) => {
+                    // The handshake first: the POST's marker is what says the GET is ours.
+                    if handshakes.contains(&resource_id) {
+                        self.delete_method(&api.id, &resource_id, "GET").await?;
+                    }
+                    self.delete_method(&api.id, &resource_id, "POST").await?;
+                }
                 Deletion::Resource(resource_id) => gone_is_fine(
                     self.caller
                         .call(
@@ -623,7 +616,16 @@ impl ApiGatewayRestApis {
         let responded = self
             .ensure_responses(at, &method_responses, &integration_responses)
             .await?;
-        let changed = marked || integrated || responded;
+        let handshaken = self
+            .ensure_handshake(at, spec.handshake.as_ref(), method.as_ref(), new_resource)
+            .await?;
+        // A marker that says otherwise than the route is (an operator stopped between
+        // the GET and the marker) is rewritten too.
+        let flagged = method
+            .as_ref()
+            .is_some_and(|m| has_handshake(m.operation_name.as_deref()));
+        let changed =
+            marked || integrated || responded || handshaken || flagged != spec.handshake.is_some();
         if changed && !marked {
             self.mark_changed(at.api_id, at.resource_id, marker).await?;
         }
@@ -713,6 +715,139 @@ impl ApiGatewayRestApis {
             })
             .await?;
         Ok(true)
+    }
+
+    /// `DeleteMethod`; already gone is fine.
+    async fn delete_method(
+        &self,
+        api_id: &str,
+        resource_id: &str,
+        http_method: &str,
+    ) -> Result<(), AwsError> {
+        gone_is_fine(
+            self.caller
+                .call(
+                    APIGW,
+                    "DeleteMethod",
+                    &method_path(api_id, resource_id, http_method),
+                    || {
+                        self.apigateway
+                            .delete_method()
+                            .rest_api_id(api_id)
+                            .resource_id(resource_id)
+                            .http_method(http_method)
+                            .send()
+                    },
+                )
+                .await,
+        )
+    }
+
+    /// The handshake `GET` on the route's resource: made or fixed when the route has
+    /// one, deleted when it has none and the `POST`'s marker (`post`) says the `GET`
+    /// is ours; true if anything changed. A route without a handshake, and none
+    /// before, makes no call.
+    async fn ensure_handshake(
+        &self,
+        at: &MethodAt<'_>,
+        desired: Option<&Handshake>,
+        post: Option<&GetMethodOutput>,
+        new_resource: bool,
+    ) -> Result<bool, AwsError> {
+        let Some(desired) = desired else {
+            if !post.is_some_and(|m| has_handshake(m.operation_name.as_deref())) {
+                return Ok(false);
+            }
+            self.delete_method(at.api_id, at.resource_id, "GET").await?;
+            return Ok(true);
+        };
+        let template = handshake_template(desired).map_err(template_error)?;
+        let current = if new_resource {
+            None
+        } else {
+            self.get_method(at.api_id, at.resource_id, "GET").await?
+        };
+        match handshake_change(current.as_ref(), &template) {
+            HandshakeChange::None => return Ok(false),
+            HandshakeChange::Response => {}
+            HandshakeChange::Rebuild => {
+                if current.is_some() {
+                    self.delete_method(at.api_id, at.resource_id, "GET").await?;
+                }
+                self.put_handshake_method(at).await?;
+            }
+        }
+        let object = format!(
+            "{} handshake",
+            method_path(at.api_id, at.resource_id, "GET")
+        );
+        self.caller
+            .call(APIGW, "PutIntegrationResponse", &object, || {
+                self.apigateway
+                    .put_integration_response()
+                    .rest_api_id(at.api_id)
+                    .resource_id(at.resource_id)
+                    .http_method("GET")
+                    .status_code("200")
+                    .response_templates("application/json", template.clone())
+                    .set_response_parameters(Some(
+                        HANDSHAKE_HEADERS
+                            .iter()
+                            .map(|(h, v)| ((*h).to_owned(), (*v).to_owned()))
+                            .collect(),
+                    ))
+                    .send()
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// The handshake's open `GET` with its `MOCK` integration and 200 method response
+    /// (the integration response is the caller's).
+    async fn put_handshake_method(&self, at: &MethodAt<'_>) -> Result<(), AwsError> {
+        let (api_id, resource_id) = (at.api_id, at.resource_id);
+        let object = format!("{} handshake", method_path(api_id, resource_id, "GET"));
+        self.caller
+            .call(APIGW, "PutMethod", &object, || {
+                self.apigateway
+                    .put_method()
+                    .rest_api_id(api_id)
+                    .resource_id(resource_id)
+                    .http_method("GET")
+                    .authorization_type("NONE")
+                    .send()
+            })
+            .await?;
+        self.caller
+            .call(APIGW, "PutIntegration", &object, || {
+                self.apigateway
+                    .put_integration()
+                    .rest_api_id(api_id)
+                    .resource_id(resource_id)
+                    .http_method("GET")
+                    .r#type(IntegrationType::Mock)
+                    .request_templates("application/json", HANDSHAKE_REQUEST_TEMPLATE)
+                    .send()
+            })
+            .await?;
+        self.caller
+            .call(APIGW, "PutMethodResponse", &object, || {
+                self.apigateway
+                    .put_method_response()
+                    .rest_api_id(api_id)
+                    .resource_id(resource_id)
+                    .http_method("GET")
+                    .status_code("200")
+                    .set_response_parameters(Some(
+                        HANDSHAKE_HEADERS
+                            .iter()
+                            .map(|(h, _)| ((*h).to_owned(), false))
+                            .collect(),
+                    ))
+                    .send()
+            })
+            .await?;
+        Ok(())
     }
 
     /// The method and integration responses of [`ROUTE_RESPONSES`].

@@ -25,6 +25,8 @@ pub struct Observed {
     pub api_key_secret: Option<SecretRead>,
     /// The signature Secret, when `signature` names one.
     pub signature_secret: Option<SecretRead>,
+    /// The handshake's verify-token Secret, when `handshake` names one.
+    pub handshake_secret: Option<SecretRead>,
     /// Every Webhook the operator manages (from the controllers' caches; see
     /// [`Context::claimants`]).
     pub webhooks: Vec<Arc<Webhook>>,
@@ -76,6 +78,15 @@ pub async fn observe(ctx: &Context, webhook: &Webhook, namespace: &str) -> Resul
         Some(signature) => Some(secret(ctx, namespace, &signature.secret_ref.name).await?),
         None => None,
     };
+    let handshake_secret = match webhook
+        .spec
+        .handshake
+        .as_ref()
+        .and_then(|h| h.verify_token_secret_ref.as_ref())
+    {
+        Some(reference) => Some(secret(ctx, namespace, &reference.name).await?),
+        None => None,
+    };
     let crds = Api::<CustomResourceDefinition>::all(ctx.client.clone());
     let keda_installed = crds.get_opt(desired::KEDA_CRD).await?.is_some()
         && crds
@@ -87,6 +98,7 @@ pub async fn observe(ctx: &Context, webhook: &Webhook, namespace: &str) -> Resul
         namespace_labels,
         api_key_secret,
         signature_secret,
+        handshake_secret,
         webhooks: ctx.claimants(claiming(webhook)).await?,
         keda_installed,
     })

@@ -5,8 +5,10 @@
 //! filled in by [`Plan::route_spec`] and [`worker_deployment`], pure as well.
 
 use hookline_crds::conditions::ROUTE_READY;
-use hookline_crds::reasons::{GATEWAY_NOT_READY, INVALID_SPEC};
-use hookline_crds::{AuthMode, LambdaAuthorizerType, ScalingEngine, Webhook, WebhookGateway};
+use hookline_crds::reasons::{GATEWAY_NOT_READY, INVALID_SPEC, SECRET_NOT_FOUND};
+use hookline_crds::{
+    AuthMode, HandshakeType, LambdaAuthorizerType, ScalingEngine, Webhook, WebhookGateway,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use super::super::index::authorizer_name;
 use super::observe::Observed;
 use super::validate::Valid;
-use crate::aws::templates::RouteTemplate;
+use crate::aws::templates::{Handshake, RouteTemplate};
 use crate::aws::{ApiRef, AuthorizerSpec, QueuePair, QueuePairSpec, RouteAuth, RouteSpec};
 use crate::conditions::Report;
 use crate::desired::{self, Settings};
@@ -52,6 +54,8 @@ pub struct RoutePlan {
     pub template: RouteTemplate,
     /// Caller authentication.
     pub auth: AuthPlan,
+    /// The `GET` handshake the route answers, with its verify token.
+    pub handshake: Option<Handshake>,
     /// The name the Webhook's authorizers carry (all but the one in use are deleted).
     pub authorizer_name: String,
     /// The source-IP allow list the gateway's resource policy must enforce.
@@ -148,6 +152,7 @@ fn route(
         path: webhook.spec.path.clone(),
         template: desired::route_template(webhook),
         auth: auth(webhook, observed, settings)?,
+        handshake: handshake(webhook, observed)?,
         authorizer_name: authorizer_name(
             &webhook.namespace().unwrap_or_default(),
             &webhook.name_any(),
@@ -225,6 +230,38 @@ fn auth(webhook: &Webhook, observed: &Observed, settings: &Settings) -> Result<A
     })
 }
 
+/// The handshake the route answers; Meta's with the token from its Secret (which
+/// [`super::validate`] proved readable).
+fn handshake(webhook: &Webhook, observed: &Observed) -> Result<Option<Handshake>, Report> {
+    let Some(handshake) = &webhook.spec.handshake else {
+        return Ok(None);
+    };
+    Ok(Some(match handshake.kind {
+        HandshakeType::Dropbox => Handshake::Dropbox,
+        HandshakeType::Meta => {
+            let verify_token = handshake
+                .verify_token_secret_ref
+                .as_ref()
+                .and_then(|reference| {
+                    observed
+                        .handshake_secret
+                        .as_ref()?
+                        .data()?
+                        .get(&reference.key)
+                })
+                .map(desired::verify_token)
+                .ok_or_else(|| {
+                    Report::failed(
+                        ROUTE_READY,
+                        SECRET_NOT_FOUND,
+                        "handshake.verifyTokenSecretRef: the verify token could not be read",
+                    )
+                })?;
+            Handshake::Meta { verify_token }
+        }
+    }))
+}
+
 fn keda(webhook: &Webhook, installed: bool) -> KedaPlan {
     let wanted = webhook.spec.worker.scaling.engine == ScalingEngine::Keda;
     match (wanted, installed) {
@@ -252,6 +289,7 @@ impl RoutePlan {
             role_arn: self.role_arn.clone(),
             template: self.template.clone(),
             auth,
+            handshake: self.handshake.clone(),
         }
     }
 }
@@ -331,6 +369,7 @@ mod tests {
             namespace_labels: None,
             api_key_secret: None,
             signature_secret: None,
+            handshake_secret: None,
             webhooks: Vec::new(),
             keda_installed: false,
         }
@@ -371,6 +410,64 @@ mod tests {
         assert_eq!(route.url, "https://hooks.example.com/pay");
         assert_eq!(route.auth, AuthPlan::None);
         assert_eq!(route.authorizer_name, "n-w");
+    }
+
+    #[test]
+    fn the_route_has_a_handshake_only_when_asked_and_its_token_is_part_of_the_route() {
+        let gw = ready_gateway();
+        let meta = webhook(serde_json::json!({
+            "handshake": {"type": "Meta", "verifyTokenSecretRef": {"name": "hs", "key": "t"}}
+        }));
+        let with_token = |token: &[u8]| {
+            let mut o = observed(&gw);
+            o.handshake_secret = Some(super::super::observe::SecretRead::Found(
+                [("t".to_owned(), ByteString(token.to_vec()))].into(),
+            ));
+            o
+        };
+        let route = |webhook: &Webhook, observed: &Observed| {
+            plan_of(webhook, &gw, observed).route.expect("a route")
+        };
+        let plain = route(&webhook(serde_json::json!({})), &observed(&gw));
+        assert_eq!(plain.handshake, None);
+        let queue = QueuePair {
+            queue: crate::aws::QueueRef {
+                url: "u".into(),
+                arn: "arn:aws:sqs:us-east-1:1:q.fifo".into(),
+            },
+            dead_letter: crate::aws::QueueRef {
+                url: "d".into(),
+                arn: "arn:aws:sqs:us-east-1:1:d.fifo".into(),
+            },
+        };
+        assert_eq!(
+            plain.route_spec(&queue, RouteAuth::None).handshake,
+            None,
+            "no GET without a handshake"
+        );
+        let first = route(&meta, &with_token(b"tok-1\n"));
+        assert_eq!(
+            first.handshake,
+            Some(Handshake::Meta {
+                verify_token: "tok-1".into()
+            }),
+            "trimmed"
+        );
+        let second = route(&meta, &with_token(b"tok-2"));
+        assert_ne!(
+            first.route_spec(&queue, RouteAuth::None),
+            second.route_spec(&queue, RouteAuth::None),
+            "a new token is a route change"
+        );
+        let dropbox = route(
+            &webhook(serde_json::json!({"handshake": {"type": "Dropbox"}})),
+            &observed(&gw),
+        );
+        assert_eq!(dropbox.handshake, Some(Handshake::Dropbox));
+        let unread = plan_of(&meta, &gw, &observed(&gw))
+            .route
+            .expect_err("no token read");
+        assert_eq!(unread.reason, SECRET_NOT_FOUND);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use kube::ResourceExt;
 use super::super::index::{self, Admission, GatewayIndex};
 use super::super::selector;
 use super::observe::{Observed, SecretRead};
+use crate::aws::templates::{Handshake, handshake_template};
 use crate::conditions::Report;
 use crate::desired;
 use crate::quotas::Quotas;
@@ -97,6 +98,46 @@ pub fn validate(webhook: &Webhook, observed: &Observed, quotas: &Quotas) -> Resu
                 WORKER_READY,
                 SECRET_NOT_FOUND,
                 format!("Secret {name} has no key(s) {missing:?}"),
+            ));
+        }
+    }
+    if let (Some(reference), Some(read)) = (
+        webhook
+            .spec
+            .handshake
+            .as_ref()
+            .and_then(|h| h.verify_token_secret_ref.as_ref()),
+        &observed.handshake_secret,
+    ) {
+        let name = &reference.name;
+        let token = match read {
+            SecretRead::Forbidden => return Err(forbidden(&namespace, name)),
+            SecretRead::Missing => {
+                return Err(invalid(
+                    ROUTE_READY,
+                    SECRET_NOT_FOUND,
+                    format!("Secret {name} (handshake.verifyTokenSecretRef) does not exist"),
+                ));
+            }
+            SecretRead::Found(data) => data.get(&reference.key),
+        };
+        let Some(token) = token else {
+            return Err(invalid(
+                ROUTE_READY,
+                SECRET_NOT_FOUND,
+                format!(
+                    "Secret {name} has no key {:?} (handshake.verifyTokenSecretRef)",
+                    reference.key
+                ),
+            ));
+        };
+        if let Err(e) = handshake_template(&Handshake::Meta {
+            verify_token: desired::verify_token(token),
+        }) {
+            return Err(invalid(
+                ROUTE_READY,
+                INVALID_SPEC,
+                format!("Secret {name} key {:?}: {e}", reference.key),
             ));
         }
     }
@@ -198,6 +239,7 @@ mod tests {
             namespace_labels: None,
             api_key_secret: None,
             signature_secret: None,
+            handshake_secret: None,
             webhooks: Vec::new(),
             keda_installed: false,
         }
@@ -226,6 +268,9 @@ mod tests {
         }));
         let keyed = webhook(serde_json::json!({
             "auth": {"type": "ApiKey", "apiKey": {"secretRef": {"name": "key", "key": "k"}}}
+        }));
+        let meta = webhook(serde_json::json!({
+            "handshake": {"type": "Meta", "verifyTokenSecretRef": {"name": "hs", "key": "t"}}
         }));
         let selected =
             serde_json::json!({"from": "Selector", "selector": {"matchLabels": {"team": "a"}}});
@@ -267,6 +312,40 @@ mod tests {
                 "API key Secret missing: made later",
                 keyed,
                 with(&|o| o.api_key_secret = Some(SecretRead::Missing)),
+                None,
+            ),
+            (
+                "handshake Secret missing",
+                meta.clone(),
+                with(&|o| o.handshake_secret = Some(SecretRead::Missing)),
+                Some((ROUTE_READY, SECRET_NOT_FOUND)),
+            ),
+            (
+                "handshake key missing",
+                meta.clone(),
+                with(&|o| o.handshake_secret = Some(secret(&["other"]))),
+                Some((ROUTE_READY, SECRET_NOT_FOUND)),
+            ),
+            (
+                "handshake Secret unreadable",
+                meta.clone(),
+                with(&|o| o.handshake_secret = Some(SecretRead::Forbidden)),
+                Some((WORKER_READY, SECRET_FORBIDDEN)),
+            ),
+            (
+                "handshake token with a line break inside",
+                meta.clone(),
+                with(&|o| {
+                    o.handshake_secret = Some(SecretRead::Found(
+                        [("t".to_owned(), ByteString(b"a\nb".to_vec()))].into(),
+                    ));
+                }),
+                Some((ROUTE_READY, INVALID_SPEC)),
+            ),
+            (
+                "handshake token readable",
+                meta,
+                with(&|o| o.handshake_secret = Some(secret(&["t"]))),
                 None,
             ),
             (
