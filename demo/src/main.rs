@@ -214,22 +214,11 @@ async fn main() -> Result<()> {
     for line in received.lock().map(|r| r.clone()).unwrap_or_default() {
         println!("  {line}");
     }
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
     wait(
         "the forged event in the dead-letter queue",
         Duration::from_secs(30),
-        || async {
-            let attrs = aws_sdk_sqs::Client::new(&sdk)
-                .get_queue_attributes()
-                .queue_url(&dead_letter.url)
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
-                )
-                .send()
-                .await?
-                .attributes
-                .unwrap_or_default();
-            Ok(attrs.values().any(|v| v == "1"))
-        },
+        || async { Ok(dead_letters(&sqs, &dead_letter.url).await? == 1) },
     )
     .await?;
     println!("  the forged event was not delivered: it is in the dead-letter queue");
@@ -240,7 +229,6 @@ async fn main() -> Result<()> {
         "  POST cus_POISON #1 -> {}",
         send(&target, poison, Some(SIGNING_SECRET)).await?
     );
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
     wait(
         "the poison event in the dead-letter queue",
         Duration::from_secs(60),
@@ -328,20 +316,11 @@ async fn terminate(process: &mut Supervised, within: Duration) {
     }
 }
 
+/// Messages in the dead-letter queue.
 async fn dead_letters(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        .send()
-        .await?
-        .attributes
-        .unwrap_or_default();
-    Ok(attrs
-        .values()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    hookline_worker::dead_letters::depth(sqs, url)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// A handler that prints what it receives; the team's code would go here.

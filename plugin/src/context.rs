@@ -13,6 +13,9 @@ pub struct Ctx {
     /// The namespace commands work in.
     pub namespace: String,
     aws: aws_config::SdkConfig,
+    /// Clients for the configured region, made once: one connection pool for every
+    /// Webhook `get` looks at. `None` without a configured region.
+    clients: Option<(aws_sdk_sqs::Client, aws_sdk_cloudwatch::Client)>,
 }
 
 /// A Webhook's queue pair, from its status.
@@ -46,10 +49,17 @@ impl Ctx {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
+        let clients = aws.region().is_some().then(|| {
+            (
+                aws_sdk_sqs::Client::new(&aws),
+                aws_sdk_cloudwatch::Client::new(&aws),
+            )
+        });
         Ok(Self {
             kube,
             namespace,
             aws,
+            clients,
         })
     }
 
@@ -83,10 +93,11 @@ impl Ctx {
 
     /// An SQS client in the queue's region: the configured one, else the queue ARN's.
     pub fn sqs(&self, queue: &QueueRef) -> aws_sdk_sqs::Client {
+        if let Some((sqs, _)) = &self.clients {
+            return sqs.clone();
+        }
         let mut config = aws_sdk_sqs::config::Builder::from(&self.aws);
-        if self.aws.region().is_none()
-            && let Some(region) = arn_region(&queue.arn)
-        {
+        if let Some(region) = arn_region(&queue.arn) {
             config = config.region(aws_sdk_sqs::config::Region::new(region));
         }
         aws_sdk_sqs::Client::from_conf(config.build())
@@ -94,14 +105,43 @@ impl Ctx {
 
     /// A CloudWatch client in the queue's region (as [`Ctx::sqs`]).
     pub fn cloudwatch(&self, queue: &QueueRef) -> aws_sdk_cloudwatch::Client {
+        if let Some((_, cloudwatch)) = &self.clients {
+            return cloudwatch.clone();
+        }
         let mut config = aws_sdk_cloudwatch::config::Builder::from(&self.aws);
-        if self.aws.region().is_none()
-            && let Some(region) = arn_region(&queue.arn)
-        {
+        if let Some(region) = arn_region(&queue.arn) {
             config = config.region(aws_sdk_cloudwatch::config::Region::new(region));
         }
         aws_sdk_cloudwatch::Client::from_conf(config.build())
     }
+}
+
+/// Messages in `queue`, visible plus in flight.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, queue: &QueueRef) -> Result<u64, String> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue.url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "reading the depth of {}: {}",
+                queue_name(queue),
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .attributes
+        .unwrap_or_default();
+    Ok([
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+    .sum())
 }
 
 /// The Webhook's name.

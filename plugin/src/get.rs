@@ -1,8 +1,6 @@
 //! `kubectl hookline get`: one line per Webhook, read live from the cluster and AWS.
 
 use anyhow::{Context as _, Result};
-use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::QueueAttributeName;
 use futures::StreamExt as _;
 use hookline_crds::{QueueRef, Webhook};
 use kube::api::{Api, ListParams};
@@ -10,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use crate::context::{Ctx, name, queue_name};
+use crate::context::{Ctx, depth, name, queue_name};
 use crate::table;
 
 /// Webhooks looked at in parallel: each costs two to four AWS reads.
@@ -156,33 +154,6 @@ async fn row(ctx: &Ctx, webhook: &Webhook) -> Row {
         }
     }
     row
-}
-
-/// Messages visible plus in flight.
-async fn depth(sqs: &aws_sdk_sqs::Client, queue: &QueueRef) -> Result<u64, String> {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&queue.url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "reading the depth of {}: {}",
-                queue_name(queue),
-                DisplayErrorContext(e)
-            )
-        })?
-        .attributes
-        .unwrap_or_default();
-    Ok([
-        QueueAttributeName::ApproximateNumberOfMessages,
-        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-    ]
-    .iter()
-    .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
-    .sum())
 }
 
 /// SQS publishes the age of a queue's oldest message only to CloudWatch

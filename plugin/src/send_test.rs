@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cli::SendTest;
-use crate::context::{Ctx, Queues, name};
+use crate::context::{Ctx, Queues, depth, name};
 
 /// The group a sample event is sent in, when the Webhook takes groups from the request.
 pub const TEST_GROUP: &str = "hookline-send-test";
@@ -267,42 +267,16 @@ fn status_hint(code: u16) -> &'static str {
     }
 }
 
-/// Messages in the queue (visible plus in flight) and in the dead-letter queue.
+/// Messages in the queue and in the dead-letter queue (each visible plus in flight).
 async fn depths(ctx: &Ctx, queues: &Queues) -> Result<(u64, u64)> {
     let sqs = ctx.sqs(&queues.queue);
-    let depth = |url: String| {
-        let sqs = sqs.clone();
-        async move {
-            let attributes = sqs
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
-                )
-                .attribute_names(
-                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
-                )
-                .send()
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "reading the depth of {url}: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(e)
-                    )
-                })?
-                .attributes
-                .unwrap_or_default();
-            anyhow::Ok(
-                attributes
-                    .values()
-                    .filter_map(|v| v.parse::<u64>().ok())
-                    .sum::<u64>(),
-            )
-        }
-    };
     Ok((
-        depth(queues.queue.url.clone()).await?,
-        depth(queues.dead_letter.url.clone()).await?,
+        depth(&sqs, &queues.queue)
+            .await
+            .map_err(anyhow::Error::msg)?,
+        depth(&sqs, &queues.dead_letter)
+            .await
+            .map_err(anyhow::Error::msg)?,
     ))
 }
 

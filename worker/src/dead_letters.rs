@@ -13,7 +13,6 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
 };
-use std::collections::BTreeSet;
 use std::time::SystemTime;
 use tracing::debug;
 
@@ -173,11 +172,10 @@ pub(crate) fn group(message: &Message) -> Option<String> {
         .cloned()
 }
 
-/// Messages received and left in place, to make visible again; and the ids moved.
+/// Messages received and left in place, to make visible again.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     handles: Vec<String>,
-    pub(crate) moved: BTreeSet<String>,
 }
 
 impl Held {

@@ -101,6 +101,10 @@ pub async fn redrive_selected(
     progress: Progress<'_>,
 ) -> Result<RedriveReport, RedriveError> {
     let mut report = RedriveReport::default();
+    if let Selection::Ids(ids) = selection {
+        // Each id leaves this list as it is moved.
+        report.not_found = ids.iter().cloned().collect();
+    }
     let depth = dead_letters::depth(sqs, dead_letter_url)
         .await
         .map_err(|reason| RedriveError { moved: 0, reason })?;
@@ -118,13 +122,6 @@ pub async fn redrive_selected(
     // Whatever happened, what was held is visible again at once, for a later redrive.
     held.release(sqs, dead_letter_url).await;
     outcome?;
-    if let Selection::Ids(ids) = selection {
-        report.not_found = ids
-            .iter()
-            .filter(|id| !held.moved.contains(*id))
-            .cloned()
-            .collect();
-    }
     info!(
         moved = report.moved,
         left = report.left,
@@ -189,8 +186,9 @@ async fn moves(
                     moved: report.moved,
                     reason,
                 })?;
-            held.moved
-                .insert(message.message_id.clone().unwrap_or_default());
+            report
+                .not_found
+                .retain(|id| Some(id) != message.message_id.as_ref());
             report.moved += 1;
             progress(report, depth);
         }
