@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: help demo test generate fmt lint chart bench-setup bench-worker bench-operator ci
+.PHONY: help demo test test-faults generate fmt lint chart bench-setup bench-worker bench-operator ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worke
 
 test: ## Run every test: unit tests and the tests against the real API server and emulators
 	$(CARGO) test --workspace
+
+test-faults: ## Run the long fault tests (kills, throttling, network faults; docs/reliability.md): the tests marked #[ignore] (HOOKLINE_FAULT_SEED=n replays a run)
+	$(CARGO) test --workspace -- --ignored
 
 generate: ## Regenerate the CRDs (crds/, the chart's templates/crds/), docs/crd-reference.md and the chart README's values table
 	$(CARGO) run -q -p hookline-crds --bin crdgen
