@@ -9,7 +9,10 @@ use hookline_crds::reasons::{
     GATEWAY_NOT_FOUND, INVALID_SPEC, NAMESPACE_NOT_ALLOWED, PATH_CONFLICT, SECRET_FORBIDDEN,
     SECRET_NOT_FOUND,
 };
+use std::collections::BTreeMap;
+
 use hookline_crds::{Webhook, WebhookGateway};
+use k8s_openapi::ByteString;
 use kube::ResourceExt;
 
 use super::super::index::{self, Admission, GatewayIndex};
@@ -64,42 +67,20 @@ pub fn validate(webhook: &Webhook, observed: &Observed, quotas: &Quotas) -> Resu
     if let (Some(api_key), Some(SecretRead::Forbidden)) =
         (&webhook.spec.auth.api_key, &observed.api_key_secret)
     {
-        return Err(forbidden(&namespace, &api_key.secret_ref.name));
+        return Err(forbidden(ROUTE_READY, &namespace, &api_key.secret_ref.name));
     }
     if let (Some(signature), Some(read)) = (&webhook.spec.signature, &observed.signature_secret) {
-        let name = &signature.secret_ref.name;
-        let data = match read {
-            SecretRead::Forbidden => return Err(forbidden(&namespace, name)),
-            SecretRead::Missing => {
-                return Err(invalid(
-                    WORKER_READY,
-                    SECRET_NOT_FOUND,
-                    format!("Secret {name} does not exist"),
-                ));
-            }
-            SecretRead::Found(_) => read.data().cloned().unwrap_or_default(),
+        let used = SecretUse {
+            part: WORKER_READY,
+            field: "signature.secretRef",
+            name: &signature.secret_ref.name,
         };
+        let data = used.data(&namespace, read)?;
         // No keys listed means every key of the Secret: it needs at least one.
         if signature.secret_ref.keys.is_empty() && data.is_empty() {
-            return Err(invalid(
-                WORKER_READY,
-                SECRET_NOT_FOUND,
-                format!("Secret {name} has no keys"),
-            ));
+            return Err(used.refused(format!("Secret {} has no keys", used.name)));
         }
-        let missing: Vec<&String> = signature
-            .secret_ref
-            .keys
-            .iter()
-            .filter(|k| !data.contains_key(*k))
-            .collect();
-        if !missing.is_empty() {
-            return Err(invalid(
-                WORKER_READY,
-                SECRET_NOT_FOUND,
-                format!("Secret {name} has no key(s) {missing:?}"),
-            ));
-        }
+        used.holds(data, &signature.secret_ref.keys)?;
     }
     if let (Some(reference), Some(read)) = (
         webhook
@@ -109,35 +90,22 @@ pub fn validate(webhook: &Webhook, observed: &Observed, quotas: &Quotas) -> Resu
             .and_then(|h| h.verify_token_secret_ref.as_ref()),
         &observed.handshake_secret,
     ) {
-        let name = &reference.name;
-        let token = match read {
-            SecretRead::Forbidden => return Err(forbidden(&namespace, name)),
-            SecretRead::Missing => {
-                return Err(invalid(
-                    ROUTE_READY,
-                    SECRET_NOT_FOUND,
-                    format!("Secret {name} (handshake.verifyTokenSecretRef) does not exist"),
-                ));
-            }
-            SecretRead::Found(data) => data.get(&reference.key),
+        let used = SecretUse {
+            part: ROUTE_READY,
+            field: "handshake.verifyTokenSecretRef",
+            name: &reference.name,
         };
-        let Some(token) = token else {
-            return Err(invalid(
-                ROUTE_READY,
-                SECRET_NOT_FOUND,
-                format!(
-                    "Secret {name} has no key {:?} (handshake.verifyTokenSecretRef)",
-                    reference.key
-                ),
-            ));
-        };
-        if let Err(e) = handshake_template(&Handshake::Meta {
-            verify_token: desired::verify_token(token),
-        }) {
+        let data = used.data(&namespace, read)?;
+        used.holds(data, std::slice::from_ref(&reference.key))?;
+        if let Some(token) = data.get(&reference.key)
+            && let Err(e) = handshake_template(&Handshake::Meta {
+                verify_token: desired::verify_token(token),
+            })
+        {
             return Err(invalid(
                 ROUTE_READY,
                 INVALID_SPEC,
-                format!("Secret {name} key {:?}: {e}", reference.key),
+                format!("Secret {} key {:?}: {e}", used.name, reference.key),
             ));
         }
     }
@@ -157,9 +125,53 @@ pub fn validate(webhook: &Webhook, observed: &Observed, quotas: &Quotas) -> Resu
     })
 }
 
-fn forbidden(namespace: &str, name: &str) -> Invalid {
+/// A Secret the spec names at `field`, whose faults are reported on `part`: the
+/// condition of what needs it (the worker verifies signatures; the route serves the API
+/// key and the handshake).
+struct SecretUse<'a> {
+    part: &'static str,
+    field: &'static str,
+    name: &'a str,
+}
+
+impl SecretUse<'_> {
+    fn refused(&self, message: String) -> Invalid {
+        invalid(
+            self.part,
+            SECRET_NOT_FOUND,
+            format!("{message} ({})", self.field),
+        )
+    }
+
+    /// The Secret's data, or why there is none.
+    fn data<'r>(
+        &self,
+        namespace: &str,
+        read: &'r SecretRead,
+    ) -> Result<&'r BTreeMap<String, ByteString>, Invalid> {
+        match read {
+            SecretRead::Found(data) => Ok(data),
+            SecretRead::Forbidden => Err(forbidden(self.part, namespace, self.name)),
+            SecretRead::Missing => {
+                Err(self.refused(format!("Secret {} does not exist", self.name)))
+            }
+        }
+    }
+
+    /// Refuses unless `data` holds every key of `keys`.
+    fn holds(&self, data: &BTreeMap<String, ByteString>, keys: &[String]) -> Result<(), Invalid> {
+        let missing: Vec<&String> = keys.iter().filter(|k| !data.contains_key(*k)).collect();
+        match missing.as_slice() {
+            [] => Ok(()),
+            [key] => Err(self.refused(format!("Secret {} has no key {key:?}", self.name))),
+            _ => Err(self.refused(format!("Secret {} has no keys {missing:?}", self.name))),
+        }
+    }
+}
+
+fn forbidden(part: &'static str, namespace: &str, name: &str) -> Invalid {
     invalid(
-        WORKER_READY,
+        part,
         SECRET_FORBIDDEN,
         format!(
             "the operator may not read Secret {name} in namespace {namespace}; grant it \
@@ -201,7 +213,6 @@ fn admission(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
 
     fn webhook(spec: serde_json::Value) -> Webhook {
         let mut base = serde_json::json!({
@@ -306,7 +317,7 @@ mod tests {
                 "API key Secret unreadable",
                 keyed.clone(),
                 with(&|o| o.api_key_secret = Some(SecretRead::Forbidden)),
-                Some((WORKER_READY, SECRET_FORBIDDEN)),
+                Some((ROUTE_READY, SECRET_FORBIDDEN)),
             ),
             (
                 "API key Secret missing: made later",
@@ -330,7 +341,7 @@ mod tests {
                 "handshake Secret unreadable",
                 meta.clone(),
                 with(&|o| o.handshake_secret = Some(SecretRead::Forbidden)),
-                Some((WORKER_READY, SECRET_FORBIDDEN)),
+                Some((ROUTE_READY, SECRET_FORBIDDEN)),
             ),
             (
                 "handshake token with a line break inside",
