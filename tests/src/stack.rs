@@ -79,10 +79,22 @@ impl Stack {
 
     /// The operator on `bench`, calling AWS at `aws_endpoint`.
     async fn on(bench: Bench, aws_endpoint: &str) -> Result<Self> {
+        let kubeconfig = bench.kube.kubeconfig_path().to_owned();
+        Self::on_via(bench, aws_endpoint, &kubeconfig).await
+    }
+
+    /// The operator on `bench`, calling AWS at `aws_endpoint` and the API server
+    /// through `kubeconfig` (e.g. both through toxiproxy); the test's own clients
+    /// ([`Stack::client`], [`Stack::sdk`]) reach the bench directly.
+    pub async fn on_via(
+        bench: Bench,
+        aws_endpoint: &str,
+        kubeconfig: &std::path::Path,
+    ) -> Result<Self> {
         let client = bench.kube.client().await?;
         let sdk = bench.aws.sdk_config().await;
         let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
-        let kubeconfig = bench.kube.kubeconfig_path().display().to_string();
+        let kubeconfig = kubeconfig.display().to_string();
         let mut env = aws_env(&bench);
         env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
         env.extend([
