@@ -392,15 +392,17 @@ async fn network_faults_to_the_api_server_and_aws_delay_but_never_stop_reconcile
             }
             anyhow::Ok(())
         };
-        let (ready, lifted) = tokio::join!(
-            stack.webhook(webhook, ("stripe-webhook", "signing-secret", "whsec_net")),
-            lift
-        );
+        let webhook_ready = async {
+            let ready = stack
+                .webhook(webhook, ("stripe-webhook", "signing-secret", "whsec_net"))
+                .await;
+            (ready, phase_started.elapsed())
+        };
+        let ((ready, took), lifted) = tokio::join!(webhook_ready, lift);
         lifted?;
         ready.with_context(|| format!("the Webhook of phase {name}"))?;
         eprintln!(
-            "phase {name}: Webhook net{i} Ready {:?} after the phase began ({:?} since start)",
-            phase_started.elapsed(),
+            "phase {name} (lifted after 15 s): Webhook net{i} Ready {took:?} after the phase began ({:?} since start)",
             started.elapsed()
         );
         stack.operator_mut().check_running()?;

@@ -143,7 +143,7 @@ impl Rule {
 
     fn matches(&self, call: &Call) -> bool {
         self.service == call.service
-            && (self.operations.is_empty() || self.operations.iter().any(|o| *o == call.operation))
+            && (self.operations.is_empty() || self.operations.contains(&call.operation))
     }
 }
 
@@ -1021,7 +1021,7 @@ mod tests {
         let first = decide(7);
         assert_eq!(first, decide(7), "the same seed draws the same");
         assert!(first.iter().any(|d| matches!(d, Decision::FailEntries(_))));
-        assert!(first.iter().any(|d| *d == Decision::Forward));
+        assert!(first.contains(&Decision::Forward));
         for d in &first {
             if let Decision::FailEntries(ids) = d {
                 assert!(ids.iter().all(|id| ["0", "1", "2"].contains(&id.as_str())));

@@ -265,6 +265,28 @@ async fn partial_batch_failures_and_throttled_receives_lose_nothing() -> Result<
         counter(&lines, "delete_errors") >= failed_deletes as f64,
         "the worker's metrics count the refused deletes: {lines:?}"
     );
+    // Each refused visibility entry is said: a refused extension in the metrics, a
+    // refused give-back in the log (the message then waits for its timeout).
+    let failed_changes = counts
+        .injected
+        .iter()
+        .filter(|((_, op, _), _)| op == "ChangeMessageVisibilityBatch")
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    let log = std::fs::read_to_string(bench.workdir().join("worker-faults-batch.log"))?;
+    let give_backs_refused = log
+        .lines()
+        .filter(|l| l.contains("refused to make an undelivered message visible again"))
+        .count() as u64;
+    let extensions_refused = counter(&lines, "extensions_refused") as u64;
+    eprintln!(
+        "failed visibility entries {failed_changes}: {give_backs_refused} give-backs refused (log), {extensions_refused} extensions refused (metric)"
+    );
+    assert_eq!(
+        give_backs_refused + extensions_refused,
+        failed_changes,
+        "every refused visibility change is logged or counted"
+    );
     Ok(())
 }
 
