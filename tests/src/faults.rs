@@ -581,6 +581,9 @@ pub fn answer(fault: Fault, request_id: &str) -> Response {
         // SQS speaks AWS JSON 1.0 with the awsQueryCompatible trait: `__type` is the
         // shape id, and `x-amzn-query-error` carries the query protocol's code and
         // fault, which the SDKs prefer as the error code.
+        // BatchEntryFailure is answered per entry by `forward_batch`; a whole request
+        // never carries it, so here it stands for what a whole batch would get when
+        // SQS fails it: ServiceUnavailable.
         Fault::SqsRequestThrottled | Fault::SqsServiceUnavailable | Fault::BatchEntryFailure => {
             json(&mut headers, "application/x-amz-json-1.0");
             let (status, kind, message) = match fault {
