@@ -32,7 +32,7 @@ chart: ## Check the Helm chart only: lint, render, install on a new API server, 
 	$(CARGO) build -q -p hookline-operator --bins
 	$(CARGO) test -p hookline-tests --test chart
 
-bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs, the emulator venvs (MiniStack, moto, LocalStack) and fetch ElasticMQ into ~/.cache/hookline (tests do it on demand)
+bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs, the emulator venvs (MiniStack, moto, LocalStack), toxiproxy, and fetch ElasticMQ into ~/.cache/hookline (tests do it on demand)
 	tests/kube-bench/build.sh
 	tests/helm/build.sh
 	tests/velocity/build.sh
@@ -40,6 +40,7 @@ bench-setup: ## Build kube-apiserver/etcd, helm, the monitoring CRDs, the emulat
 	tests/monitoring-crds/gen.sh
 	tests/emulators/setup.sh
 	tests/elasticmq/setup.sh
+	tests/toxiproxy/build.sh
 
 # Both release benchmarks build both binaries: one feature set for the shared
 # dependencies, so that neither build recompiles the AWS SDK after the other.

@@ -10,6 +10,10 @@
 //! - [`aws`]: the emulators and SDK configs pointed at them.
 //! - [`elasticmq`]: ElasticMQ, a fast SQS-compatible server for benchmarks (not a
 //!   correctness oracle: see docs/emulators.md).
+//! - [`faults`]: a proxy in front of an emulator answering chosen calls with AWS's
+//!   own errors (throttling, 5xx, batch entries failed), seeded and counted.
+//! - [`toxiproxy`]: network faults (latency, resets, timeouts) between a binary and
+//!   the emulator or the API server.
 //! - [`iam`]: IAM users holding only the chart's policies, for enforced-IAM tests.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
 //! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
@@ -28,10 +32,12 @@
 pub mod aws;
 pub mod chart_docs;
 pub mod elasticmq;
+pub mod faults;
 pub mod iam;
 pub mod kube;
 pub mod process;
 pub mod stack;
+pub mod toxiproxy;
 pub mod util;
 pub mod velocity;
 

@@ -14,6 +14,7 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::faults::{FaultProxy, Rule};
 use crate::process::Supervised;
 use crate::util::wait_for;
 use crate::{Bench, EmulatorKind};
@@ -26,6 +27,7 @@ pub struct Stack {
     pub client: kube::Client,
     pub sdk: aws_config::SdkConfig,
     operator: Supervised,
+    metrics: String,
 }
 
 impl std::fmt::Debug for Stack {
@@ -56,12 +58,47 @@ impl Stack {
         let bench = Bench::start_on(kind, crate::aws::Options::default())
             .await
             .context("starting the bench")?;
+        let endpoint = bench.aws.endpoint().to_owned();
+        Self::on(bench, &endpoint).await
+    }
+
+    /// [`Stack::start`] with the operator reaching AWS through a
+    /// [`FaultProxy`] in front of the emulator, with `rules`; the test and the
+    /// stack's own calls ([`Stack::sdk`]) go to the emulator directly.
+    pub async fn start_with_faults(
+        kind: EmulatorKind,
+        rules: Vec<Rule>,
+    ) -> Result<(Self, FaultProxy)> {
+        let bench = Bench::start_on(kind, crate::aws::Options::default())
+            .await
+            .context("starting the bench")?;
+        let proxy = FaultProxy::start(bench.aws.endpoint(), rules).await?;
+        let stack = Self::on(bench, proxy.endpoint()).await?;
+        Ok((stack, proxy))
+    }
+
+    /// The operator on `bench`, calling AWS at `aws_endpoint`.
+    async fn on(bench: Bench, aws_endpoint: &str) -> Result<Self> {
+        let kubeconfig = bench.kube.kubeconfig_path().to_owned();
+        Self::on_via(bench, aws_endpoint, &kubeconfig).await
+    }
+
+    /// The operator on `bench`, calling AWS at `aws_endpoint` and the API server
+    /// through `kubeconfig` (e.g. both through toxiproxy); the test's own clients
+    /// ([`Stack::client`], [`Stack::sdk`]) reach the bench directly.
+    pub async fn on_via(
+        bench: Bench,
+        aws_endpoint: &str,
+        kubeconfig: &std::path::Path,
+    ) -> Result<Self> {
         let client = bench.kube.client().await?;
         let sdk = bench.aws.sdk_config().await;
         let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
-        let kubeconfig = bench.kube.kubeconfig_path().display().to_string();
+        let kubeconfig = kubeconfig.display().to_string();
         let mut env = aws_env(&bench);
+        env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
         env.extend([
+            ("AWS_ENDPOINT_URL", aws_endpoint),
             ("KUBECONFIG", kubeconfig.as_str()),
             ("HOOKLINE_LEADER_ELECTION", "false"),
             ("HOOKLINE_METRICS_ADDR", metrics.as_str()),
@@ -81,12 +118,31 @@ impl Stack {
             client,
             sdk,
             operator,
+            metrics,
         })
+    }
+
+    /// The operator's metrics address (`127.0.0.1:port`).
+    pub fn metrics_addr(&self) -> &str {
+        &self.metrics
     }
 
     /// The `example.com` zone and the sample gateway (`crds/samples/webhookgateway.yaml`,
     /// `hooks.example.com`), Ready.
     pub async fn gateway(&mut self) -> Result<WebhookGateway> {
+        self.apply_gateway().await?;
+        let gateways: Api<WebhookGateway> = Api::all(self.client.clone());
+        self.wait_ready("the gateway public", Duration::from_secs(180), || async {
+            Ok(ready(
+                gateways.get("public").await?.status.map(|s| s.conditions),
+            ))
+        })
+        .await?;
+        Ok(gateways.get("public").await?)
+    }
+
+    /// The `example.com` zone and the sample gateway, applied; not waited for.
+    pub async fn apply_gateway(&self) -> Result<()> {
         aws_sdk_route53::Client::new(&self.sdk)
             .create_hosted_zone()
             .name("example.com")
@@ -103,13 +159,7 @@ impl Stack {
                 &Patch::Apply(&gateway),
             )
             .await?;
-        self.wait_ready("the gateway public", Duration::from_secs(180), || async {
-            Ok(ready(
-                gateways.get("public").await?.status.map(|s| s.conditions),
-            ))
-        })
-        .await?;
-        Ok(gateways.get("public").await?)
+        Ok(())
     }
 
     /// Applies `webhook` (its namespace is created, allowed by the sample gateway,

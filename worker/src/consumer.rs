@@ -670,8 +670,20 @@ impl<H: Handler> Shared<H> {
         let changes =
             change_visibility(&self.sqs, &self.config.queue_url, &entries, Duration::ZERO).await;
         for ((_, message_id), change) in entries.iter().zip(changes) {
-            if let Change::Refused(code) = change {
-                debug!(%message_id, %code, "giving back refused (message already gone?)");
+            match change {
+                // The message is no longer ours to give back: nothing to do.
+                Change::Refused(code)
+                    if code == "ReceiptHandleIsInvalid" || code == "MessageNotInflight" =>
+                {
+                    debug!(%message_id, %code, "giving back refused (message already gone?)");
+                }
+                // A failure on SQS's side (e.g. InternalError inside a 200 answer): the
+                // message is still hidden, so it and its group wait for its visibility
+                // timeout instead of coming back at once.
+                Change::Refused(code) => {
+                    warn!(%message_id, %code, "SQS refused to make an undelivered message visible again; it returns after its visibility timeout, and its group waits until then");
+                }
+                Change::Accepted(_) | Change::Unknown => {}
             }
         }
     }
