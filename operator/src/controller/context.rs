@@ -79,7 +79,8 @@ pub struct Timing {
     pub resync: Duration,
     /// Check again this soon while something is in progress (a certificate, a gateway).
     pub pending: Duration,
-    /// Retry this soon after an error.
+    /// Retry at most this long after an error: retries start sooner and double up to
+    /// it, jittered ([`super::retry`]).
     pub error: Duration,
     /// Collect route changes this long before one deployment.
     pub deploy_window: Duration,
@@ -144,6 +145,8 @@ pub struct Context {
     /// Reconciles of one kind that run at once, per watch scope
     /// ([`DEFAULT_CONCURRENCY`]).
     pub concurrency: u16,
+    /// Consecutive failures per object, for their retries' backoff.
+    pub retries: Arc<super::retry::Retries>,
 }
 
 /// Reconciles of one kind at once, per watch scope. Each waiting reconcile holds its
@@ -213,6 +216,7 @@ impl Context {
             quotas: Quotas::default(),
             steady: Arc::default(),
             concurrency: DEFAULT_CONCURRENCY,
+            retries: Arc::default(),
         })
     }
 

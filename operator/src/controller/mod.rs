@@ -18,6 +18,7 @@
 //!   writes and condition Events.
 //! - [`steady`]: what a full pass proved, so a steady-state resync makes two reads;
 //!   when the full pass (the audit) runs anyway.
+//! - [`retry`]: when a failed reconcile runs again (per object, backoff with jitter).
 //! - [`run`]: runs the controllers.
 
 pub mod context;
@@ -27,6 +28,7 @@ pub mod hostname;
 pub mod identity;
 pub mod index;
 pub mod metrics;
+pub mod retry;
 pub mod run;
 pub mod selector;
 pub mod status;

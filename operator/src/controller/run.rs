@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::context::{self, Context};
 use super::index::GatewayConcern;
-use super::{Error, gateway, webhook};
+use super::{Error, gateway, retry, webhook};
 
 /// Runs one reconcile, counts it, and logs its outcome once (info; warn for a
 /// failure): the object, the result and when it runs again, so a crashed instance's
@@ -46,24 +46,32 @@ where
     };
     ctx.metrics.observe(kind, outcome, elapsed);
     let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let key = retry::key(obj);
     match &result {
-        Ok(action) => tracing::info!(
-            kind,
-            %object,
-            result = outcome,
-            requeue = %requeue(action, &ctx.timing),
-            millis,
-            "reconciled"
-        ),
-        Err(error) => tracing::warn!(
-            kind,
-            %object,
-            result = outcome,
-            %error,
-            requeue = %format!("{}s", ctx.timing.error.as_secs()),
-            millis,
-            "reconciled"
-        ),
+        Ok(action) => {
+            ctx.retries.succeeded(&key);
+            tracing::info!(
+                kind,
+                %object,
+                result = outcome,
+                requeue = %requeue(action, &ctx.timing),
+                millis,
+                "reconciled"
+            );
+        }
+        Err(error) => {
+            // error_policy reads this delay back: the log says when the retry runs.
+            let delay = ctx.retries.failed(&key, ctx.timing.error);
+            tracing::warn!(
+                kind,
+                %object,
+                result = outcome,
+                %error,
+                requeue = %format!("{:.1}s", delay.as_secs_f64()),
+                millis,
+                "reconciled"
+            );
+        }
     }
     result
 }
@@ -113,9 +121,10 @@ fn watch_config() -> watcher::Config {
 /// Reconciles of one kind running at once.
 pub const CONCURRENCY: u16 = 16;
 
-fn error_policy<K>(_obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Retries a failed reconcile after the delay [`measured`] chose for the object.
+fn error_policy<K: kube::Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::debug!(%error, kind = error.metric_label(), "reconcile failed; retrying");
-    Action::requeue(ctx.timing.error)
+    Action::requeue(ctx.retries.delay(&retry::key(&*obj), ctx.timing.error))
 }
 
 /// Runs the gateway controller and one webhook controller per watched namespace
