@@ -26,6 +26,7 @@ pub struct Stack {
     pub client: kube::Client,
     pub sdk: aws_config::SdkConfig,
     operator: Supervised,
+    metrics_addr: String,
 }
 
 impl std::fmt::Debug for Stack {
@@ -53,35 +54,41 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Stack {
     /// Starts a bench on `kind` and the operator against it.
     pub async fn start(kind: EmulatorKind) -> Result<Self> {
+        Self::start_with(kind, &[]).await
+    }
+
+    /// [`Stack::start`] with more (or overriding) environment variables for the
+    /// operator, e.g. `HOOKLINE_LEADER_ELECTION=true`.
+    pub async fn start_with(kind: EmulatorKind, extra: &[(&str, &str)]) -> Result<Self> {
         let bench = Bench::start_on(kind, crate::aws::Options::default())
             .await
             .context("starting the bench")?;
         let client = bench.kube.client().await?;
         let sdk = bench.aws.sdk_config().await;
-        let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
-        let kubeconfig = bench.kube.kubeconfig_path().display().to_string();
-        let mut env = aws_env(&bench);
-        env.extend([
-            ("KUBECONFIG", kubeconfig.as_str()),
-            ("HOOKLINE_LEADER_ELECTION", "false"),
-            ("HOOKLINE_METRICS_ADDR", metrics.as_str()),
-            ("HOOKLINE_CLUSTER_NAME", "stack"),
-            ("HOOKLINE_LOG_FORMAT", "text"),
-            ("RUST_LOG", "info"),
-        ]);
-        let operator = Supervised::spawn(
-            "hookline-operator",
-            &workspace_binary("hookline-operator")?,
-            std::iter::empty::<&str>(),
-            &env,
-            bench.workdir().join("operator.log"),
-        )?;
+        let (operator, metrics_addr) = spawn_operator(&bench, "operator", extra)?;
         Ok(Self {
             bench,
             client,
             sdk,
             operator,
+            metrics_addr,
         })
+    }
+
+    /// Another operator process on this stack (a second replica), logging to
+    /// `<name>.log`, with its own metrics address (returned); `extra` as in
+    /// [`Stack::start_with`].
+    pub fn spawn_operator(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Supervised, String)> {
+        spawn_operator(&self.bench, name, extra)
+    }
+
+    /// `127.0.0.1:<port>` of the operator's /metrics.
+    pub fn metrics_addr(&self) -> &str {
+        &self.metrics_addr
     }
 
     /// The `example.com` zone and the sample gateway (`crds/samples/webhookgateway.yaml`,
@@ -257,6 +264,35 @@ impl Stack {
         self.operator.check_running()?;
         waited.with_context(|| format!("operator log:\n{}", self.operator.log_tail(30)))
     }
+}
+
+/// Starts the operator binary against `bench`: leader election off unless `extra`
+/// turns it on; `extra` comes last, so it overrides.
+fn spawn_operator(
+    bench: &Bench,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<(Supervised, String)> {
+    let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
+    let kubeconfig = bench.kube.kubeconfig_path().display().to_string();
+    let mut env = aws_env(bench);
+    env.extend([
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("HOOKLINE_LEADER_ELECTION", "false"),
+        ("HOOKLINE_METRICS_ADDR", metrics.as_str()),
+        ("HOOKLINE_CLUSTER_NAME", "stack"),
+        ("HOOKLINE_LOG_FORMAT", "text"),
+        ("RUST_LOG", "info"),
+    ]);
+    env.extend(extra.iter().copied());
+    let operator = Supervised::spawn(
+        "hookline-operator",
+        &workspace_binary("hookline-operator")?,
+        std::iter::empty::<&str>(),
+        &env,
+        bench.workdir().join(format!("{name}.log")),
+    )?;
+    Ok((operator, metrics))
 }
 
 fn aws_env(bench: &Bench) -> Vec<(&'static str, &str)> {
