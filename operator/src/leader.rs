@@ -62,7 +62,9 @@ pub async fn acquire(client: &kube::Client, config: &LeaseConfig) -> tokio::time
                 return sent;
             }
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, lease = %config.name, "reading or taking the lease failed; retrying"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, lease = %config.name, "reading or taking the lease failed; retrying")
+            }
             Err(_) => tracing::warn!(lease = %config.name, "taking the lease timed out; retrying"),
         }
         tokio::time::sleep(config.renew).await;

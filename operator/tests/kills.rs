@@ -63,7 +63,9 @@ impl Rng {
 
     /// A duration uniform in [low, high).
     fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let span = u64::try_from((high - low).as_millis()).unwrap_or(u64::MAX).max(1);
+        let span = u64::try_from((high - low).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         low + Duration::from_millis(self.next() % span)
     }
 }
@@ -211,7 +213,13 @@ async fn rest_apis_of(clients: &AwsClients, uid: &str) -> Result<usize> {
         .unwrap_or_default();
     Ok(apis
         .iter()
-        .filter(|a| a.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).map(String::as_str) == Some(uid))
+        .filter(|a| {
+            a.tags
+                .as_ref()
+                .and_then(|t| t.get(OWNER_TAG))
+                .map(String::as_str)
+                == Some(uid)
+        })
         .count())
 }
 
@@ -223,7 +231,11 @@ fn crash_and_restart(operator: &mut Supervised) -> Result<()> {
 
 /// Creates (or deletes) `names` at seeded intervals on a task of its own, so that the
 /// kills land between and during the requests.
-fn paced<F, Fut>(names: Vec<String>, gaps: Vec<Duration>, mut each: F) -> tokio::task::JoinHandle<Result<()>>
+fn paced<F, Fut>(
+    names: Vec<String>,
+    gaps: Vec<Duration>,
+    mut each: F,
+) -> tokio::task::JoinHandle<Result<()>>
 where
     F: FnMut(String) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
@@ -273,7 +285,11 @@ async fn fifty_webhooks_created_and_deleted_through_twenty_five_sigkills() -> Re
             let webhooks = webhooks.clone();
             async move {
                 webhooks
-                    .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&webhook(NS, &name)))
+                    .patch(
+                        &name,
+                        &PatchParams::apply(MANAGER),
+                        &Patch::Apply(&webhook(NS, &name)),
+                    )
                     .await
                     .with_context(|| format!("applying Webhook {name}"))?;
                 Ok(())
@@ -292,9 +308,12 @@ async fn fifty_webhooks_created_and_deleted_through_twenty_five_sigkills() -> Re
         let list = webhooks.list(&ListParams::default()).await?;
         Ok::<_, anyhow::Error>(list.items.iter().filter(|w| is_ready(w)).count())
     };
-    let waited = wait_alive(&mut stack, "all 50 Webhooks Ready", Duration::from_secs(420), || async {
-        Ok(ready_count().await? == WEBHOOKS)
-    })
+    let waited = wait_alive(
+        &mut stack,
+        "all 50 Webhooks Ready",
+        Duration::from_secs(420),
+        || async { Ok(ready_count().await? == WEBHOOKS) },
+    )
     .await;
     let converged = started.elapsed();
     waited.with_context(|| {
@@ -330,17 +349,25 @@ async fn fifty_webhooks_created_and_deleted_through_twenty_five_sigkills() -> Re
     for (uid, name) in &uids {
         let pairs = per_owner.get(uid).copied().unwrap_or(0);
         if pairs != 2 {
-            problems.push(format!("{name}: {pairs} queues tagged with its uid (want 2)"));
+            problems.push(format!(
+                "{name}: {pairs} queues tagged with its uid (want 2)"
+            ));
         }
         duplicates += pairs.saturating_sub(2);
         let path = format!("/{NS}/{name}");
-        let posts = routes.iter().filter(|(p, post)| *p == path && *post).count();
+        let posts = routes
+            .iter()
+            .filter(|(p, post)| *p == path && *post)
+            .count();
         if posts != 1 {
             problems.push(format!("{name}: {posts} POST routes at {path} (want 1)"));
         }
         duplicates += posts.saturating_sub(1);
     }
-    let foreign: Vec<&String> = per_owner.keys().filter(|o| !uids.contains_key(*o)).collect();
+    let foreign: Vec<&String> = per_owner
+        .keys()
+        .filter(|o| !uids.contains_key(*o))
+        .collect();
     let apis = rest_apis_of(&aws, &gateway_uid).await?;
     eprintln!(
         "fifty_webhooks creation: {WEBHOOKS} Webhooks Ready {converged:?} after the first apply, {:?} after the last of {CREATE_KILLS} SIGKILLs (at {kill_moments:?}); duplicates found: {duplicates}; queues tagged by no live Webhook: {}; REST APIs of the gateway: {apis}",
@@ -349,7 +376,10 @@ async fn fifty_webhooks_created_and_deleted_through_twenty_five_sigkills() -> Re
     );
     assert!(problems.is_empty(), "after creation: {problems:#?}");
     assert_eq!(duplicates, 0);
-    assert!(foreign.is_empty(), "queues owned by no Webhook: {foreign:?}");
+    assert!(
+        foreign.is_empty(),
+        "queues owned by no Webhook: {foreign:?}"
+    );
     assert_eq!(apis, 1, "one REST API for the gateway");
 
     // Deletion: all 50 deleted 0–300 ms apart, under 5 more kills 1–4 s apart.
@@ -376,9 +406,18 @@ async fn fifty_webhooks_created_and_deleted_through_twenty_five_sigkills() -> Re
     }
     deleter.await.context("the deleting task")??;
     // A Webhook is gone from the API server only once its finalizer is removed.
-    let waited = wait_alive(&mut stack, "all Webhooks gone", Duration::from_secs(300), || async {
-        Ok(webhooks.list(&ListParams::default()).await?.items.is_empty())
-    })
+    let waited = wait_alive(
+        &mut stack,
+        "all Webhooks gone",
+        Duration::from_secs(300),
+        || async {
+            Ok(webhooks
+                .list(&ListParams::default())
+                .await?
+                .items
+                .is_empty())
+        },
+    )
     .await;
     let gone_after = deleting.elapsed();
     waited.with_context(|| format!("operator log:\n{}", stack.operator().log_tail(40)))?;
@@ -409,7 +448,12 @@ async fn fifty_webhooks_created_and_deleted_through_twenty_five_sigkills() -> Re
 /// Polls `check` every 500 ms until it holds, for at most `timeout`; fails at once
 /// when the operator process exits by itself (the test restarts it only after a kill
 /// of its own).
-async fn wait_alive<F, Fut>(stack: &mut Stack, what: &str, timeout: Duration, mut check: F) -> Result<()>
+async fn wait_alive<F, Fut>(
+    stack: &mut Stack,
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -435,12 +479,10 @@ where
 /// The body of `GET /metrics` on `addr` (HTTP/1.0, so the server closes).
 async fn metrics(addr: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .with_context(|| format!("connecting to {addr}"))??;
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .with_context(|| format!("connecting to {addr}"))??;
     stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .await?;
@@ -451,6 +493,9 @@ async fn metrics(addr: &str) -> Result<String> {
     let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
     Ok(body.to_owned())
 }
+
+/// When, and what each replica said ([`replica_state`] of A, then B).
+type Sample = (Duration, Option<(i64, u64)>, Option<(i64, u64)>);
 
 /// What one replica's /metrics says: (leader gauge, AWS calls made so far). `None`
 /// when it does not answer (killed, or not yet serving).
@@ -527,6 +572,22 @@ fn worker(stack: &Stack, webhook: &Webhook, handler: &str) -> Result<Supervised>
     )
 }
 
+/// The queue's VisibilityTimeout attribute.
+async fn visibility(aws: &AwsClients, queue: &str) -> Result<Option<String>> {
+    let name = aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout;
+    Ok(aws
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .with_context(|| format!("reading the attributes of {queue}"))?
+        .attributes
+        .unwrap_or_default()
+        .remove(&name))
+}
+
 const LEADER_ENV: [(&str, &str); 2] = [
     ("HOOKLINE_LEADER_ELECTION", "true"),
     ("POD_NAMESPACE", "default"),
@@ -545,11 +606,20 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
     stack.gateway().await?;
     namespace(&stack, NS).await?;
     let before = stack
-        .webhook(webhook(NS, "before"), ("stripe-webhook", "signing-secret", "whsec_kills"))
+        .webhook(
+            webhook(NS, "before"),
+            ("stripe-webhook", "signing-secret", "whsec_kills"),
+        )
         .await?;
     let (handler, seen) = recording_handler().await?;
     let mut worker = worker(&stack, &before, &handler)?;
-    let queue = before.status.clone().unwrap_or_default().queue.context("queue")?.url;
+    let queue = before
+        .status
+        .clone()
+        .unwrap_or_default()
+        .queue
+        .context("queue")?
+        .url;
     let aws = clients(&stack);
 
     // Messages go into the queue all along, by a client that needs no API server.
@@ -560,7 +630,10 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
         let queue = queue.clone();
         tokio::spawn(async move {
             for n in 0..10_000u32 {
-                let body = format!("{{\"data\":{{\"object\":{{\"customer\":\"c{}\",\"n\":{n}}}}}}}", n % 4);
+                let body = format!(
+                    "{{\"data\":{{\"object\":{{\"customer\":\"c{}\",\"n\":{n}}}}}}}",
+                    n % 4
+                );
                 let ok = sqs
                     .send_message()
                     .queue_url(&queue)
@@ -571,7 +644,9 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
                     .await
                     .is_ok();
                 if ok {
-                    sent.lock().unwrap_or_else(PoisonError::into_inner).push((Instant::now(), body));
+                    sent.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((Instant::now(), body));
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -592,6 +667,7 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
         .context("changing the visibility timeout")?;
     stack.bench.kube.stop()?;
     let outage = Instant::now();
+    let applied_before = visibility(&aws, &queue).await?.as_deref() == Some("45");
     let seen_at_outage = seen.lock().unwrap_or_else(PoisonError::into_inner).len();
 
     // 3 s in, the leader is stopped with SIGTERM: it must exit promptly although it
@@ -604,7 +680,9 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
         .wait_exit(Duration::from_secs(60))
         .await?;
     let term_exit = term.elapsed();
-    eprintln!("api_server_away: SIGTERM with the API server gone: exited after {term_exit:?} ({exited:?})");
+    eprintln!(
+        "api_server_away: SIGTERM with the API server gone: exited after {term_exit:?} ({exited:?})"
+    );
     let exited = exited.with_context(|| {
         format!(
             "the operator did not exit within 60 s of SIGTERM:\n{}",
@@ -636,38 +714,36 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
         stack.operator().log_tail(30)
     );
     assert!(worker_ok, "the worker died:\n{}", worker.log_tail(30));
-    assert!(seen_during > 0, "the worker delivered nothing while the API server was away");
+    assert!(
+        seen_during > 0,
+        "the worker delivered nothing while the API server was away"
+    );
 
     // After the restart: leader again, the change applied, a new Webhook Ready.
     let addr = stack.metrics_addr().to_owned();
-    wait_for("the operator leading again", Duration::from_secs(60), || async {
-        Ok(replica_state(&addr).await.is_some_and(|(leader, _)| leader == 1))
-    })
+    wait_for(
+        "the operator leading again",
+        Duration::from_secs(60),
+        || async {
+            Ok(replica_state(&addr)
+                .await
+                .is_some_and(|(leader, _)| leader == 1))
+        },
+    )
     .await?;
     let leading_after = back.elapsed();
     wait_for(
         "the pre-outage change applied (VisibilityTimeout 45)",
         Duration::from_secs(120),
-        || async {
-            let attrs = aws
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&queue)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
-                .send()
-                .await?
-                .attributes
-                .unwrap_or_default();
-            Ok(attrs
-                .get(&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
-                .map(String::as_str)
-                == Some("45"))
-        },
+        || async { Ok(visibility(&aws, &queue).await?.as_deref() == Some("45")) },
     )
     .await?;
     let applied_after = back.elapsed();
     stack
-        .webhook(webhook(NS, "after"), ("stripe-webhook", "signing-secret", "whsec_kills"))
+        .webhook(
+            webhook(NS, "after"),
+            ("stripe-webhook", "signing-secret", "whsec_kills"),
+        )
         .await?;
     let new_ready_after = back.elapsed();
     sender.abort();
@@ -677,13 +753,22 @@ async fn the_api_server_away_for_thirty_seconds() -> Result<()> {
         .iter()
         .map(|(_, b)| b.clone())
         .collect();
-    wait_for("every sent message handled", Duration::from_secs(60), || async {
-        let seen: HashSet<String> = seen.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
-        Ok(all_sent.is_subset(&seen))
-    })
+    wait_for(
+        "every sent message handled",
+        Duration::from_secs(60),
+        || async {
+            let seen: HashSet<String> = seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect();
+            Ok(all_sent.is_subset(&seen))
+        },
+    )
     .await?;
     eprintln!(
-        "api_server_away: after the restart: leader after {leading_after:?}, the change applied after {applied_after:?}, a new Webhook Ready after {new_ready_after:?}; {} messages sent, all handled",
+        "api_server_away: after the restart: leader after {leading_after:?}, the change (already applied when the outage began: {applied_before}) applied after {applied_after:?}, a new Webhook Ready after {new_ready_after:?}; {} messages sent, all handled",
         all_sent.len()
     );
     worker.signal("TERM")?;
@@ -704,16 +789,17 @@ async fn two_replicas_one_leader_through_a_kill_and_an_outage() -> Result<()> {
     // A leads alone until the gateway is Ready; then B joins and stands by.
     stack.gateway().await?;
     namespace(&stack, NS).await?;
-    let (mut b, b_addr) =
-        stack.spawn_operator("operator-b", &[LEADER_ENV[0], LEADER_ENV[1], ("POD_NAME", "operator-b")])?;
+    let (mut b, b_addr) = stack.spawn_operator(
+        "operator-b",
+        &[LEADER_ENV[0], LEADER_ENV[1], ("POD_NAME", "operator-b")],
+    )?;
     let a_addr = stack.metrics_addr().to_owned();
     let kubelet = play_kubelet(stack.client.clone(), NS);
     let webhooks: Api<Webhook> = Api::namespaced(stack.client.clone(), NS);
 
     // Samples every 200 ms of both /metrics: never two leaders, and the standby's
     // AWS call counter does not move.
-    let samples: Arc<Mutex<Vec<(Duration, Option<(i64, u64)>, Option<(i64, u64)>)>>> =
-        Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let t0 = Instant::now();
     let sampler = {
         let samples = samples.clone();
@@ -734,7 +820,11 @@ async fn two_replicas_one_leader_through_a_kill_and_an_outage() -> Result<()> {
         let name = name.to_owned();
         async move {
             webhooks
-                .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&webhook(NS, &name)))
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER),
+                    &Patch::Apply(&webhook(NS, &name)),
+                )
                 .await
                 .with_context(|| format!("applying Webhook {name}"))
         }
@@ -743,12 +833,21 @@ async fn two_replicas_one_leader_through_a_kill_and_an_outage() -> Result<()> {
         let webhooks = webhooks.clone();
         let name = name.to_owned();
         async move {
-            Ok(webhooks.get_opt(&name).await?.as_ref().is_some_and(is_ready))
+            Ok(webhooks
+                .get_opt(&name)
+                .await?
+                .as_ref()
+                .is_some_and(is_ready))
         }
     };
 
     apply("one").await?;
-    wait_for("Webhook one Ready (A leads)", Duration::from_secs(120), || ready("one")).await?;
+    wait_for(
+        "Webhook one Ready (A leads)",
+        Duration::from_secs(120),
+        || ready("one"),
+    )
+    .await?;
     let b_state = replica_state(&b_addr).await.context("B's /metrics")?;
     assert_eq!(b_state.0, 0, "B stands by");
 
@@ -761,15 +860,24 @@ async fn two_replicas_one_leader_through_a_kill_and_an_outage() -> Result<()> {
     .await?;
     let takeover = killed.elapsed();
     apply("two").await?;
-    wait_for("Webhook two Ready (B leads)", Duration::from_secs(120), || ready("two")).await?;
+    wait_for(
+        "Webhook two Ready (B leads)",
+        Duration::from_secs(120),
+        || ready("two"),
+    )
+    .await?;
     stack.operator_mut().restart()?;
-    eprintln!("two_replicas: the leader SIGKILLed; B took over after {takeover:?} (lease 15 s) and reconciled");
+    eprintln!(
+        "two_replicas: the leader SIGKILLed; B took over after {takeover:?} (lease 15 s) and reconciled"
+    );
 
     // The API server away (SIGSTOP: requests hang, as in a partition) for 30 s: B
     // must stop leading before its lease could expire for A.
-    wait_for("A serving /metrics as a standby", Duration::from_secs(30), || async {
-        Ok(replica_state(&a_addr).await.is_some_and(|(l, _)| l == 0))
-    })
+    wait_for(
+        "A serving /metrics as a standby",
+        Duration::from_secs(30),
+        || async { Ok(replica_state(&a_addr).await.is_some_and(|(l, _)| l == 0)) },
+    )
     .await?;
     stack.bench.kube.apiserver().signal("STOP")?;
     let frozen = Instant::now();
@@ -777,18 +885,35 @@ async fn two_replicas_one_leader_through_a_kill_and_an_outage() -> Result<()> {
     let b_stopped = frozen.elapsed();
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(frozen.elapsed())).await;
     stack.bench.kube.apiserver().signal("CONT")?;
-    eprintln!("two_replicas: API server frozen; the leader B exited after {b_stopped:?} ({b_exit:?}); renew deadline 10 s, lease 15 s");
-    let b_exit = b_exit.with_context(|| format!("B still runs 30 s into the freeze:\n{}", b.log_tail(30)))?;
-    assert!(!b_exit.success(), "B exits with an error when it loses leadership");
-    assert!(b_stopped < Duration::from_secs(13), "B led {b_stopped:?} into the freeze (the lease's 15 s minus one renew period is the bound)");
+    eprintln!(
+        "two_replicas: API server frozen; the leader B exited after {b_stopped:?} ({b_exit:?}); renew deadline 10 s, lease 15 s"
+    );
+    let b_exit = b_exit
+        .with_context(|| format!("B still runs 30 s into the freeze:\n{}", b.log_tail(30)))?;
+    assert!(
+        !b_exit.success(),
+        "B exits with an error when it loses leadership"
+    );
+    assert!(
+        b_stopped < Duration::from_secs(13),
+        "B led {b_stopped:?} into the freeze (the lease's 15 s minus one renew period is the bound)"
+    );
     b.restart()?;
     apply("three").await?;
-    wait_for("Webhook three Ready after the freeze", Duration::from_secs(180), || ready("three")).await?;
+    wait_for(
+        "Webhook three Ready after the freeze",
+        Duration::from_secs(180),
+        || ready("three"),
+    )
+    .await?;
     let recovered = frozen.elapsed();
     sampler.abort();
     kubelet.abort();
 
-    let samples = samples.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let samples = samples
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let both: Vec<_> = samples
         .iter()
         .filter(|(_, a, b)| a.is_some_and(|(l, _)| l == 1) && b.is_some_and(|(l, _)| l == 1))
@@ -799,10 +924,10 @@ async fn two_replicas_one_leader_through_a_kill_and_an_outage() -> Result<()> {
         let (at, a0, b0) = &pair[0];
         let (_, a1, b1) = &pair[1];
         for (who, before, after) in [("A", a0, a1), ("B", b0, b1)] {
-            if let (Some((0, c0)), Some((0, c1))) = (before, after) {
-                if c1 > c0 {
-                    standby_calls.push(format!("{who} at {at:?}: {c0} -> {c1} while standing by"));
-                }
+            if let (Some((0, c0)), Some((0, c1))) = (before, after)
+                && c1 > c0
+            {
+                standby_calls.push(format!("{who} at {at:?}: {c0} -> {c1} while standing by"));
             }
         }
     }

@@ -112,7 +112,10 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_expires() -
     };
     // A few renewals on a healthy API server.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!holder.is_finished(), "stopped leading on a healthy API server");
+    assert!(
+        !holder.is_finished(),
+        "stopped leading on a healthy API server"
+    );
 
     cluster.apiserver().signal("STOP")?;
     let frozen = Instant::now();

@@ -500,8 +500,7 @@ async fn a_handler_slower_than_the_visibility_timeout_gets_no_second_delivery() 
             send(&sqs, &pair.url, &format!("s{g}"), &format!("s{g}-{i}"), &[]).await?;
         }
     }
-    let recorder =
-        Recorder::start(Duration::from_secs(7), |_, _| (StatusCode::OK, None)).await?;
+    let recorder = Recorder::start(Duration::from_secs(7), |_, _| (StatusCode::OK, None)).await?;
     let mut config = config(&pair, 4, 5);
     config.visibility_timeout = Duration::from_secs(2);
     let handler = HttpHandler::new(recorder.url.parse()?, Duration::from_secs(30));
@@ -562,9 +561,11 @@ async fn a_failing_group_waits_alone_while_the_others_flow() -> Result<()> {
             .collect::<std::collections::HashSet<_>>()
             .len()
     };
-    wait_for("the healthy groups drained", Duration::from_secs(60), || async {
-        Ok(others_ok(&recorder.snapshot()) == (groups - 1) * per_group)
-    })
+    wait_for(
+        "the healthy groups drained",
+        Duration::from_secs(60),
+        || async { Ok(others_ok(&recorder.snapshot()) == (groups - 1) * per_group) },
+    )
     .await?;
     let while_broken = recorder.snapshot();
     let failing: Vec<&str> = while_broken
@@ -579,14 +580,17 @@ async fn a_failing_group_waits_alone_while_the_others_flow() -> Result<()> {
     );
     let flipped = std::time::Instant::now();
     broken.store(false, std::sync::atomic::Ordering::SeqCst);
-    wait_for("the held group drained", Duration::from_secs(60), || async {
-        Ok(depth(&sqs, &pair.url).await? == (0, 0))
-    })
+    wait_for(
+        "the held group drained",
+        Duration::from_secs(60),
+        || async { Ok(depth(&sqs, &pair.url).await? == (0, 0)) },
+    )
     .await?;
     running.stop().await?;
     // The test's runtime is single-threaded: a call that finished after `flipped`
     // saw the handler recovered.
-    let by_group = recorder.accepted_by_group(|call, _| call.group != "f0" || call.finished > flipped);
+    let by_group =
+        recorder.accepted_by_group(|call, _| call.group != "f0" || call.finished > flipped);
     assert_in_order(&by_group, per_group);
     eprintln!(
         "a_failing_group: {} failed attempts of f0-0 while {} messages of 3 other groups were handled",
