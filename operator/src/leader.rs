@@ -1,8 +1,10 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that two replicas of the
 //! operator never reconcile at once. The leader renews every `renew`; a replica takes
-//! over when the lease has not been renewed for `duration`. A leader that cannot renew
-//! in time stops (the process exits and restarts as a follower) rather than risk two
-//! leaders.
+//! over when the lease has not been renewed for `duration`. A leader that has not
+//! renewed for `renew_deadline` (shorter than `duration`) stops (the process exits and
+//! restarts as a follower) rather than risk two leaders: it gives up before another
+//! replica may take over, even when the API server answers nothing at all (each
+//! renewal is cut off at the deadline). These are client-go's defaults: 15 s, 10 s, 2 s.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -21,7 +23,10 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease stays valid without renewal.
     pub duration: Duration,
-    /// How often the leader renews.
+    /// How long the leader keeps leading without a successful renewal; shorter than
+    /// `duration`, so that it has stopped before another replica can take over.
+    pub renew_deadline: Duration,
+    /// How often the leader renews (and a standby tries).
     pub renew: Duration,
 }
 
@@ -40,44 +45,77 @@ pub fn can_acquire(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> 
     }
 }
 
-/// Waits until this replica holds the lease. Returns the lease's resourceVersion.
-pub async fn acquire(client: &kube::Client, config: &LeaseConfig) -> Result<(), kube::Error> {
+/// Waits until this replica holds the lease, and returns when the winning request
+/// was sent (the lease's renewTime is no earlier): pass it to [`hold`]. Errors (the
+/// API server away, a timeout) are logged and retried every `renew`: a replica
+/// started while the API server is down waits for it instead of exiting, which under
+/// a kubelet would become a crash loop whose back-off outlasts the outage.
+pub async fn acquire(client: &kube::Client, config: &LeaseConfig) -> tokio::time::Instant {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     loop {
-        if try_take(&leases, config).await? {
-            tracing::info!(identity = %config.identity, lease = %config.name, "became leader");
-            return Ok(());
+        let sent = tokio::time::Instant::now();
+        // Bounded like a renewal: a request the API server never answers must not
+        // hold the standby forever.
+        match tokio::time::timeout(config.renew_deadline, try_take(&leases, config)).await {
+            Ok(Ok(true)) => {
+                tracing::info!(identity = %config.identity, lease = %config.name, "became leader");
+                return sent;
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, lease = %config.name, "reading or taking the lease failed; retrying")
+            }
+            Err(_) => tracing::warn!(lease = %config.name, "taking the lease timed out; retrying"),
         }
         tokio::time::sleep(config.renew).await;
     }
 }
 
-/// Renews the lease until renewal fails for longer than the lease duration; then
-/// returns, and the caller must stop reconciling.
-pub async fn hold(client: &kube::Client, config: &LeaseConfig) {
+/// Renews the lease every `renew` until it is lost to another replica, or until no
+/// renewal has succeeded for `renew_deadline` since `renewed` (when the last
+/// successful one was sent); then returns, and the caller must stop reconciling at
+/// once. A renewal still unanswered at the deadline is abandoned: the lease may be
+/// expiring for the other replicas, whatever the request would have said.
+pub async fn hold(client: &kube::Client, config: &LeaseConfig, renewed: tokio::time::Instant) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
-    let mut last_renewed = tokio::time::Instant::now();
+    let mut renewed = renewed;
     loop {
-        tokio::time::sleep(config.renew).await;
-        match try_take(&leases, config).await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
-            Ok(false) => {
+        let deadline = renewed + config.renew_deadline;
+        tokio::time::sleep_until((tokio::time::Instant::now() + config.renew).min(deadline)).await;
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(identity = %config.identity, deadline = ?config.renew_deadline, "could not renew the lease within the renew deadline");
+            return;
+        }
+        // The renewTime written is taken after this instant, so the other replicas
+        // count the expiry from no earlier than `sent`.
+        let sent = tokio::time::Instant::now();
+        match tokio::time::timeout_at(deadline, try_take(&leases, config)).await {
+            Ok(Ok(true)) => renewed = sent,
+            Ok(Ok(false)) => {
                 tracing::error!(identity = %config.identity, "lost the lease to another replica");
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
-        }
-        if last_renewed.elapsed() > config.duration {
-            tracing::error!("could not renew the lease in time");
-            return;
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed"),
+            Err(_) => tracing::warn!("renewing the lease did not finish before the renew deadline"),
         }
     }
 }
 
 /// Gives the lease up if this replica holds it, so that a standby takes over at its
 /// next try instead of waiting out the lease duration (a rollout hands over in
-/// seconds). Best effort: a failure only means the standby waits for expiry.
+/// seconds). Best effort, and bounded by `renew_deadline` so that a stop with the API
+/// server unreachable is not held up: a failure only means the standby waits for
+/// expiry.
 pub async fn release(client: &kube::Client, config: &LeaseConfig) {
+    if tokio::time::timeout(config.renew_deadline, release_now(client, config))
+        .await
+        .is_err()
+    {
+        tracing::warn!(lease = %config.name, "releasing the lease timed out; a standby takes over at expiry");
+    }
+}
+
+async fn release_now(client: &kube::Client, config: &LeaseConfig) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let lease = match leases.get_opt(&config.name).await {
         Ok(Some(lease)) => lease,

@@ -196,14 +196,14 @@ async fn main() -> Result<()> {
         name: args.lease_name,
         identity: args.identity,
         duration: Duration::from_secs(15),
-        renew: Duration::from_secs(5),
+        renew_deadline: Duration::from_secs(10),
+        renew: Duration::from_secs(2),
     };
     let shutdown = futures::FutureExt::shared(Box::pin(hookline_telemetry::shutdown_signal()));
+    let mut renewed = tokio::time::Instant::now();
     if args.leader_election {
         tokio::select! {
-            acquired = leader::acquire(&client, &lease) => {
-                acquired.context("acquiring the leader Lease")?;
-            }
+            acquired = leader::acquire(&client, &lease) => renewed = acquired,
             () = shutdown.clone() => {
                 tracing::info!("stopping while standing by");
                 server.abort();
@@ -228,7 +228,7 @@ async fn main() -> Result<()> {
                 // Stopped by a signal: hand over now rather than after the lease expires.
                 leader::release(&client, &lease).await;
             }
-            () = leader::hold(&client, &lease) => {
+            () = leader::hold(&client, &lease, renewed) => {
                 anyhow::bail!("lost leadership; exiting so that only one replica reconciles");
             }
         }

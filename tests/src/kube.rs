@@ -31,6 +31,7 @@ pub struct KubeCluster {
     // Declaration order is drop order: the API server goes before its storage.
     apiserver: Supervised,
     etcd: Supervised,
+    etcd_client_port: u16,
     server_url: String,
     kubeconfig_path: PathBuf,
     version: String,
@@ -141,6 +142,7 @@ impl KubeCluster {
         Ok(Self {
             apiserver,
             etcd,
+            etcd_client_port,
             server_url,
             kubeconfig_path,
             version,
@@ -188,6 +190,46 @@ impl KubeCluster {
             .await
             .with_context(|| format!("creating namespace {name}"))?;
         Ok(name)
+    }
+
+    /// Stops kube-apiserver, then etcd, with SIGKILL (an outage, not a clean
+    /// shutdown): clients see their connections reset and then refused.
+    pub fn stop(&mut self) -> Result<()> {
+        self.apiserver.kill()?;
+        self.etcd.kill()
+    }
+
+    /// Starts etcd and kube-apiserver again after [`KubeCluster::stop`], on the same
+    /// ports, certificates and data directory, so clients reconnect to the same URL
+    /// and find every object as it was; returns once `/readyz` answers `ok`.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.etcd.restart()?;
+        let port = self.etcd_client_port;
+        wait_until(
+            &mut self.etcd,
+            "accepting connections again",
+            Duration::from_secs(30),
+            || port_open(port),
+        )
+        .await?;
+        self.apiserver.restart()?;
+        let client = client_from(&self.kubeconfig_path).await?;
+        wait_until(
+            &mut self.apiserver,
+            "ready again (/readyz)",
+            Duration::from_secs(90),
+            || {
+                let client = client.clone();
+                async move { readyz(&client).await }
+            },
+        )
+        .await
+    }
+
+    /// The kube-apiserver process, e.g. to stop it with SIGSTOP (a partition: its
+    /// connections stay open and answer nothing).
+    pub fn apiserver(&self) -> &Supervised {
+        &self.apiserver
     }
 
     /// Process ids of etcd and kube-apiserver, for measurements.

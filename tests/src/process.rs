@@ -16,6 +16,10 @@ pub struct Supervised {
     name: String,
     child: Child,
     log: PathBuf,
+    // The command, kept so that a fault test can start the same process again.
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(String, String)>,
 }
 
 impl Supervised {
@@ -33,31 +37,96 @@ impl Supervised {
     {
         let out = std::fs::File::create(&log)
             .with_context(|| format!("creating log file {}", log.display()))?;
-        let err = out
-            .try_clone()
-            .with_context(|| format!("opening log file {}", log.display()))?;
-        let mut command = Command::new("setpriv");
-        command
-            .arg("--pdeathsig")
-            .arg("KILL")
-            .arg("--")
-            .arg(program)
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = command.spawn().with_context(|| {
-            format!(
-                "starting {name} ({}) under setpriv (util-linux); is setpriv installed?",
-                program.display()
-            )
-        })?;
+        let args: Vec<std::ffi::OsString> =
+            args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let child = launch(name, program, &args, &envs, &out, &log)?;
         Ok(Self {
             name: name.to_owned(),
             child,
             log,
+            program: program.to_owned(),
+            args,
+            envs,
         })
+    }
+
+    /// Kills the process with SIGKILL (no chance to clean up, as a crash or an OOM
+    /// kill) and reaps it. A process that already exited is only reaped.
+    pub fn kill(&mut self) -> Result<()> {
+        if self.child.try_wait()?.is_none() {
+            // Child::kill sends SIGKILL, to our own child by its PID.
+            self.child
+                .kill()
+                .with_context(|| format!("killing {} ({})", self.name, self.child.id()))?;
+        }
+        self.child
+            .wait()
+            .with_context(|| format!("reaping {}", self.name))?;
+        Ok(())
+    }
+
+    /// Sends `signal` (a name such as `TERM`, `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .with_context(|| format!("running kill -{signal} {pid}"))?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} ({}) failed: {status}", self.name);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it still runs.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        self.child
+            .try_wait()
+            .with_context(|| format!("checking whether {} runs", self.name))
+    }
+
+    /// Starts the same command again, after [`Supervised::kill`] or an exit, with its
+    /// output appended to the same log (a line marks each restart).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let mut out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)
+            .with_context(|| format!("opening log file {}", self.log.display()))?;
+        std::io::Write::write_all(&mut out, b"--- restarted by the bench ---\n")
+            .with_context(|| format!("writing {}", self.log.display()))?;
+        self.child = launch(
+            &self.name,
+            &self.program,
+            &self.args,
+            &self.envs,
+            &out,
+            &self.log,
+        )?;
+        Ok(())
     }
 
     /// Fails with the log's tail if the process has already exited.
@@ -96,6 +165,37 @@ impl Drop for Supervised {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn launch(
+    name: &str,
+    program: &Path,
+    args: &[std::ffi::OsString],
+    envs: &[(String, String)],
+    out: &std::fs::File,
+    log: &Path,
+) -> Result<Child> {
+    let open = || {
+        out.try_clone()
+            .with_context(|| format!("opening log file {}", log.display()))
+    };
+    let mut command = Command::new("setpriv");
+    command
+        .arg("--pdeathsig")
+        .arg("KILL")
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(open()?)
+        .stderr(open()?);
+    command.spawn().with_context(|| {
+        format!(
+            "starting {name} ({}) under setpriv (util-linux); is setpriv installed?",
+            program.display()
+        )
+    })
 }
 
 /// A currently free TCP port on 127.0.0.1. The port is released before use, so a

@@ -27,7 +27,10 @@ pub struct Stack {
     pub client: kube::Client,
     pub sdk: aws_config::SdkConfig,
     operator: Supervised,
-    metrics: String,
+    metrics_addr: String,
+    /// Where the operator reaches AWS and the API server: a second replica uses the same.
+    aws_endpoint: String,
+    kubeconfig: PathBuf,
 }
 
 impl std::fmt::Debug for Stack {
@@ -55,11 +58,18 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Stack {
     /// Starts a bench on `kind` and the operator against it.
     pub async fn start(kind: EmulatorKind) -> Result<Self> {
+        Self::start_with(kind, &[]).await
+    }
+
+    /// [`Stack::start`] with more (or overriding) environment variables for the
+    /// operator, e.g. `HOOKLINE_LEADER_ELECTION=true`.
+    pub async fn start_with(kind: EmulatorKind, extra: &[(&str, &str)]) -> Result<Self> {
         let bench = Bench::start_on(kind, crate::aws::Options::default())
             .await
             .context("starting the bench")?;
         let endpoint = bench.aws.endpoint().to_owned();
-        Self::on(bench, &endpoint).await
+        let kubeconfig = bench.kube.kubeconfig_path().to_owned();
+        Self::with_operator(bench, &endpoint, &kubeconfig, extra).await
     }
 
     /// [`Stack::start`] with the operator reaching AWS through a
@@ -80,7 +90,7 @@ impl Stack {
     /// The operator on `bench`, calling AWS at `aws_endpoint`.
     async fn on(bench: Bench, aws_endpoint: &str) -> Result<Self> {
         let kubeconfig = bench.kube.kubeconfig_path().to_owned();
-        Self::on_via(bench, aws_endpoint, &kubeconfig).await
+        Self::with_operator(bench, aws_endpoint, &kubeconfig, &[]).await
     }
 
     /// The operator on `bench`, calling AWS at `aws_endpoint` and the API server
@@ -91,40 +101,52 @@ impl Stack {
         aws_endpoint: &str,
         kubeconfig: &std::path::Path,
     ) -> Result<Self> {
+        Self::with_operator(bench, aws_endpoint, kubeconfig, &[]).await
+    }
+
+    /// The operator on `bench` as [`Stack::on_via`] starts it, with `extra`
+    /// environment variables as in [`Stack::start_with`].
+    async fn with_operator(
+        bench: Bench,
+        aws_endpoint: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         let client = bench.kube.client().await?;
         let sdk = bench.aws.sdk_config().await;
-        let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
-        let kubeconfig = kubeconfig.display().to_string();
-        let mut env = aws_env(&bench);
-        env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
-        env.extend([
-            ("AWS_ENDPOINT_URL", aws_endpoint),
-            ("KUBECONFIG", kubeconfig.as_str()),
-            ("HOOKLINE_LEADER_ELECTION", "false"),
-            ("HOOKLINE_METRICS_ADDR", metrics.as_str()),
-            ("HOOKLINE_CLUSTER_NAME", "stack"),
-            ("HOOKLINE_LOG_FORMAT", "text"),
-            ("RUST_LOG", "info"),
-        ]);
-        let operator = Supervised::spawn(
-            "hookline-operator",
-            &workspace_binary("hookline-operator")?,
-            std::iter::empty::<&str>(),
-            &env,
-            bench.workdir().join("operator.log"),
-        )?;
+        let (operator, metrics_addr) =
+            spawn_operator(&bench, "operator", aws_endpoint, kubeconfig, extra)?;
         Ok(Self {
             bench,
             client,
             sdk,
             operator,
-            metrics,
+            metrics_addr,
+            aws_endpoint: aws_endpoint.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
         })
     }
 
-    /// The operator's metrics address (`127.0.0.1:port`).
+    /// Another operator process on this stack (a second replica), logging to
+    /// `<name>.log`, with its own metrics address (returned); `extra` as in
+    /// [`Stack::start_with`].
+    pub fn spawn_operator(
+        &self,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Supervised, String)> {
+        spawn_operator(
+            &self.bench,
+            name,
+            &self.aws_endpoint,
+            &self.kubeconfig,
+            extra,
+        )
+    }
+
+    /// `127.0.0.1:<port>` of the operator's /metrics.
     pub fn metrics_addr(&self) -> &str {
-        &self.metrics
+        &self.metrics_addr
     }
 
     /// The `example.com` zone and the sample gateway (`crds/samples/webhookgateway.yaml`,
@@ -307,6 +329,39 @@ impl Stack {
         self.operator.check_running()?;
         waited.with_context(|| format!("operator log:\n{}", self.operator.log_tail(30)))
     }
+}
+
+/// Starts the operator binary against `bench`: leader election off unless `extra`
+/// turns it on; `extra` comes last, so it overrides.
+fn spawn_operator(
+    bench: &Bench,
+    name: &str,
+    aws_endpoint: &str,
+    kubeconfig: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Result<(Supervised, String)> {
+    let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
+    let kubeconfig = kubeconfig.display().to_string();
+    let mut env = aws_env(bench);
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.extend([
+        ("AWS_ENDPOINT_URL", aws_endpoint),
+        ("KUBECONFIG", kubeconfig.as_str()),
+        ("HOOKLINE_LEADER_ELECTION", "false"),
+        ("HOOKLINE_METRICS_ADDR", metrics.as_str()),
+        ("HOOKLINE_CLUSTER_NAME", "stack"),
+        ("HOOKLINE_LOG_FORMAT", "text"),
+        ("RUST_LOG", "info"),
+    ]);
+    env.extend(extra.iter().copied());
+    let operator = Supervised::spawn(
+        "hookline-operator",
+        &workspace_binary("hookline-operator")?,
+        std::iter::empty::<&str>(),
+        &env,
+        bench.workdir().join(format!("{name}.log")),
+    )?;
+    Ok((operator, metrics))
 }
 
 fn aws_env(bench: &Bench) -> Vec<(&'static str, &str)> {
