@@ -11,6 +11,7 @@
 //! - [`elasticmq`]: ElasticMQ, a fast SQS-compatible server for benchmarks (not a
 //!   correctness oracle: see docs/emulators.md).
 //! - [`iam`]: IAM users holding only the chart's policies, for enforced-IAM tests.
+//! - [`podman`]: podman in a scratch directory, for the tests of the container images.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
 //! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
 //! - [`Bench`]: both together; [`Bench::shared`] is the one instance a test binary's
@@ -30,6 +31,7 @@ pub mod chart_docs;
 pub mod elasticmq;
 pub mod iam;
 pub mod kube;
+pub mod podman;
 pub mod process;
 pub mod stack;
 pub mod util;

@@ -53,6 +53,24 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Stack {
     /// Starts a bench on `kind` and the operator against it.
     pub async fn start(kind: EmulatorKind) -> Result<Self> {
+        Self::start_with_operator(kind, |bench, env| {
+            Supervised::spawn(
+                "hookline-operator",
+                &workspace_binary("hookline-operator")?,
+                std::iter::empty::<&str>(),
+                env,
+                bench.workdir().join("operator.log"),
+            )
+        })
+        .await
+    }
+
+    /// [`Stack::start`] with the operator started by `spawn`, given the bench and the
+    /// operator's environment (e.g. in its container image: tests/tests/images.rs).
+    pub async fn start_with_operator<F>(kind: EmulatorKind, spawn: F) -> Result<Self>
+    where
+        F: FnOnce(&Bench, &[(&str, &str)]) -> Result<Supervised>,
+    {
         let bench = Bench::start_on(kind, crate::aws::Options::default())
             .await
             .context("starting the bench")?;
@@ -69,13 +87,7 @@ impl Stack {
             ("HOOKLINE_LOG_FORMAT", "text"),
             ("RUST_LOG", "info"),
         ]);
-        let operator = Supervised::spawn(
-            "hookline-operator",
-            &workspace_binary("hookline-operator")?,
-            std::iter::empty::<&str>(),
-            &env,
-            bench.workdir().join("operator.log"),
-        )?;
+        let operator = spawn(&bench, &env)?;
         Ok(Self {
             bench,
             client,
