@@ -82,7 +82,7 @@ printf '\n%-20s %10s %10s %10s\n' image binary image archive
 for name in hookline-operator hookline-worker; do
   ref="$registry/$name:$tag"
   "${podman[@]}" build --quiet --file Dockerfile --target "${name#hookline-}-host" \
-    --timestamp "$timestamp" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+    --timestamp "$timestamp" --build-arg TARGETARCH=amd64 --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --tag "$ref" "$context" >/dev/null
   rm -f "$out/$name.tar"
   "${podman[@]}" save --quiet --format docker-archive --output "$out/$name.tar" "$ref"

@@ -252,6 +252,8 @@ async fn the_worker_image_drains_a_queue_and_stops_on_sigterm() -> Result<()> {
     }
     assert_eq!(depth(&sqs, &dlq).await?, 0, "dead letters on a 200 handler");
 
+    // An idle worker finishes the long poll under way (20 s at most) before it exits:
+    // a receive is never abandoned (worker/src/consumer.rs), within the pod's 30 s.
     let (code, stopped_in) = terminate(&podman, &name).await?;
     let log = worker.log_tail(40);
     assert_eq!(code, 0, "exit code after SIGTERM; log:\n{log}");
@@ -326,7 +328,14 @@ async fn operator_image_test() -> Result<()> {
         .spec
         .template
         .spec
-        .map(|s| s.containers.into_iter().filter_map(|c| c.image).collect())
+        // The worker is a native sidecar (an init container that keeps running).
+        .map(|s| {
+            s.containers
+                .into_iter()
+                .chain(s.init_containers.unwrap_or_default())
+                .filter_map(|c| c.image)
+                .collect()
+        })
         .unwrap_or_default();
     assert!(
         images.contains(&worker_image),
