@@ -1,12 +1,17 @@
-# syntax=docker/dockerfile:1.7
-# The operator and worker images: static (musl) binaries on distroless/static,
-# running as the distroless non-root user (65532), as the chart's restricted pod
-# security context expects.
+# The operator and worker images: static binaries FROM scratch with CA certificates,
+# running as non-root 65532 (the chart's restricted pod security context), no shell.
+# Two ways to the same layout (/usr/local/bin/<binary>, /etc/ssl/certs/ca-certificates.crt,
+# /etc/passwd, /etc/group, /etc/nsswitch.conf):
 #
-#   docker build --target operator -t ghcr.io/hookline/hookline-operator:0.1.0 .
-#   docker build --target worker   -t ghcr.io/hookline/hookline-worker:0.1.0 .
-#
-# Multi-arch: docker buildx build --platform linux/amd64,linux/arm64 --target ...
+# 1. With Docker and registry access, the full multi-stage build (the repository is
+#    the context; musl targets, so it cross-builds for arm64 too):
+#      docker build --target operator -t ghcr.io/hookline/hookline-operator:0.1.0 \
+#        --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
+#      docker build --target worker   -t ghcr.io/hookline/hookline-worker:0.1.0 ...
+#      docker buildx build --platform linux/amd64,linux/arm64 --target ... (multi-arch)
+# 2. Binaries built on the host (`make images`, images/build.sh): the `*-host`
+#    stages, with the directory images/build.sh prepares as the context. No base
+#    image is pulled, so it works offline with podman.
 
 ARG RUST_VERSION=1.95.0
 
@@ -15,7 +20,7 @@ ARG TARGETARCH
 # musl for static binaries; cmake and clang for aws-lc-rs (the crypto of rustls and
 # the AWS SDK), which compiles C; the cross linkers for the other architecture.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools cmake clang \
+ && apt-get install -y --no-install-recommends musl-tools cmake clang ca-certificates \
       gcc-aarch64-linux-gnu gcc-x86-64-linux-gnu \
  && rm -rf /var/lib/apt/lists/*
 RUN case "$TARGETARCH" in \
@@ -30,22 +35,74 @@ ENV CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
     CC_x86_64_unknown_linux_musl=x86_64-linux-gnu-gcc
 WORKDIR /src
 COPY . .
+# The `image` profile of Cargo.toml (small, stripped), as `make images` builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(cat /target)" \
- && cargo build --release --locked --target "$target" \
+ && cargo build --profile image --locked --target "$target" \
       -p hookline-operator -p hookline-worker --bin hookline-operator --bin hookline-worker \
- && mkdir -p /out \
- && cp "target/$target/release/hookline-operator" "target/$target/release/hookline-worker" /out/
+ && mkdir -p /out/bin /out/rootfs/etc/ssl/certs \
+ && cp "target/$target/image/hookline-operator" "target/$target/image/hookline-worker" /out/bin/ \
+ && cp -r images/rootfs/. /out/rootfs/ \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/rootfs/etc/ssl/certs/
 
-FROM gcr.io/distroless/static-debian12:nonroot AS operator
-COPY --from=build /out/hookline-operator /usr/local/bin/hookline-operator
+FROM scratch AS operator
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/hookline/hookline
+LABEL org.opencontainers.image.title=hookline-operator \
+      org.opencontainers.image.source=$SOURCE \
+      org.opencontainers.image.revision=$REVISION \
+      org.opencontainers.image.version=$VERSION \
+      org.opencontainers.image.licenses=Apache-2.0
+COPY --from=build /out/rootfs/ /
+COPY --from=build /out/bin/hookline-operator /usr/local/bin/hookline-operator
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/hookline-operator"]
 
-FROM gcr.io/distroless/static-debian12:nonroot AS worker
-COPY --from=build /out/hookline-worker /usr/local/bin/hookline-worker
+FROM scratch AS worker
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/hookline/hookline
+LABEL org.opencontainers.image.title=hookline-worker \
+      org.opencontainers.image.source=$SOURCE \
+      org.opencontainers.image.revision=$REVISION \
+      org.opencontainers.image.version=$VERSION \
+      org.opencontainers.image.licenses=Apache-2.0
+COPY --from=build /out/rootfs/ /
+COPY --from=build /out/bin/hookline-worker /usr/local/bin/hookline-worker
+USER 65532:65532
+EXPOSE 9095
+ENTRYPOINT ["/usr/local/bin/hookline-worker"]
+
+# Host-built binaries: the context holds rootfs/ and bin/ as the build stage's /out.
+FROM scratch AS operator-host
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/hookline/hookline
+LABEL org.opencontainers.image.title=hookline-operator \
+      org.opencontainers.image.source=$SOURCE \
+      org.opencontainers.image.revision=$REVISION \
+      org.opencontainers.image.version=$VERSION \
+      org.opencontainers.image.licenses=Apache-2.0
+COPY rootfs/ /
+COPY bin/hookline-operator /usr/local/bin/hookline-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/hookline-operator"]
+
+FROM scratch AS worker-host
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/hookline/hookline
+LABEL org.opencontainers.image.title=hookline-worker \
+      org.opencontainers.image.source=$SOURCE \
+      org.opencontainers.image.revision=$REVISION \
+      org.opencontainers.image.version=$VERSION \
+      org.opencontainers.image.licenses=Apache-2.0
+COPY rootfs/ /
+COPY bin/hookline-worker /usr/local/bin/hookline-worker
 USER 65532:65532
 EXPOSE 9095
 ENTRYPOINT ["/usr/local/bin/hookline-worker"]

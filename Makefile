@@ -1,8 +1,11 @@
 # Everyday verbs. `make help` lists them.
 SHELL := bash
 CARGO ?= cargo
+# Where `make images` tags the images; the chart's defaults (ghcr.io/hookline, its appVersion).
+IMAGE_REGISTRY ?= ghcr.io/hookline
+IMAGE_TAG ?=
 
-.PHONY: help demo test test-faults generate fmt lint chart bench-setup bench-worker bench-operator ci
+.PHONY: help demo test test-faults images generate fmt lint chart bench-setup bench-worker bench-operator ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -11,11 +14,16 @@ demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worke
 	$(CARGO) build -q --workspace --bins
 	$(CARGO) run -q -p hookline-demo -- $(ARGS)
 
-test: ## Run every test: unit tests and the tests against the real API server and emulators
+test: images ## Run every test: unit tests, the tests against the real API server and emulators, and the images' (make images first)
 	$(CARGO) test --workspace
 
 test-faults: ## Run the long fault tests (kills, throttling, network faults; docs/reliability.md): the tests marked #[ignore] (HOOKLINE_FAULT_SEED=n replays a run)
 	$(CARGO) test --workspace -- --ignored
+
+# The images' binaries have a cargo profile and target dir of their own (see
+# images/build.sh): a cold build costs minutes, a warm one rebuilds only the workspace.
+images: ## Build the hookline-operator and hookline-worker images with podman (static binaries; IMAGE_REGISTRY, IMAGE_TAG; archives in target/images/)
+	IMAGE_REGISTRY=$(IMAGE_REGISTRY) IMAGE_TAG=$(IMAGE_TAG) images/build.sh
 
 generate: ## Regenerate the CRDs (crds/, the chart's templates/crds/), docs/crd-reference.md and the chart README's values table
 	$(CARGO) run -q -p hookline-crds --bin crdgen

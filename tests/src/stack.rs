@@ -69,7 +69,21 @@ impl Stack {
             .context("starting the bench")?;
         let endpoint = bench.aws.endpoint().to_owned();
         let kubeconfig = bench.kube.kubeconfig_path().to_owned();
-        Self::with_operator(bench, &endpoint, &kubeconfig, extra).await
+        Self::with_operator(bench, &endpoint, &kubeconfig, extra, binary("operator")).await
+    }
+
+    /// [`Stack::start`] with the operator started by `spawn`, given the bench and the
+    /// operator's environment (e.g. in its container image: tests/tests/images.rs).
+    pub async fn start_with_operator<F>(kind: EmulatorKind, spawn: F) -> Result<Self>
+    where
+        F: FnOnce(&Bench, &[(&str, &str)]) -> Result<Supervised>,
+    {
+        let bench = Bench::start_on(kind, crate::aws::Options::default())
+            .await
+            .context("starting the bench")?;
+        let endpoint = bench.aws.endpoint().to_owned();
+        let kubeconfig = bench.kube.kubeconfig_path().to_owned();
+        Self::with_operator(bench, &endpoint, &kubeconfig, &[], spawn).await
     }
 
     /// [`Stack::start`] with the operator reaching AWS through a
@@ -90,7 +104,7 @@ impl Stack {
     /// The operator on `bench`, calling AWS at `aws_endpoint`.
     async fn on(bench: Bench, aws_endpoint: &str) -> Result<Self> {
         let kubeconfig = bench.kube.kubeconfig_path().to_owned();
-        Self::with_operator(bench, aws_endpoint, &kubeconfig, &[]).await
+        Self::with_operator(bench, aws_endpoint, &kubeconfig, &[], binary("operator")).await
     }
 
     /// The operator on `bench`, calling AWS at `aws_endpoint` and the API server
@@ -101,21 +115,26 @@ impl Stack {
         aws_endpoint: &str,
         kubeconfig: &std::path::Path,
     ) -> Result<Self> {
-        Self::with_operator(bench, aws_endpoint, kubeconfig, &[]).await
+        Self::with_operator(bench, aws_endpoint, kubeconfig, &[], binary("operator")).await
     }
 
     /// The operator on `bench` as [`Stack::on_via`] starts it, with `extra`
     /// environment variables as in [`Stack::start_with`].
-    async fn with_operator(
+    async fn with_operator<F>(
         bench: Bench,
         aws_endpoint: &str,
         kubeconfig: &std::path::Path,
         extra: &[(&str, &str)],
-    ) -> Result<Self> {
+        spawn: F,
+    ) -> Result<Self>
+    where
+        F: FnOnce(&Bench, &[(&str, &str)]) -> Result<Supervised>,
+    {
         let client = bench.kube.client().await?;
         let sdk = bench.aws.sdk_config().await;
-        let (operator, metrics_addr) =
-            spawn_operator(&bench, "operator", aws_endpoint, kubeconfig, extra)?;
+        let metrics_addr = format!("127.0.0.1:{}", crate::process::free_port()?);
+        let env = operator_env(&bench, aws_endpoint, kubeconfig, &metrics_addr, extra);
+        let operator = spawn(&bench, &pairs(&env))?;
         Ok(Self {
             bench,
             client,
@@ -341,27 +360,57 @@ fn spawn_operator(
     extra: &[(&str, &str)],
 ) -> Result<(Supervised, String)> {
     let metrics = format!("127.0.0.1:{}", crate::process::free_port()?);
-    let kubeconfig = kubeconfig.display().to_string();
-    let mut env = aws_env(bench);
-    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
-    env.extend([
-        ("AWS_ENDPOINT_URL", aws_endpoint),
-        ("KUBECONFIG", kubeconfig.as_str()),
-        ("HOOKLINE_LEADER_ELECTION", "false"),
-        ("HOOKLINE_METRICS_ADDR", metrics.as_str()),
-        ("HOOKLINE_CLUSTER_NAME", "stack"),
-        ("HOOKLINE_LOG_FORMAT", "text"),
-        ("RUST_LOG", "info"),
-    ]);
-    env.extend(extra.iter().copied());
-    let operator = Supervised::spawn(
-        "hookline-operator",
-        &workspace_binary("hookline-operator")?,
-        std::iter::empty::<&str>(),
-        &env,
-        bench.workdir().join(format!("{name}.log")),
-    )?;
+    let env = operator_env(bench, aws_endpoint, kubeconfig, &metrics, extra);
+    let operator = binary(name)(bench, &pairs(&env))?;
     Ok((operator, metrics))
+}
+
+/// Starts the workspace's operator binary, logging to `<name>.log` in the bench.
+fn binary(name: &str) -> impl FnOnce(&Bench, &[(&str, &str)]) -> Result<Supervised> + '_ {
+    move |bench, env| {
+        Supervised::spawn(
+            "hookline-operator",
+            &workspace_binary("hookline-operator")?,
+            std::iter::empty::<&str>(),
+            env,
+            bench.workdir().join(format!("{name}.log")),
+        )
+    }
+}
+
+/// The operator's environment: AWS at `aws_endpoint`, the API server through
+/// `kubeconfig`, /metrics on `metrics`; `extra` adds or overrides variables.
+fn operator_env(
+    bench: &Bench,
+    aws_endpoint: &str,
+    kubeconfig: &std::path::Path,
+    metrics: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let kubeconfig = kubeconfig.display().to_string();
+    let mut env: Vec<(String, String)> = aws_env(bench)
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL")
+        .chain([
+            ("AWS_ENDPOINT_URL", aws_endpoint),
+            ("KUBECONFIG", kubeconfig.as_str()),
+            ("HOOKLINE_LEADER_ELECTION", "false"),
+            ("HOOKLINE_METRICS_ADDR", metrics),
+            ("HOOKLINE_CLUSTER_NAME", "stack"),
+            ("HOOKLINE_LOG_FORMAT", "text"),
+            ("RUST_LOG", "info"),
+        ])
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push(((*key).to_owned(), (*value).to_owned()));
+    }
+    env
+}
+
+fn pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 fn aws_env(bench: &Bench) -> Vec<(&'static str, &str)> {
