@@ -116,12 +116,13 @@ async fn admit_pod(
         .map(|_| ())
 }
 
-fn assert_refused(what: &str, result: Result<(), kube::Error>) {
+fn assert_refused(what: &str, result: Result<(), kube::Error>) -> Result<()> {
     match result {
         Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("violates PodSecurity") => {
             eprintln!("{what}: refused as expected: {}", e.message);
+            Ok(())
         }
-        other => panic!("{what}: expected a PodSecurity refusal, got {other:?}"),
+        other => bail!("{what}: expected a PodSecurity refusal, got {other:?}"),
     }
 }
 
@@ -238,7 +239,7 @@ async fn the_chart_and_the_worker_deployments_pass_the_restricted_profile() -> R
     assert_refused(
         "the operator's pod with allowPrivilegeEscalation unset",
         admit_pod(&client, "operator-loose", &loose).await,
-    );
+    )?;
     let loose_deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "loose", "namespace": WARN},
@@ -278,7 +279,7 @@ async fn the_chart_and_the_worker_deployments_pass_the_restricted_profile() -> R
             &worker_deployment(&sample).spec.template,
         )
         .await,
-    );
+    )?;
     // And the operator's own sidecar is judged too: with its securityContext
     // removed the pod is refused.
     let mut bare = template;
@@ -292,7 +293,7 @@ async fn the_chart_and_the_worker_deployments_pass_the_restricted_profile() -> R
     assert_refused(
         "the worker pod with the sidecar's securityContext removed",
         admit_pod(&client, "worker-bare", &bare).await,
-    );
+    )?;
 
     // Last, the negative control of helm's half: an upgrade that loosens the
     // operator's container does print the API server's warning.
