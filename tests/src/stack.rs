@@ -53,6 +53,12 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 impl Stack {
     /// Starts a bench on `kind` and the operator against it.
     pub async fn start(kind: EmulatorKind) -> Result<Self> {
+        Self::start_with_env(kind, &[]).await
+    }
+
+    /// [`start`](Self::start), the operator's environment changed by `extra` (a
+    /// variable set twice takes the later value: `RUST_LOG`, `AWS_SECRET_ACCESS_KEY`).
+    pub async fn start_with_env(kind: EmulatorKind, extra: &[(&str, &str)]) -> Result<Self> {
         let bench = Bench::start_on(kind, crate::aws::Options::default())
             .await
             .context("starting the bench")?;
@@ -69,6 +75,7 @@ impl Stack {
             ("HOOKLINE_LOG_FORMAT", "text"),
             ("RUST_LOG", "info"),
         ]);
+        env.extend(extra.iter().copied());
         let operator = Supervised::spawn(
             "hookline-operator",
             &workspace_binary("hookline-operator")?,

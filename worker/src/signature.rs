@@ -98,8 +98,8 @@ const LONGEST_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Bounds memory if a Secret flaps; older sets go first.
 const MAX_RETIRED_SETS: usize = 16;
 
-/// One configured secret, ready to check signatures with.
-#[derive(Debug)]
+/// One configured secret, ready to check signatures with. Its Debug names the
+/// kind only: a GitLab token is the secret itself.
 #[expect(
     clippy::large_enum_variant,
     reason = "almost every key is an HMAC key, held in a short Vec: boxing it would add a pointer chase to every check to save memory on the rare public key"
@@ -111,6 +111,16 @@ enum Key {
     Token(Vec<u8>),
     /// A provider's public key, parsed once (Discord's Ed25519, SendGrid's ECDSA).
     Public(signature::ParsedPublicKey),
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Hmac(_) => "Key::Hmac(..)",
+            Self::Token(_) => "Key::Token(..)",
+            Self::Public(_) => "Key::Public(..)",
+        })
+    }
 }
 
 impl Key {
@@ -1410,6 +1420,21 @@ mod tests {
         }
         let kept = v.keys.read().unwrap().retired.len();
         assert_eq!(kept, MAX_RETIRED_SETS);
+    }
+
+    #[test]
+    fn a_verifiers_debug_shows_no_secret() {
+        let v = verifier(Preset::GitLab, &["gl-token-8e1f"]);
+        v.rotate(&secrets(&["gl-token-2c9a"]), at(1)).unwrap();
+        let text = format!("{v:?}");
+        for secret in ["gl-token-8e1f", "gl-token-2c9a"] {
+            let bytes = format!("{:?}", secret.as_bytes());
+            let inner = bytes.trim_start_matches('[').trim_end_matches(']');
+            assert!(
+                !text.contains(secret) && !text.contains(inner),
+                "{secret} in {text}"
+            );
+        }
     }
 
     #[test]
