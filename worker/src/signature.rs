@@ -98,8 +98,8 @@ const LONGEST_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// Bounds memory if a Secret flaps; older sets go first.
 const MAX_RETIRED_SETS: usize = 16;
 
-/// One configured secret, ready to check signatures with.
-#[derive(Debug)]
+/// One configured secret, ready to check signatures with. Its Debug names the
+/// kind only: a GitLab token is the secret itself.
 #[expect(
     clippy::large_enum_variant,
     reason = "almost every key is an HMAC key, held in a short Vec: boxing it would add a pointer chase to every check to save memory on the rare public key"
@@ -111,6 +111,16 @@ enum Key {
     Token(Vec<u8>),
     /// A provider's public key, parsed once (Discord's Ed25519, SendGrid's ECDSA).
     Public(signature::ParsedPublicKey),
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Hmac(_) => "Key::Hmac(..)",
+            Self::Token(_) => "Key::Token(..)",
+            Self::Public(_) => "Key::Public(..)",
+        })
+    }
 }
 
 impl Key {
@@ -448,14 +458,17 @@ impl Verifier {
             Preset::Discord => {
                 let header = required(headers, header::DISCORD_SIGNATURE)?;
                 let timestamp = required(headers, header::DISCORD_TIMESTAMP)?;
-                self.check_timestamp(timestamp, "X-Signature-Timestamp", now)?;
+                let signed_at = adjacent_timestamp(timestamp, "X-Signature-Timestamp")?;
+                self.check_age(signed_at, now)?;
                 let signed = [timestamp.as_bytes(), body].concat();
                 self.any_matches(&signed, &[decode_hex(header, "X-Signature-Ed25519")?], now)
             }
             Preset::SendGrid => {
                 let header = required(headers, header::SENDGRID_SIGNATURE)?;
                 let timestamp = required(headers, header::SENDGRID_TIMESTAMP)?;
-                self.check_timestamp(timestamp, "X-Twilio-Email-Event-Webhook-Timestamp", now)?;
+                let signed_at =
+                    adjacent_timestamp(timestamp, "X-Twilio-Email-Event-Webhook-Timestamp")?;
+                self.check_age(signed_at, now)?;
                 let signed = [timestamp.as_bytes(), body].concat();
                 let signature = decode_base64(header, "X-Twilio-Email-Event-Webhook-Signature")?;
                 self.any_matches(&signed, &[signature], now)
@@ -480,13 +493,13 @@ impl Verifier {
                         {
                             return Err(Rejection::Mismatch);
                         }
-                        String::new()
+                        Vec::new()
                     }
                     None => twilio_form_fields(body),
                 };
                 let candidates: Vec<Vec<u8>> = with_and_without_port(&url)
                     .into_iter()
-                    .map(|url| [url.as_bytes(), fields.as_bytes()].concat())
+                    .map(|url| [url.as_bytes(), &fields].concat())
                     .collect();
                 self.any_candidate_matches(&candidates, &[signature], now)
             }
@@ -500,10 +513,7 @@ impl Verifier {
                 let header = required(headers, header::HUBSPOT_SIGNATURE_V3)?;
                 let timestamp = required(headers, header::HUBSPOT_TIMESTAMP)?;
                 let signature = decode_base64(header, "X-HubSpot-Signature-v3")?;
-                let millis: u64 = timestamp
-                    .trim()
-                    .parse()
-                    .map_err(|_| malformed("X-HubSpot-Request-Timestamp (timestamp)"))?;
+                let millis = adjacent_timestamp(timestamp, "X-HubSpot-Request-Timestamp")?;
                 self.check_age(millis / 1000, now)?;
                 // Routes accept POST only, so that is the method HubSpot signed.
                 let uri = hubspot_uri(&self.called(query)?);
@@ -666,6 +676,22 @@ fn required<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection
         .map_err(|_| malformed(name))
 }
 
+/// A timestamp that the scheme signs right next to the body, with no separator
+/// (Discord and SendGrid: timestamp then body; HubSpot: body then timestamp). Only
+/// the provider's own spelling is accepted, digits without a leading zero: were
+/// ` 1700000000`, `+1700000000` or `01700000000` read as the same instant, a byte
+/// could move between the body and the header under the same signature (a body
+/// ending in `0` would verify without it).
+fn adjacent_timestamp(value: &str, header: &str) -> Result<u64, Rejection> {
+    let canonical = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value == "0" || !value.starts_with('0'));
+    canonical
+        .then(|| value.parse().ok())
+        .flatten()
+        .ok_or_else(|| malformed(&format!("{header} (timestamp)")))
+}
+
 /// Unix seconds of an RFC 3339 time such as Twitch's `2019-11-16T10:11:12.634234626Z`
 /// (a fraction is dropped; `Z` or a `±hh:mm` offset). Hand-rolled: one format, and no
 /// date crate in the worker for it.
@@ -766,16 +792,34 @@ pub fn called_url(public_url: &str, query: &[(String, String)]) -> String {
 
 /// Twilio's form fields as it signs them: each name followed by its value, sorted
 /// by name and then by value, a repeated pair counted once (as Twilio's validators
-/// do: `sorted(set(...))` in twilio-python).
-fn twilio_form_fields(body: &[u8]) -> String {
-    let mut fields: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+/// do: `sorted(set(...))` in twilio-python). Kept as the decoded bytes: replacing
+/// escapes that are not UTF-8 (`%F8`, `%F9`) by U+FFFD would make different bodies
+/// sign the same; for UTF-8, which is all Twilio sends, byte order is code point
+/// order, so the text is Twilio's.
+fn twilio_form_fields(body: &[u8]) -> Vec<u8> {
+    let mut fields: std::collections::BTreeMap<Vec<u8>, std::collections::BTreeSet<Vec<u8>>> =
         std::collections::BTreeMap::new();
-    for (name, value) in hookline_contract::wire::form_pairs(body) {
-        fields.entry(name).or_default().insert(value);
+    let decode = |raw: &[u8]| -> Vec<u8> {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced).collect()
+    };
+    for part in body.split(|&b| b == b'&').filter(|part| !part.is_empty()) {
+        let (name, value) = match part.iter().position(|&b| b == b'=') {
+            Some(i) => (&part[..i], &part[i + 1..]),
+            None => (part, &b""[..]),
+        };
+        fields
+            .entry(decode(name))
+            .or_default()
+            .insert(decode(value));
     }
     fields
         .iter()
-        .flat_map(|(name, values)| values.iter().map(move |value| format!("{name}{value}")))
+        .flat_map(|(name, values)| values.iter().map(move |value| [&name[..], value].concat()))
+        .flatten()
         .collect()
 }
 
@@ -1376,6 +1420,21 @@ mod tests {
         }
         let kept = v.keys.read().unwrap().retired.len();
         assert_eq!(kept, MAX_RETIRED_SETS);
+    }
+
+    #[test]
+    fn a_verifiers_debug_shows_no_secret() {
+        let v = verifier(Preset::GitLab, &["gl-token-8e1f"]);
+        v.rotate(&secrets(&["gl-token-2c9a"]), at(1)).unwrap();
+        let text = format!("{v:?}");
+        for secret in ["gl-token-8e1f", "gl-token-2c9a"] {
+            let bytes = format!("{:?}", secret.as_bytes());
+            let inner = bytes.trim_start_matches('[').trim_end_matches(']');
+            assert!(
+                !text.contains(secret) && !text.contains(inner),
+                "{secret} in {text}"
+            );
+        }
     }
 
     #[test]

@@ -171,12 +171,12 @@ pub fn sign(preset: &Preset, secret: &[u8], request: Request<'_>) -> Result<Sign
                     super::TWILIO_BODY_HASH.to_owned(),
                     hex::encode(hash.as_ref()),
                 ));
-                super::called_url(url, &query)
+                super::called_url(url, &query).into_bytes()
             } else {
                 let fields = super::twilio_form_fields(body);
-                format!("{}{fields}", super::called_url(url, &query))
+                [super::called_url(url, &query).as_bytes(), &fields].concat()
             };
-            with(&[(header::TWILIO_SIGNATURE, based(signed.as_bytes()))])
+            with(&[(header::TWILIO_SIGNATURE, based(&signed))])
         }
         Preset::Square => with(&[(
             header::SQUARE_SIGNATURE,
