@@ -18,7 +18,7 @@ test: images ## Run every test: unit tests, the tests against the real API serve
 	$(CARGO) test --workspace
 
 test-faults: ## Run the long fault tests (kills, throttling, network faults; docs/reliability.md): the tests marked #[ignore] (HOOKLINE_FAULT_SEED=n replays a run)
-	$(CARGO) test --workspace -- --ignored
+	$(CARGO) test --workspace -- --ignored --skip node_
 
 # The images' binaries have a cargo profile and target dir of their own (see
 # images/build.sh): a cold build costs minutes, a warm one rebuilds only the workspace.
