@@ -9,11 +9,13 @@
 #        --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
 #      docker build --target worker   -t ghcr.io/hookline/hookline-worker:0.1.0 ...
 #      docker buildx build --platform linux/amd64,linux/arm64 --target ... (multi-arch)
-# 2. Binaries built on the host (`make images`, images/build.sh): the `*-host`
-#    stages, with the directory images/build.sh prepares as the context. No base
-#    image is pulled, so it works offline with podman.
+# 2. Binaries built on the host (`make images`, images/build.sh): the same targets
+#    with `--build-arg BINARIES=host` and the directory images/build.sh prepares as
+#    the context. No base image is pulled, so it works offline with podman.
 
 ARG RUST_VERSION=1.95.0
+# `build` compiles here; `host` takes binaries built on the host (make images).
+ARG BINARIES=build
 
 FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-bookworm AS build
 ARG TARGETARCH
@@ -46,63 +48,34 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp -r images/rootfs/. /out/rootfs/ \
  && cp /etc/ssl/certs/ca-certificates.crt /out/rootfs/etc/ssl/certs/
 
-FROM scratch AS operator
+# Where the binaries and /etc come from: the `build` stage above, or (`make images`)
+# the context images/build.sh prepares, holding rootfs/ and bin/ as `build`'s /out.
+FROM scratch AS host
+COPY rootfs/ /out/rootfs/
+COPY bin/ /out/bin/
+
+FROM ${BINARIES} AS binaries
+
+# What both images share.
+FROM scratch AS base
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/hookline/hookline
-LABEL org.opencontainers.image.title=hookline-operator \
-      org.opencontainers.image.source=$SOURCE \
+LABEL org.opencontainers.image.source=$SOURCE \
       org.opencontainers.image.revision=$REVISION \
       org.opencontainers.image.version=$VERSION \
       org.opencontainers.image.licenses=Apache-2.0
-COPY --from=build /out/rootfs/ /
-COPY --from=build /out/bin/hookline-operator /usr/local/bin/hookline-operator
+COPY --from=binaries /out/rootfs/ /
 USER 65532:65532
+
+FROM base AS operator
+LABEL org.opencontainers.image.title=hookline-operator
+COPY --from=binaries /out/bin/hookline-operator /usr/local/bin/hookline-operator
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/hookline-operator"]
 
-FROM scratch AS worker
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/hookline/hookline
-LABEL org.opencontainers.image.title=hookline-worker \
-      org.opencontainers.image.source=$SOURCE \
-      org.opencontainers.image.revision=$REVISION \
-      org.opencontainers.image.version=$VERSION \
-      org.opencontainers.image.licenses=Apache-2.0
-COPY --from=build /out/rootfs/ /
-COPY --from=build /out/bin/hookline-worker /usr/local/bin/hookline-worker
-USER 65532:65532
-EXPOSE 9095
-ENTRYPOINT ["/usr/local/bin/hookline-worker"]
-
-# Host-built binaries: the context holds rootfs/ and bin/ as the build stage's /out.
-FROM scratch AS operator-host
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/hookline/hookline
-LABEL org.opencontainers.image.title=hookline-operator \
-      org.opencontainers.image.source=$SOURCE \
-      org.opencontainers.image.revision=$REVISION \
-      org.opencontainers.image.version=$VERSION \
-      org.opencontainers.image.licenses=Apache-2.0
-COPY rootfs/ /
-COPY bin/hookline-operator /usr/local/bin/hookline-operator
-USER 65532:65532
-EXPOSE 8080
-ENTRYPOINT ["/usr/local/bin/hookline-operator"]
-
-FROM scratch AS worker-host
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG SOURCE=https://github.com/hookline/hookline
-LABEL org.opencontainers.image.title=hookline-worker \
-      org.opencontainers.image.source=$SOURCE \
-      org.opencontainers.image.revision=$REVISION \
-      org.opencontainers.image.version=$VERSION \
-      org.opencontainers.image.licenses=Apache-2.0
-COPY rootfs/ /
-COPY bin/hookline-worker /usr/local/bin/hookline-worker
-USER 65532:65532
+FROM base AS worker
+LABEL org.opencontainers.image.title=hookline-worker
+COPY --from=binaries /out/bin/hookline-worker /usr/local/bin/hookline-worker
 EXPOSE 9095
 ENTRYPOINT ["/usr/local/bin/hookline-worker"]

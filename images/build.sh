@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make images`: the hookline-operator and hookline-worker images from binaries built
-# on this machine, with podman and no base image (the Dockerfile's `*-host` stages).
+# on this machine, with podman and no base image (the Dockerfile's targets with
+# BINARIES=host).
 #
 # 1. cargo builds both binaries statically (glibc, `+crt-static` on an explicit
 #    --target so build scripts and proc-macros stay dynamic) with the `image` profile
@@ -58,6 +59,11 @@ done
 # CI machines lack), events in a file, storage on vfs.
 state="$out/podman"
 mkdir -p "$state"
+# podman refuses a runroot longer than 50 characters (its sockets live there), and
+# target/ may sit deep (CI links it into ~/.cache). The store records its runroot and
+# refuses another one later, so it is a short path fixed per store; it holds only
+# transient state (like /run across a reboot, it may vanish between runs).
+runroot="/tmp/hookline-podman-$(printf %s "$state" | sha256sum | cut -c1-12)"
 cat > "$state/containers.conf" <<CONF
 [containers]
 default_ulimits = []
@@ -71,18 +77,18 @@ cat > "$state/storage.conf" <<CONF
 [storage]
 driver = "vfs"
 graphroot = "$state/storage"
-runroot = "$state/run"
+runroot = "$runroot"
 CONF
 export CONTAINERS_CONF="$state/containers.conf" CONTAINERS_STORAGE_CONF="$state/storage.conf"
-podman=(podman --root "$state/storage" --runroot "$state/run" --tmpdir "$state/tmp")
+podman=(podman --root "$state/storage" --runroot "$runroot" --tmpdir "$state/tmp")
 
 # The commit's time, so the same binaries give the same image ids.
 timestamp="$(git log -1 --format=%ct)"
 printf '\n%-20s %10s %10s %10s\n' image binary image archive
 for name in hookline-operator hookline-worker; do
   ref="$registry/$name:$tag"
-  "${podman[@]}" build --quiet --file Dockerfile --target "${name#hookline-}-host" \
-    --timestamp "$timestamp" --build-arg TARGETARCH=amd64 --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  "${podman[@]}" build --quiet --file Dockerfile --target "${name#hookline-}" \
+    --timestamp "$timestamp" --build-arg BINARIES=host --build-arg TARGETARCH=amd64 --build-arg VERSION="$version" --build-arg REVISION="$revision" \
     --tag "$ref" "$context" >/dev/null
   rm -f "$out/$name.tar"
   "${podman[@]}" save --quiet --format docker-archive --output "$out/$name.tar" "$ref"
