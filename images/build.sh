@@ -34,10 +34,21 @@ for tool in podman runc; do
   }
 done
 
+build() {
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile image \
+    --target "$target" --target-dir "$cargo_target" \
+    -p hookline-operator -p hookline-worker --bin hookline-operator --bin hookline-worker
+}
 started=$SECONDS
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --locked --profile image \
-  --target "$target" --target-dir "$cargo_target" \
-  -p hookline-operator -p hookline-worker --bin hookline-operator --bin hookline-worker
+# The profile is incremental, and rustc's incremental state can crash the compiler
+# after some source changes ("internal compiler error: encountered incremental
+# compilation error"; the fix it prints is deleting that state). One retry without
+# it; a real compile error fails twice.
+if ! build; then
+  echo "images/build.sh: the build failed; retrying once without the incremental state" >&2
+  rm -rf "$cargo_target/$target/image/incremental"
+  build
+fi
 build_seconds=$((SECONDS - started))
 
 context="$out/context"
