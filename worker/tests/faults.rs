@@ -261,8 +261,12 @@ async fn partial_batch_failures_and_throttled_receives_lose_nothing() -> Result<
         "{} duplicates for {failed_deletes} failed deletes",
         report.duplicates
     );
+    // A refused delete is counted once: as stale when the worker's hold on the
+    // message had lapsed by then (SQS hands it out again anyway; on a loaded machine
+    // a 3 s visibility can lapse), else as a delete error.
     assert!(
-        counter(&lines, "delete_errors") >= failed_deletes as f64,
+        counter(&lines, "delete_errors") + counter(&lines, "stale_deletes")
+            >= failed_deletes as f64,
         "the worker's metrics count the refused deletes: {lines:?}"
     );
     // Each refused visibility entry is said: a refused extension in the metrics, a
