@@ -116,6 +116,38 @@ fn pod_summary(pod: &Pod) -> String {
 
 #[test]
 #[ignore = "node test: make test-node"]
+fn node_starts_ready_and_cleans_up() -> Result<()> {
+    hookline_tests::block_on_large_stack(node_starts_and_cleans_up)
+}
+
+/// The node alone: Ready, then dropped, leaving no mount under its directory and no
+/// containerd serving its socket.
+async fn node_starts_and_cleans_up() -> Result<()> {
+    let cluster = hookline_tests::shared_cluster().await?;
+    let workdir = hookline_tests::Workdir::create()?;
+    let node = Node::start(cluster, workdir.path()).await?;
+    eprintln!(
+        "node: Ready {:.1}s after Node::start",
+        node.started_in().as_secs_f64()
+    );
+    let dir = node.dir().to_owned();
+    drop(node);
+    let prefix = dir.display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let left: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(&prefix)))
+        .collect();
+    assert!(left.is_empty(), "mounts left under {prefix}: {left:#?}");
+    assert!(
+        std::os::unix::net::UnixStream::connect(dir.join("containerd.sock")).is_err(),
+        "containerd still serves its socket"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "node test: make test-node"]
 fn node_worker_pod_delivers_signed_events_in_order() -> Result<()> {
     hookline_tests::block_on_large_stack(worker_pod_delivers_in_order)
 }

@@ -11,16 +11,22 @@ bench="$here/../kube-bench"
 
 command -v go >/dev/null || { echo "node/build.sh: Go is not installed; the node's binaries are built from source" >&2; exit 1; }
 
-if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null; then
-  echo "node/build.sh: installing containerd and runc from Debian" >&2
-  if [[ $(id -u) -ne 0 ]]; then echo "node/build.sh: containerd/runc missing and not root; install Debian's containerd and runc" >&2; exit 1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc >&2 \
-    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd runc >&2; }
+# The CNI plugins only for `loopback`: containerd reports the node's network ready
+# only once a CNI config loads, and pods here use the host network.
+packages=(containerd runc containernetworking-plugins)
+if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null \
+  || [[ ! -x /usr/lib/cni/loopback ]]; then
+  echo "node/build.sh: installing ${packages[*]} from Debian" >&2
+  if [[ $(id -u) -ne 0 ]]; then echo "node/build.sh: not root; install Debian's ${packages[*]}" >&2; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >&2; }
 fi
 
 KUBE_VERSION="$(cat "$bench/KUBE_VERSION")"
 cache_root="${HOOKLINE_CACHE:-$HOME/.cache/hookline}"
-key="$( { echo "$KUBE_VERSION"; go env GOVERSION; cat "$bench/go.mod" "$bench/go.sum" "$here/build.sh"; } | sha256sum | cut -c1-16)"
+# Bump when the build below changes (the package lines above need no rebuild).
+recipe=1
+key="$( { echo "$KUBE_VERSION $recipe"; go env GOVERSION; cat "$bench/go.mod" "$bench/go.sum"; } | sha256sum | cut -c1-16)"
 out="$cache_root/node/$KUBE_VERSION-$key"
 bins=(kubelet kube-controller-manager kube-scheduler)
 

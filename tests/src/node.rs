@@ -91,6 +91,15 @@ impl Node {
             started_in: Duration::ZERO,
         };
 
+        // containerd reports NetworkReady (and so the kubelet the Node Ready) only once
+        // a CNI config loads; pods here use the host network, so loopback is enough.
+        let cni = dir.join("cni/10-loopback.conflist");
+        std::fs::write(
+            &cni,
+            r#"{"cniVersion": "1.0.0", "name": "hookline-loopback", "plugins": [{"type": "loopback"}]}"#,
+        )
+        .with_context(|| format!("writing {}", cni.display()))?;
+
         let pause = archive_reference(&images.join("pause.tar"))?;
         let config = dir.join("containerd.toml");
         std::fs::write(&config, containerd_config(&dir, &socket, &pause))
@@ -192,13 +201,22 @@ impl Node {
             {
                 process.check_running()?;
             }
-            if node_ready(&nodes).await? {
+            let conditions = node_conditions(&nodes).await?;
+            if conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+            {
                 break;
             }
             if Instant::now() >= deadline {
                 let kubelet = node.kubelet.as_ref().map(|k| k.log_tail(40));
+                let conditions: Vec<String> = conditions
+                    .iter()
+                    .map(|c| format!("{}={} ({:?})", c.type_, c.status, c.message))
+                    .collect();
                 bail!(
-                    "the Node {NODE_NAME} was not Ready after 120 s; last lines of the kubelet's log:\n{}",
+                    "the Node {NODE_NAME} was not Ready after 120 s: {conditions:?}; \
+                     last lines of the kubelet's log:\n{}",
                     kubelet.unwrap_or_default()
                 );
             }
@@ -319,20 +337,17 @@ fn archive_reference(archive: &Path) -> Result<String> {
         .with_context(|| format!("{} names no image", archive.display()))
 }
 
-async fn node_ready(nodes: &Api<NodeObject>) -> Result<bool> {
-    let Some(node) = nodes
+/// The Node's conditions; none before the kubelet registered it.
+async fn node_conditions(
+    nodes: &Api<NodeObject>,
+) -> Result<Vec<k8s_openapi::api::core::v1::NodeCondition>> {
+    Ok(nodes
         .get_opt(NODE_NAME)
         .await
         .with_context(|| format!("reading the Node {NODE_NAME}"))?
-    else {
-        return Ok(false);
-    };
-    Ok(node
-        .status
+        .and_then(|n| n.status)
         .and_then(|s| s.conditions)
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True"))
+        .unwrap_or_default())
 }
 
 /// containerd 1.6's configuration: everything under `dir`, the CRI plugin with the
