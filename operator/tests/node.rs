@@ -232,6 +232,8 @@ async fn worker_pod_delivers_in_order() -> Result<()> {
     // The worker's AWS credentials: on EKS the pod identity webhook injects them into
     // the pod; the bench has no such webhook, so the test adds the emulator's to the
     // sidecar under a field manager of its own, which the operator's applies keep.
+    // On the host network the sidecar's metrics port is a host port, so the new pod
+    // cannot start beside the old one: the rollout replaces it instead of surging.
     let deployments: Api<Deployment> = Api::namespaced(stack.client.clone(), &namespace);
     wait_for(
         "the worker Deployment",
@@ -243,13 +245,16 @@ async fn worker_pod_delivers_in_order() -> Result<()> {
     let credentials = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "orders-worker", "namespace": namespace},
-        "spec": {"template": {"spec": {"initContainers": [{
-            "name": "hookline-worker",
-            "env": [
-                {"name": "AWS_ACCESS_KEY_ID", "value": "test"},
-                {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
-            ],
-        }]}}},
+        "spec": {
+            "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": {"spec": {"initContainers": [{
+                "name": "hookline-worker",
+                "env": [
+                    {"name": "AWS_ACCESS_KEY_ID", "value": "test"},
+                    {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
+                ],
+            }]}},
+        },
     });
     let applied = Instant::now();
     deployments
@@ -288,8 +293,9 @@ async fn worker_pod_delivers_in_order() -> Result<()> {
         let list = pods.list(&selector).await?;
         let summary: Vec<String> = list.items.iter().map(pod_summary).collect();
         bail!(
-            "{error:#}\npods: {summary:#?}\nkubelet log:\n{}",
-            node.kubelet_log_tail(40)
+            "{error:#}\npods: {summary:#?}\nworker logs:\n{}\nkubelet log:\n{}",
+            node.container_logs(&namespace, "hookline-worker", 15),
+            node.kubelet_log_tail(20)
         );
     }
     let ready_in = applied.elapsed();
@@ -339,8 +345,9 @@ async fn worker_pod_delivers_in_order() -> Result<()> {
     .await
     .with_context(|| {
         format!(
-            "delivered {:?}; kubelet log:\n{}",
+            "delivered {:?}; worker logs:\n{}\nkubelet log:\n{}",
             seen.lock().map(|s| s.clone()).unwrap_or_default(),
+            node.container_logs(&namespace, "hookline-worker", 30),
             node.kubelet_log_tail(20)
         )
     })?;

@@ -263,6 +263,34 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// The last `lines` of every log of container `container` in the pods of
+    /// `namespace` (the kubelet's `podLogsDir`), each under its path: what a crashed
+    /// container said, for failure messages.
+    pub fn container_logs(&self, namespace: &str, container: &str, lines: usize) -> String {
+        let mut out = String::new();
+        let Ok(pods) = std::fs::read_dir(self.dir.join("pod-logs")) else {
+            return out;
+        };
+        for pod in pods.flatten() {
+            if !pod.file_name().to_string_lossy().starts_with(&format!("{namespace}_")) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(pod.path().join(container)) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                out.push_str(&format!(
+                    "--- {}\n{}\n",
+                    file.path().display(),
+                    all[all.len().saturating_sub(lines)..].join("\n")
+                ));
+            }
+        }
+        out
+    }
+
     /// Kills every container and sandbox of the node's containerd and removes them.
     fn remove_containers(&self) {
         let Ok(tasks) = ctr(&self.socket, &["-n", CRI_NAMESPACE, "tasks", "ls", "-q"]) else {
