@@ -38,7 +38,10 @@ fn stripe_signature(body: &str) -> Result<String> {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    Ok(format!("t={t},v1={}", hmac_hex(SECRET, &format!("{t}.{body}"))))
+    Ok(format!(
+        "t={t},v1={}",
+        hmac_hex(SECRET, &format!("{t}.{body}"))
+    ))
 }
 
 /// The test's recorder on 127.0.0.1: the handler container forwards every delivery
@@ -386,16 +389,20 @@ async fn worker_pod_delivers_in_order() -> Result<()> {
 }
 
 async fn wait_for_ready_webhook(webhooks: &Api<Webhook>) -> Result<Webhook> {
-    wait_for("the Webhook orders to be Ready", Duration::from_secs(120), || async {
-        Ok(webhooks
-            .get("orders")
-            .await?
-            .status
-            .map(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
+    wait_for(
+        "the Webhook orders to be Ready",
+        Duration::from_secs(120),
+        || async {
+            Ok(webhooks
+                .get("orders")
+                .await?
+                .status
+                .map(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"))
+        },
+    )
     .await?;
     Ok(webhooks.get("orders").await?)
 }

@@ -76,7 +76,13 @@ impl Node {
         let bin = node_binaries()?;
         let images = node_images()?;
         let dir = dir.join("node");
-        for sub in ["containerd/root", "containerd/state", "kubelet", "pod-logs", "cni"] {
+        for sub in [
+            "containerd/root",
+            "containerd/state",
+            "kubelet",
+            "pod-logs",
+            "cni",
+        ] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
@@ -232,7 +238,14 @@ impl Node {
         let path = archive.display().to_string();
         ctr(
             &self.socket,
-            &["-n", CRI_NAMESPACE, "images", "import", "--no-unpack", &path],
+            &[
+                "-n",
+                CRI_NAMESPACE,
+                "images",
+                "import",
+                "--no-unpack",
+                &path,
+            ],
         )
         .map(drop)
         .with_context(|| format!("importing {path} into the node's containerd"))
@@ -272,7 +285,11 @@ impl Node {
             return out;
         };
         for pod in pods.flatten() {
-            if !pod.file_name().to_string_lossy().starts_with(&format!("{namespace}_")) {
+            if !pod
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{namespace}_"))
+            {
                 continue;
             }
             let Ok(files) = std::fs::read_dir(pod.path().join(container)) else {
@@ -334,6 +351,17 @@ impl Drop for Node {
         drop(self.containerd.take());
         unmount_under(&self.dir);
         remove_kubepods_cgroups();
+        // The shims' sockets and runc's state go to fixed paths under /run/containerd
+        // whatever the config says; only empty directories are removed, so another
+        // containerd's are left alone.
+        for empty in [
+            "/run/containerd/runc/k8s.io",
+            "/run/containerd/runc",
+            "/run/containerd/s",
+            "/run/containerd",
+        ] {
+            let _ = std::fs::remove_dir(empty);
+        }
     }
 }
 
