@@ -981,6 +981,30 @@ spec:
     }
 
     #[test]
+    fn the_signing_secret_is_readable_by_the_worker_group() {
+        // Mounted 0440: only an fsGroup makes it the worker's on a real kubelet.
+        let d = worker_deployment(&webhook(STRIPE), &pair(), &settings(), None);
+        let pod = d.spec.template.spec.unwrap();
+        assert_eq!(
+            pod.security_context.unwrap().fs_group,
+            Some(WORKER_GID),
+            "default pod security context"
+        );
+        let yaml = STRIPE.replace(
+            "        containers:",
+            "        securityContext: {runAsNonRoot: true}\n        containers:",
+        );
+        assert_ne!(yaml, STRIPE, "the sample's template moved");
+        let d = worker_deployment(&webhook(&yaml), &pair(), &settings(), None);
+        let context = d.spec.template.spec.unwrap().security_context.unwrap();
+        assert_eq!(
+            (context.run_as_non_root, context.fs_group),
+            (Some(true), Some(WORKER_GID)),
+            "the team's context, with the fsGroup added"
+        );
+    }
+
+    #[test]
     fn queue_pair_follows_the_delivery_settings() {
         let w = webhook(STRIPE);
         let g: WebhookGateway = serde_saphyr::from_str(
