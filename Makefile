@@ -5,7 +5,7 @@ CARGO ?= cargo
 IMAGE_REGISTRY ?= ghcr.io/hookline
 IMAGE_TAG ?=
 
-.PHONY: help demo test test-faults images generate fmt lint chart bench-setup bench-worker bench-operator ci
+.PHONY: help demo test test-faults test-node images generate fmt lint chart bench-setup bench-worker bench-operator ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,11 @@ test: images ## Run every test: unit tests, the tests against the real API serve
 
 test-faults: ## Run the long fault tests (kills, throttling, network faults; docs/reliability.md): the tests marked #[ignore] (HOOKLINE_FAULT_SEED=n replays a run)
 	$(CARGO) test --workspace -- --ignored --skip node_
+
+test-node: images ## Run the tests on a real node (containerd, kubelet, controller-manager, scheduler; docs/testing.md): the #[ignore] tests named node_*; needs root
+	tests/node/build.sh >/dev/null
+	tests/node/images.sh >/dev/null
+	$(CARGO) test --workspace -- --ignored node_
 
 # The images' binaries have a cargo profile and target dir of their own (see
 # images/build.sh): a cold build costs minutes, a warm one rebuilds only the workspace.

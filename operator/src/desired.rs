@@ -54,6 +54,8 @@ impl Settings {
 pub const WORKER_CONTAINER: &str = "hookline-worker";
 /// Port of the worker's /healthz and /metrics inside the pod.
 pub const WORKER_METRICS_PORT: i32 = 9095;
+/// The worker image's group (its `USER 65532:65532`), the pod's fsGroup.
+pub const WORKER_GID: i64 = 65532;
 const SECRET_DIR: &str = "/var/run/hookline/signature";
 
 /// The owner of a webhook's AWS objects.
@@ -561,6 +563,7 @@ pub fn worker_deployment(
         .extend(labels.clone());
 
     let (volume, mount) = signature_volume(webhook).unzip();
+    let mounts_secret = volume.is_some();
     let sidecar = worker_sidecar(webhook, pair, settings, public_url, mount);
 
     let pod = template.spec.get_or_insert_with(Default::default);
@@ -585,6 +588,13 @@ pub fn worker_deployment(
             }),
             ..PodSecurityContext::default()
         });
+    }
+    // The signing Secret is mounted 0440: without an fsGroup a kubelet leaves its files
+    // in group root and the worker (user and group 65532) cannot read them, "Permission
+    // denied" on a real node (operator/tests/node.rs). Only where the template names none.
+    if mounts_secret {
+        let context = pod.security_context.get_or_insert_with(Default::default);
+        context.fs_group.get_or_insert(WORKER_GID);
     }
 
     Deployment {
@@ -968,6 +978,30 @@ spec:
         );
         let pod = d.spec.template.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("hookline-worker"));
+    }
+
+    #[test]
+    fn the_signing_secret_is_readable_by_the_worker_group() {
+        // Mounted 0440: only an fsGroup makes it the worker's on a real kubelet.
+        let d = worker_deployment(&webhook(STRIPE), &pair(), &settings(), None);
+        let pod = d.spec.template.spec.unwrap();
+        assert_eq!(
+            pod.security_context.unwrap().fs_group,
+            Some(WORKER_GID),
+            "default pod security context"
+        );
+        let yaml = STRIPE.replace(
+            "        containers:",
+            "        securityContext: {runAsNonRoot: true}\n        containers:",
+        );
+        assert_ne!(yaml, STRIPE, "the sample's template moved");
+        let d = worker_deployment(&webhook(&yaml), &pair(), &settings(), None);
+        let context = d.spec.template.spec.unwrap().security_context.unwrap();
+        assert_eq!(
+            (context.run_as_non_root, context.fs_group),
+            (Some(true), Some(WORKER_GID)),
+            "the team's context, with the fsGroup added"
+        );
     }
 
     #[test]

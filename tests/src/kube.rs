@@ -34,6 +34,7 @@ pub struct KubeCluster {
     etcd_client_port: u16,
     server_url: String,
     kubeconfig_path: PathBuf,
+    pki_dir: PathBuf,
     version: String,
 }
 
@@ -51,7 +52,8 @@ impl KubeCluster {
     /// Starts etcd and kube-apiserver without Hookline's CRDs (as a new cluster
     /// is before `helm install`).
     pub async fn start_bare(bin_dir: &Path, dir: &Path) -> Result<Self> {
-        let pki = Pki::write(&dir.join("pki"))?;
+        let pki_dir = dir.join("pki");
+        let pki = Pki::write(&pki_dir)?;
 
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -145,6 +147,7 @@ impl KubeCluster {
             etcd_client_port,
             server_url,
             kubeconfig_path,
+            pki_dir,
             version,
         })
     }
@@ -157,6 +160,12 @@ impl KubeCluster {
     /// A kubeconfig file with the admin identity (group `system:masters`).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path
+    }
+
+    /// The certificates' directory: `ca.crt` and the service-account signing key
+    /// `service-account.key`, which a controller-manager on this cluster needs.
+    pub fn pki_dir(&self) -> &Path {
+        &self.pki_dir
     }
 
     /// The `gitVersion` the API server reports, e.g. `v1.37.2`.

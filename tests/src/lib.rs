@@ -15,6 +15,8 @@
 //! - [`toxiproxy`]: network faults (latency, resets, timeouts) between a binary and
 //!   the emulator or the API server.
 //! - [`iam`]: IAM users holding only the chart's policies, for enforced-IAM tests.
+//! - [`node`]: a real node on demand (containerd, kubelet, controller-manager,
+//!   scheduler) for the tests that run the worker Deployment's pods.
 //! - [`podman`]: podman in a scratch directory, for the tests of the container images.
 //! - [`util`]: bounded waiting and a raw HTTP POST, shared by tests and the demo.
 //! - [`velocity`]: mapping templates rendered by the real Apache Velocity (1.7 and 2.x).
@@ -36,6 +38,7 @@ pub mod elasticmq;
 pub mod faults;
 pub mod iam;
 pub mod kube;
+pub mod node;
 pub mod podman;
 pub mod process;
 pub mod stack;

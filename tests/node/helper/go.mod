@@ -1,0 +1,3 @@
+module hookline.dev/node-helper
+
+go 1.22
