@@ -54,8 +54,6 @@ impl Settings {
 pub const WORKER_CONTAINER: &str = "hookline-worker";
 /// Port of the worker's /healthz and /metrics inside the pod.
 pub const WORKER_METRICS_PORT: i32 = 9095;
-/// The worker image's group (its `USER 65532:65532`), the pod's fsGroup.
-pub const WORKER_GID: i64 = 65532;
 const SECRET_DIR: &str = "/var/run/hookline/signature";
 
 /// The owner of a webhook's AWS objects.
@@ -483,7 +481,12 @@ fn signature_volume(webhook: &Webhook) -> Option<(Volume, VolumeMount)> {
                     })
                     .collect()
             }),
-            default_mode: Some(0o440),
+            // Readable by every user: a kubelet makes the files root's, and the worker
+            // runs as 65532 ("Permission denied" at 0440 on a real node:
+            // operator/tests/node.rs). Only the worker's container mounts the volume.
+            // Not an fsGroup instead: that is pod-wide, and a kubelet would re-own the
+            // team's own volumes to it.
+            default_mode: Some(0o444),
             optional: Some(false),
             ..SecretVolumeSource::default()
         }),
@@ -563,7 +566,6 @@ pub fn worker_deployment(
         .extend(labels.clone());
 
     let (volume, mount) = signature_volume(webhook).unzip();
-    let mounts_secret = volume.is_some();
     let sidecar = worker_sidecar(webhook, pair, settings, public_url, mount);
 
     let pod = template.spec.get_or_insert_with(Default::default);
@@ -588,13 +590,6 @@ pub fn worker_deployment(
             }),
             ..PodSecurityContext::default()
         });
-    }
-    // The signing Secret is mounted 0440: without an fsGroup a kubelet leaves its files
-    // in group root and the worker (user and group 65532) cannot read them, "Permission
-    // denied" on a real node (operator/tests/node.rs). Only where the template names none.
-    if mounts_secret {
-        let context = pod.security_context.get_or_insert_with(Default::default);
-        context.fs_group.get_or_insert(WORKER_GID);
     }
 
     Deployment {
@@ -981,27 +976,38 @@ spec:
     }
 
     #[test]
-    fn the_signing_secret_is_readable_by_the_worker_group() {
-        // Mounted 0440: only an fsGroup makes it the worker's on a real kubelet.
+    fn the_signing_secret_is_readable_by_the_worker_and_mounted_only_in_its_container() {
         let d = worker_deployment(&webhook(STRIPE), &pair(), &settings(), None);
         let pod = d.spec.template.spec.unwrap();
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "hookline-signature")
+            .and_then(|v| v.secret.clone())
+            .expect("the signature volume");
+        // The worker is user 65532 and not in the files' group (root) on a kubelet.
+        assert_eq!(volume.default_mode, Some(0o444));
+        // Nothing pod-wide that would re-own the team's volumes.
         assert_eq!(
-            pod.security_context.unwrap().fs_group,
-            Some(WORKER_GID),
-            "default pod security context"
+            pod.security_context.and_then(|c| c.fs_group),
+            None,
+            "no fsGroup set for the team"
         );
-        let yaml = STRIPE.replace(
-            "        containers:",
-            "        securityContext: {runAsNonRoot: true}\n        containers:",
-        );
-        assert_ne!(yaml, STRIPE, "the sample's template moved");
-        let d = worker_deployment(&webhook(&yaml), &pair(), &settings(), None);
-        let context = d.spec.template.spec.unwrap().security_context.unwrap();
-        assert_eq!(
-            (context.run_as_non_root, context.fs_group),
-            (Some(true), Some(WORKER_GID)),
-            "the team's context, with the fsGroup added"
-        );
+        let mounted: Vec<&str> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&pod.containers)
+            .filter(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "hookline-signature")
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(mounted, [WORKER_CONTAINER]);
     }
 
     #[test]
