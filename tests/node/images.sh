@@ -3,16 +3,18 @@
 # sandbox_image) and `handler` (a team's handler), both one static Go binary
 # (tests/node/helper) FROM scratch, user 65532, built with podman in a store of its own
 # and saved as docker-archives under ${HOOKLINE_CACHE:-~/.cache/hookline}/node-images/<key>/,
-# once per source. Prints that directory on stdout.
+# once per source. The binary itself is kept there too (`node-helper`): the node runs
+# it as its forwarder and its CNI plugin (tests/node/helper/forward.go, cni.go).
+# Prints that directory on stdout.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 for tool in go podman runc; do
   command -v "$tool" >/dev/null || { echo "node/images.sh: $tool is missing (apt-get install -y podman buildah runc; Go)" >&2; exit 1; }
 done
 cache_root="${HOOKLINE_CACHE:-$HOME/.cache/hookline}"
-key="$( { go env GOVERSION; cat "$here/helper/go.mod" "$here/helper/main.go" "$here/images.sh"; } | sha256sum | cut -c1-16)"
+key="$( { go env GOVERSION; cat "$here/helper/go.mod" "$here/helper/go.sum" "$here"/helper/*.go "$here/images.sh"; } | sha256sum | cut -c1-16)"
 out="$cache_root/node-images/$key"
-if [[ -f "$out/pause.tar" && -f "$out/handler.tar" ]]; then
+if [[ -f "$out/pause.tar" && -f "$out/handler.tar" && -x "$out/node-helper" ]]; then
   echo "$out"
   exit 0
 fi
@@ -50,6 +52,7 @@ for mode in pause handler; do
   "${podman[@]}" save --quiet --format docker-archive --output "$tmp/$mode.tar" "$ref"
 done
 "${podman[@]}" rmi --all --force >/dev/null 2>&1 || true
+mv "$tmp/context/node-helper" "$tmp/node-helper"
 rm -rf "$tmp/context" "$state"
 rm -rf "$out"
 mv "$tmp" "$out"
