@@ -41,6 +41,7 @@ pub mod kube;
 pub mod node;
 pub mod podman;
 pub mod process;
+pub mod recorder;
 pub mod stack;
 pub mod toxiproxy;
 pub mod util;

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_tests::podman::{Podman, archive_references, image_archive};
 use hookline_tests::process::free_port;
+use hookline_tests::recorder::Recorder;
 use hookline_tests::stack::{Stack, sample};
 use hookline_tests::util::wait_for;
 use hookline_tests::{Emulator, EmulatorKind, Workdir, emulator_venv, helm_binary, repo_root};
@@ -26,9 +27,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1 << 20;
 
@@ -46,54 +45,6 @@ const RESTRICTED: [&str; 10] = [
     "no-new-privileges",
     "--pull=never",
 ];
-
-/// A handler on 127.0.0.1 that answers 200 and records each body.
-async fn handler() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                let body = loop {
-                    let Ok(n) = stream.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request).into_owned();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            let (name, value) = l.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        break body.to_owned();
-                    }
-                };
-                if let Ok(mut seen) = record.lock() {
-                    seen.push(body);
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    Ok((port, seen))
-}
 
 async fn create_fifo(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
     sqs.create_queue()
@@ -177,7 +128,8 @@ async fn the_worker_image_drains_a_queue_and_stops_on_sigterm() -> Result<()> {
                 .context("sending")?;
         }
     }
-    let (handler_port, seen) = handler().await?;
+    let handler = Recorder::start().await?;
+    let handler_port = handler.port();
     let metrics_port = free_port()?;
 
     // Both names exist only in the container's /etc/hosts (--add-host), as a
@@ -220,7 +172,7 @@ async fn the_worker_image_drains_a_queue_and_stops_on_sigterm() -> Result<()> {
         Duration::from_secs(60),
         || {
             let running = worker.check_running();
-            let count = seen.lock().map_or(0, |s| s.len());
+            let count = handler.len();
             async move {
                 running?;
                 Ok(count >= total)
@@ -236,7 +188,7 @@ async fn the_worker_image_drains_a_queue_and_stops_on_sigterm() -> Result<()> {
     .await
     .with_context(|| format!("worker log:\n{}", worker.log_tail(30)))?;
 
-    let bodies = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let bodies = handler.bodies();
     let mut by_group: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for body in &bodies {
         let group = body.split('-').next().unwrap_or_default();

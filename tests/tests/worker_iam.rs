@@ -11,71 +11,10 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_tests::aws::{Options, REGION};
 use hookline_tests::iam::{PolicyValues, chart_policy, user_with_policy};
 use hookline_tests::process::Supervised;
+use hookline_tests::recorder::Recorder;
 use hookline_tests::util::{AfterReceive, receive_all, wait_for};
 use hookline_tests::{EmulatorKind, Workdir, emulator_venv, repo_root};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A handler on 127.0.0.1 that records each body and answers 500 to bodies
-/// containing "poison", 200 to the rest.
-async fn handler() -> Result<(u16, Arc<Mutex<Vec<String>>>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Read the head, then as much body as Content-Length says.
-                let body = loop {
-                    let Ok(n) = stream.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request).into_owned();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                        continue;
-                    };
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            let (name, value) = l.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        break body.to_owned();
-                    }
-                };
-                let status = if body.contains("poison") {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                if let Ok(mut seen) = record.lock() {
-                    seen.push(body);
-                }
-                let _ = stream
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-            });
-        }
-    });
-    Ok((port, seen))
-}
 
 /// A FIFO queue tagged as the operator tags a Webhook's queues: the worker policy
 /// grants a namespace only queues whose owner tag names a Webhook in it.
@@ -124,7 +63,9 @@ async fn the_worker_runs_with_only_the_charts_worker_policy() -> Result<()> {
             .send()
             .await?;
     }
-    let (port, seen) = handler().await?;
+    let handler = Recorder::start().await?;
+    handler.fail_when(Some("poison"));
+    let port = handler.port();
     let policy_for = |namespace: &str| {
         chart_policy(
             "worker-iam-policy.json",
@@ -166,7 +107,7 @@ async fn the_worker_runs_with_only_the_charts_worker_policy() -> Result<()> {
     let log = denied.log_tail(50);
     drop(denied);
     assert!(
-        seen.lock().map_or(true, |s| s.is_empty()),
+        handler.calls().is_empty(),
         "a worker without access delivered"
     );
     assert!(log.contains("AccessDenied"), "worker log:\n{log}");
@@ -185,7 +126,7 @@ async fn the_worker_runs_with_only_the_charts_worker_policy() -> Result<()> {
     .await;
     let log = worker.log_tail(30);
     outcome.with_context(|| format!("worker log:\n{log}"))?;
-    let delivered = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let delivered = handler.bodies();
     assert!(
         delivered.iter().any(|b| b == "first"),
         "delivered: {delivered:?}"
