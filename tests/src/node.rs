@@ -2,8 +2,17 @@
 //! with its config, root, state and socket in the node's directory), a kubelet
 //! registered with the bench's API server, and kube-controller-manager and
 //! kube-scheduler, so that a Deployment becomes ReplicaSets, Pods, and containers
-//! that really run. Pods use the host network (there is no CNI here); images are
-//! imported from docker-archives into containerd and never pulled.
+//! that really run. Images are imported from docker-archives into containerd and
+//! never pulled.
+//!
+//! Pods get network namespaces of their own on a CNI bridge (Debian's `bridge` and
+//! `host-local` plugins): one IP each on a private /24 with no uplink, which the
+//! kubelet's probes reach, so replicas of one Deployment share the node without port
+//! clashes. The bench's services listen only on the machine's 127.0.0.1, which is not
+//! a pod's; the node's forwarder (`tests/node/helper`, told of each pod network by a
+//! CNI plugin of its own, chained after the bridge) listens on every pod's 127.0.0.1
+//! at the ports [`Node::expose`] names and relays to the machine's. So a pod reaches
+//! the emulator at the very endpoint the operator hands the worker.
 //!
 //! The kubelet, controller-manager and scheduler are built from the same pinned
 //! `k8s.io/kubernetes` module as kube-apiserver by `tests/node/build.sh`; the pause
@@ -13,8 +22,9 @@
 //!
 //! Dropping a [`Node`] stops what it started, by PID: the kubelet first (so it
 //! restarts nothing), then every container and sandbox through containerd, then the
-//! daemons; then it unmounts what is mounted under its directory and removes the
-//! `kubepods` cgroups the kubelet made.
+//! daemons; then it unmounts what is mounted under its directory and the pods'
+//! network namespaces, deletes its bridge, and removes the cgroups under its own
+//! cgroup root (so two nodes at once never share `kubepods`).
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Node as NodeObject;
@@ -28,6 +38,10 @@ use crate::process::{Supervised, free_port, wait_until};
 
 /// The node's name in the API server.
 pub const NODE_NAME: &str = "hookline-node";
+
+/// How many bridges (so nodes at once) the bench allows: `hlnode<i>` with pods on
+/// `10.244.<i>.0/24`. A bridge that a killed test left is skipped, never reused.
+const BRIDGES: u8 = 64;
 
 /// containerd's namespace for Kubernetes' images and containers (the CRI plugin's).
 const CRI_NAMESPACE: &str = "k8s.io";
@@ -62,8 +76,12 @@ pub struct Node {
     controller_manager: Option<Supervised>,
     kubelet: Option<Supervised>,
     containerd: Option<Supervised>,
+    forwarder: Option<Supervised>,
     dir: PathBuf,
     socket: PathBuf,
+    forward_socket: PathBuf,
+    bridge: Option<String>,
+    cgroup_root: String,
     started_in: Duration,
 }
 
@@ -81,7 +99,9 @@ impl Node {
             "containerd/state",
             "kubelet",
             "pod-logs",
-            "cni",
+            "cni/bin",
+            "cni/net.d",
+            "cni/ipam",
         ] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -92,19 +112,46 @@ impl Node {
             controller_manager: None,
             kubelet: None,
             containerd: None,
+            forwarder: None,
             dir: dir.clone(),
             socket: socket.clone(),
+            forward_socket: dir.join("cni/forward.sock"),
+            bridge: None,
+            cgroup_root: String::new(),
             started_in: Duration::ZERO,
         };
-
-        // containerd reports NetworkReady (and so the kubelet the Node Ready) only once
-        // a CNI config loads; pods here use the host network, so loopback is enough.
-        let cni = dir.join("cni/10-loopback.conflist");
-        std::fs::write(
-            &cni,
-            r#"{"cniVersion": "1.0.0", "name": "hookline-loopback", "plugins": [{"type": "loopback"}]}"#,
+        let (bridge, subnet) = reserve_bridge()?;
+        node.bridge = Some(bridge.clone());
+        // Named after the bridge, so unique among the nodes running on this machine:
+        // each keeps its pods' cgroups apart, and a dropped node removes only its own.
+        node.cgroup_root = format!("/hookline-{bridge}");
+        node.make_cgroup_root()?;
+        let helper = images.join("node-helper");
+        let forward_socket = node.forward_socket.clone();
+        let forwarder = node.forwarder.insert(Supervised::spawn(
+            "node forwarder",
+            &helper,
+            ["forward".to_owned(), forward_socket.display().to_string()],
+            &[],
+            dir.join("forwarder.log"),
+        )?);
+        wait_until(
+            forwarder,
+            "serving its socket",
+            Duration::from_secs(10),
+            || {
+                let socket = forward_socket.clone();
+                async move { std::os::unix::net::UnixStream::connect(&socket).is_ok() }
+            },
         )
-        .with_context(|| format!("writing {}", cni.display()))?;
+        .await?;
+        write_cni_config(
+            &dir.join("cni"),
+            &helper,
+            &bridge,
+            &subnet,
+            &node.forward_socket,
+        )?;
 
         let pause = archive_reference(&images.join("pause.tar"))?;
         let config = dir.join("containerd.toml");
@@ -136,7 +183,7 @@ impl Node {
         let healthz_port = free_port()?;
         std::fs::write(
             &kubelet_config,
-            kubelet_config_yaml(&dir, &socket, healthz_port, free_port()?),
+            kubelet_config_yaml(&dir, &socket, &node.cgroup_root, healthz_port, free_port()?),
         )
         .with_context(|| format!("writing {}", kubelet_config.display()))?;
         node.kubelet = Some(Supervised::spawn(
@@ -201,6 +248,7 @@ impl Node {
                 &mut node.controller_manager,
                 &mut node.scheduler,
                 &mut node.containerd,
+                &mut node.forwarder,
             ]
             .into_iter()
             .flatten()
@@ -232,6 +280,58 @@ impl Node {
         Ok(node)
     }
 
+    /// Makes the machine's `127.0.0.1:port` (an emulator, a test's recorder) appear
+    /// at `127.0.0.1:port` in every pod, those running and those to come.
+    pub fn expose(&self, port: u16) -> Result<()> {
+        self.ask_forwarder(&format!("EXPOSE {port}"))
+            .map(drop)
+            .with_context(|| format!("exposing 127.0.0.1:{port} to the node's pods"))
+    }
+
+    /// One request to the node's forwarder (tests/node/helper/forward.go): the rest
+    /// of its `OK` answer, or its error.
+    fn ask_forwarder(&self, request: &str) -> Result<String> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.forward_socket)
+            .with_context(|| format!("connecting to {}", self.forward_socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        writeln!(stream, "{request}")?;
+        let mut answer = String::new();
+        BufReader::new(stream)
+            .read_line(&mut answer)
+            .context("reading the forwarder's answer")?;
+        let answer = answer.trim();
+        match answer.strip_prefix("OK") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => bail!("the node's forwarder refused {request:?}: {answer}"),
+        }
+    }
+
+    /// Sends `signal` (`SIGKILL`, `SIGSTOP`, `SIGCONT`, ...) to a container's main
+    /// process, named by the `containerID` a pod's status gives (`containerd://<id>`
+    /// or the bare id): what a crash or a hang looks like to the kubelet.
+    pub fn signal_container(&self, container_id: &str, signal: &str) -> Result<()> {
+        let id = container_id
+            .strip_prefix("containerd://")
+            .unwrap_or(container_id);
+        ctr(
+            &self.socket,
+            &["-n", CRI_NAMESPACE, "tasks", "kill", "-s", signal, id],
+        )
+        .map(drop)
+    }
+
+    /// The cgroup root of this node's pods, in every v1 hierarchy (the kubelet
+    /// refuses a root that does not exist, and makes `kubepods` under it).
+    fn make_cgroup_root(&self) -> Result<()> {
+        for hierarchy in cgroup_hierarchies() {
+            let path = hierarchy.join(self.cgroup_root.trim_start_matches('/'));
+            std::fs::create_dir_all(&path)
+                .with_context(|| format!("creating the cgroup {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Imports a docker-archive (e.g. `target/images/hookline-worker.tar`) into the
     /// node's containerd, where the kubelet finds it without pulling.
     pub fn import(&self, archive: &Path) -> Result<()> {
@@ -261,6 +361,16 @@ impl Node {
     /// How long [`Node::start`] took, builds included when they ran.
     pub fn started_in(&self) -> Duration {
         self.started_in
+    }
+
+    /// The bridge of the node's pods (`hlnode<i>`).
+    pub fn bridge(&self) -> &str {
+        self.bridge.as_deref().unwrap_or_default()
+    }
+
+    /// The cgroup root of the node's pods (`/hookline-hlnode<i>`).
+    pub fn cgroup_root(&self) -> &str {
+        &self.cgroup_root
     }
 
     /// The node's directory: the daemons' logs (`*.log`), config and state.
@@ -345,12 +455,35 @@ impl Drop for Node {
         drop(self.kubelet.take());
         drop(self.scheduler.take());
         drop(self.controller_manager.take());
+        // The pods' network namespaces, from the forwarder before it goes: containerd
+        // removes them only when the kubelet stops a sandbox, and the kill below
+        // bypasses the kubelet.
+        let namespaces: Vec<PathBuf> = self
+            .ask_forwarder("LIST")
+            .map(|list| list.split_whitespace().map(PathBuf::from).collect())
+            .unwrap_or_default();
         if self.containerd.is_some() {
             self.remove_containers();
         }
         drop(self.containerd.take());
+        drop(self.forwarder.take());
         unmount_under(&self.dir);
-        remove_kubepods_cgroups();
+        for netns in namespaces {
+            let _ = Command::new("umount")
+                .arg(&netns)
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_file(&netns);
+        }
+        if let Some(bridge) = self.bridge.take() {
+            let _ = Command::new("ip")
+                .args(["link", "delete", &bridge])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for hierarchy in cgroup_hierarchies() {
+            remove_cgroup_tree(&hierarchy.join(self.cgroup_root.trim_start_matches('/')));
+        }
         // The shims' sockets and runc's state go to fixed paths under /run/containerd
         // whatever the config says; only empty directories are removed, so another
         // containerd's are left alone.
@@ -363,6 +496,129 @@ impl Drop for Node {
             let _ = std::fs::remove_dir(empty);
         }
     }
+}
+
+/// A team's handler container for a worker pod template: the node's handler image
+/// (tests/node/helper) listening on `port` in the pod, forwarding each delivery to
+/// `record_url` (a [`crate::recorder::Recorder`], [`Node::expose`]d), taking
+/// `delay_ms` per delivery, Ready once it listens.
+pub fn handler_container(
+    image: &str,
+    port: u16,
+    record_url: &str,
+    delay_ms: u64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "name": "handler",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "env": [
+            {"name": "PORT", "value": port.to_string()},
+            {"name": "RECORD_URL", "value": record_url},
+            {"name": "DELAY_MS", "value": delay_ms.to_string()},
+        ],
+        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    })
+}
+
+/// Field manager of [`give_emulator_credentials`]' apply.
+pub const CREDENTIALS_MANAGER: &str = "hookline-bench-credentials";
+
+/// Gives the worker sidecar of Deployment `name` the emulator's AWS credentials,
+/// once the operator made the Deployment. On EKS the pod identity webhook (or IRSA's)
+/// injects credentials into the pod; the bench has no such webhook, so this applies
+/// them under a field manager of its own, which the operator's applies leave alone.
+pub async fn give_emulator_credentials(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    crate::util::wait_for(
+        &format!("the Deployment {namespace}/{name}"),
+        Duration::from_secs(120),
+        || async { Ok(deployments.get_opt(name).await?.is_some()) },
+    )
+    .await?;
+    let credentials = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"template": {"spec": {"initContainers": [{
+            "name": "hookline-worker",
+            "env": [
+                {"name": "AWS_ACCESS_KEY_ID", "value": "test"},
+                {"name": "AWS_SECRET_ACCESS_KEY", "value": "test"},
+            ],
+        }]}}},
+    });
+    deployments
+        .patch(
+            name,
+            &PatchParams::apply(CREDENTIALS_MANAGER),
+            &Patch::Apply(&credentials),
+        )
+        .await
+        .with_context(|| format!("adding the emulator's credentials to {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Whether a pod of a worker Deployment runs the template with the emulator's
+/// credentials ([`give_emulator_credentials`]); a pod of the template before them
+/// crash-loops on no credentials until its ReplicaSet is scaled away.
+pub fn has_emulator_credentials(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.init_containers.iter().flatten().any(|c| {
+            c.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "AWS_ACCESS_KEY_ID")
+        })
+    })
+}
+
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// What a pod's containers report, for failure messages.
+pub fn pod_summary(pod: &k8s_openapi::api::core::v1::Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    let containers = status
+        .init_container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .chain(status.container_statuses.unwrap_or_default())
+        .map(|c| {
+            format!(
+                "{}: ready={} restarts={} state={:?}",
+                c.name, c.ready, c.restart_count, c.state
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    format!(
+        "{}: phase {:?}, ip {:?}, conditions {:?}, containers [{containers}]",
+        pod.metadata.name.as_deref().unwrap_or("?"),
+        status.phase,
+        status.pod_ip,
+        status.conditions.map(|c| c
+            .into_iter()
+            .map(|c| format!("{}={}", c.type_, c.status))
+            .collect::<Vec<_>>()),
+    )
 }
 
 /// `ctr --address <socket> <args>`: its stdout, or an error with its stderr.
@@ -435,8 +691,8 @@ state = "{state}"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
+    bin_dir = "{cni}/bin"
+    conf_dir = "{cni}/net.d"
 "#,
         root = d("containerd/root"),
         state = d("containerd/state"),
@@ -448,13 +704,20 @@ state = "{state}"
 /// The kubelet's configuration: cgroupfs on this machine's cgroup v1, no swap or
 /// allocatable enforcement, its servers on 127.0.0.1, evictions that a full-ish
 /// build disk does not trigger.
-fn kubelet_config_yaml(dir: &Path, socket: &Path, healthz_port: u16, port: u16) -> String {
+fn kubelet_config_yaml(
+    dir: &Path,
+    socket: &Path,
+    cgroup_root: &str,
+    healthz_port: u16,
+    port: u16,
+) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupsPerQOS: true
+cgroupRoot: {cgroup_root}
 enforceNodeAllocatable: []
 failSwapOn: false
 authentication:
@@ -509,16 +772,97 @@ fn unmount_under(dir: &Path) {
     }
 }
 
-/// Removes the `kubepods` cgroup trees the kubelet made in every v1 hierarchy and in
-/// the unified one; only empty cgroups can be removed, so this runs after every
-/// container stopped.
-fn remove_kubepods_cgroups() {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    for hierarchy in hierarchies.flatten() {
-        remove_cgroup_tree(&hierarchy.path().join("kubepods"));
+/// The cgroup v1 hierarchies (and the unified one) mounted under /sys/fs/cgroup.
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reserves a bridge for a node's pods: the first `hlnode<i>` that `ip link add`
+/// can create (one that exists belongs to another node, or to a killed test), and
+/// its subnet `10.244.<i>.0/24`.
+fn reserve_bridge() -> Result<(String, String)> {
+    let mut refusals = Vec::new();
+    for i in 0..BRIDGES {
+        let name = format!("hlnode{i}");
+        let output = Command::new("ip")
+            .args(["link", "add", &name, "type", "bridge"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running ip (iproute2) to make the node's bridge")?;
+        if output.status.success() {
+            return Ok((name, format!("10.244.{i}.0/24")));
+        }
+        refusals.push(format!(
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
+    bail!(
+        "no bridge for the node's pods could be made ({}); `ip -br link | grep hlnode` \
+         shows the ones left, `ip link delete hlnodeN` removes one",
+        refusals.join("; ")
+    )
+}
+
+/// The node's CNI setup under `cni`: a bin dir with Debian's bridge, host-local and
+/// loopback plugins and the forwarder's (`hookline-forward`, the helper binary under
+/// that name), and the pod network: a bridge with the node's gateway, host-local
+/// addresses kept under `cni/ipam`, no masquerade (nothing leaves the machine), then
+/// the forwarder's plugin.
+fn write_cni_config(
+    cni: &Path,
+    helper: &Path,
+    bridge: &str,
+    subnet: &str,
+    forward_socket: &Path,
+) -> Result<()> {
+    let bin = cni.join("bin");
+    for plugin in ["bridge", "host-local", "loopback"] {
+        let source = Path::new("/usr/lib/cni").join(plugin);
+        if !source.is_file() {
+            bail!(
+                "{} is missing: install Debian's containernetworking-plugins (tests/node/build.sh does)",
+                source.display()
+            );
+        }
+        link(&source, &bin.join(plugin))?;
+    }
+    link(helper, &bin.join("hookline-forward"))?;
+    let config = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "hookline-pods",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": cni.join("ipam"),
+                },
+            },
+            {"type": "hookline-forward", "socket": forward_socket},
+        ],
+    });
+    let path = cni.join("net.d/10-hookline-pods.conflist");
+    std::fs::write(&path, serde_json::to_vec_pretty(&config)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn link(source: &Path, link: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(source, link)
+        .with_context(|| format!("linking {} to {}", link.display(), source.display()))
 }
 
 fn remove_cgroup_tree(path: &Path) {

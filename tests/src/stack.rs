@@ -211,6 +211,26 @@ impl Stack {
         webhook: serde_json::Value,
         secret: (&str, &str, &str),
     ) -> Result<Webhook> {
+        self.apply_webhook(webhook, secret, Worker::Reported).await
+    }
+
+    /// As [`Stack::webhook`] for a worker that runs on a [`crate::node::Node`]: the
+    /// kubelet reports the Deployment's pods, and the worker sidecar is given the
+    /// emulator's credentials ([`crate::node::give_emulator_credentials`]).
+    pub async fn webhook_on_node(
+        &mut self,
+        webhook: serde_json::Value,
+        secret: (&str, &str, &str),
+    ) -> Result<Webhook> {
+        self.apply_webhook(webhook, secret, Worker::OnNode).await
+    }
+
+    async fn apply_webhook(
+        &mut self,
+        webhook: serde_json::Value,
+        secret: (&str, &str, &str),
+        worker: Worker,
+    ) -> Result<Webhook> {
         let namespace = webhook["metadata"]["namespace"]
             .as_str()
             .context("the Webhook's namespace")?
@@ -231,24 +251,35 @@ impl Stack {
             .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&webhook))
             .await?;
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &namespace);
-        let worker = format!("{name}-worker");
-        self.wait_ready(
-            "the worker Deployment",
-            Duration::from_secs(120),
-            || async { Ok(deployments.get_opt(&worker).await?.is_some()) },
-        )
-        .await?;
-        let ready_status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
-        deployments
-            .patch_status(
-                &worker,
-                &PatchParams::default(),
-                &Patch::Merge(&ready_status),
-            )
-            .await?;
+        let deployment = format!("{name}-worker");
+        match worker {
+            Worker::Reported => {
+                self.wait_ready(
+                    "the worker Deployment",
+                    Duration::from_secs(120),
+                    || async { Ok(deployments.get_opt(&deployment).await?.is_some()) },
+                )
+                .await?;
+                let ready_status = json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
+                deployments
+                    .patch_status(
+                        &deployment,
+                        &PatchParams::default(),
+                        &Patch::Merge(&ready_status),
+                    )
+                    .await?;
+            }
+            Worker::OnNode => {
+                crate::node::give_emulator_credentials(&self.client, &namespace, &deployment)
+                    .await
+                    .with_context(|| format!("operator log:\n{}", self.operator.log_tail(30)))?;
+            }
+        }
+        // On a node the pod's image starts, its probes pass and the Deployment becomes
+        // available: longer than a reported status.
         self.wait_ready(
             &format!("the Webhook {name}"),
-            Duration::from_secs(120),
+            Duration::from_secs(180),
             || async {
                 Ok(ready(
                     webhooks.get(&name).await?.status.map(|s| s.conditions),
@@ -437,4 +468,14 @@ fn ready(
         .unwrap_or_default()
         .iter()
         .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Who makes a Webhook's worker Deployment ready ([`Stack::webhook`]).
+#[derive(Debug, Clone, Copy)]
+enum Worker {
+    /// No kubelet: the stack writes the Deployment's status as a kubelet would, and
+    /// the test runs the worker as a local process.
+    Reported,
+    /// A [`crate::node::Node`] runs its pods.
+    OnNode,
 }
