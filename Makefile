@@ -10,7 +10,8 @@ IMAGE_TAG ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-demo: ## Run Hookline end to end locally: API server, MiniStack, operator, worker, signed webhooks (ARGS=--keep keeps it up; ARGS=--emulator=localstack on LocalStack)
+# ARGS=--node runs the worker image as a pod, so `make images` comes first then.
+demo: $(if $(findstring --node,$(ARGS)),images) ## Run Hookline end to end locally: API server, MiniStack, operator, worker, signed webhooks (ARGS=--keep keeps it up; ARGS=--emulator=localstack on LocalStack; ARGS=--node runs the worker as a pod on a real node, needs root)
 	$(CARGO) build -q --workspace --bins
 	$(CARGO) run -q -p hookline-demo -- $(ARGS)
 
@@ -23,7 +24,7 @@ test-faults: ## Run the long fault tests (kills, throttling, network faults; doc
 test-node: images ## Run the tests on a real node (containerd, kubelet, controller-manager, scheduler; docs/testing.md): the #[ignore] tests named node_*; needs root
 	tests/node/build.sh >/dev/null
 	tests/node/images.sh >/dev/null
-	$(CARGO) test --workspace -- --ignored node_
+	$(CARGO) test --workspace -- --ignored node_ --test-threads=2
 
 # The images' binaries have a cargo profile and target dir of their own (see
 # images/build.sh): a cold build costs minutes, a warm one rebuilds only the workspace.

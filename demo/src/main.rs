@@ -6,6 +6,12 @@
 //! (on LocalStack, which serves no custom domains, through the stage's execute-api
 //! URL); the handler prints them, in order per customer. A poison event goes to the
 //! dead-letter queue and is redriven. `--keep` leaves everything running.
+//!
+//! `--node` runs the worker as Kubernetes runs it: the bench starts a node
+//! (containerd, a kubelet, the controller-manager and the scheduler,
+//! `hookline_tests::node`), and the operator's worker Deployment becomes a pod with
+//! the worker image from `make images` as a native sidecar next to a handler
+//! container, which hands each delivery to the sample handler here.
 
 // Printing to the terminal is this program's job.
 #![allow(clippy::print_stdout)]
@@ -16,6 +22,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
+use hookline_tests::node::{Node, handler_container};
+use hookline_tests::podman::{archive_references, image_archive};
 use hookline_tests::process::Supervised;
 use hookline_tests::stack::{Stack, sample, workspace_binary};
 use hookline_tests::util::wait_for as wait;
@@ -38,6 +46,11 @@ struct Args {
     /// (community edition) does not, so events go to the stage's execute-api URL.
     #[arg(long, value_enum, default_value_t = Emulator::Ministack)]
     emulator: Emulator,
+    /// Run the worker as a pod on a real node of the bench (containerd, kubelet,
+    /// controller-manager, scheduler): needs root and `make images`
+    /// (`make demo ARGS=--node` runs it first).
+    #[arg(long)]
+    node: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -82,7 +95,24 @@ async fn main() -> Result<()> {
     ));
     println!("  (the first run builds kube-apiserver from the Go modules and installs the");
     println!("   emulators into a venv under ~/.cache/hookline: a few minutes, once)");
-    let mut stack = Stack::start(kind).await.context("starting the bench")?;
+    let worker_image = if args.node {
+        let archive = image_archive("hookline-worker")
+            .context("--node runs the worker image: `make images` builds it")?;
+        let reference = archive_references(&archive)?
+            .into_iter()
+            .next()
+            .context("no reference in the worker image archive")?;
+        Some((archive, reference))
+    } else {
+        None
+    };
+    let mut stack = match &worker_image {
+        Some((_, reference)) => {
+            Stack::start_with(kind, &[("HOOKLINE_WORKER_IMAGE", reference.as_str())]).await
+        }
+        None => Stack::start(kind).await,
+    }
+    .context("starting the bench")?;
     let bench = &stack.bench;
     println!(
         "  API server {} ({}), {emulator} {}, ready in {:.1}s",
@@ -125,16 +155,64 @@ async fn main() -> Result<()> {
         }
     };
 
+    // The team's code: prints what it receives, fails for one customer until fixed.
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
+    let broken = Arc::new(AtomicBool::new(true));
+    let handler_url = sample_handler(received.clone(), broken.clone()).await?;
+
+    let node = match &worker_image {
+        Some((archive, _)) => {
+            step("Starting a node: containerd, kubelet, controller-manager, scheduler");
+            println!("  (the first run builds them from the Kubernetes Go module: minutes, once)");
+            let node = Node::start(&stack.bench.kube, stack.bench.workdir())
+                .await
+                .context("starting the node (needs root, containerd and runc)")?;
+            node.import(archive)?;
+            let handler_image = node.import_handler()?;
+            // The worker calls the emulator at the operator's endpoint, the handler
+            // container calls the sample handler: both on 127.0.0.1 in the pod.
+            node.expose(stack.bench.aws.port())?;
+            node.expose(port_of(&handler_url)?)?;
+            println!(
+                "  Node {} Ready in {:.1}s; images imported: the worker, {handler_image}",
+                hookline_tests::node::NODE_NAME,
+                node.started_in().as_secs_f64()
+            );
+            Some((node, handler_image))
+        }
+        None => None,
+    };
+
     step("The payments team's part: namespace, Stripe signing Secret, crds/samples/webhook.yaml");
-    // No kubelet here: the worker runs below as a local process of this program, so
-    // the stack reports its Deployment ready the way a kubelet would.
     let t = Instant::now();
-    let webhook = stack
-        .webhook(
-            sample("webhook.yaml")?,
-            ("stripe-webhook", "signing-secret", SIGNING_SECRET),
-        )
-        .await?;
+    let mut manifest: serde_json::Value = sample("webhook.yaml")?;
+    let webhook = match &node {
+        Some((_, handler_image)) => {
+            // The sample's handler image is the team's; on the bench's node a handler
+            // container of the bench's stands in for it and hands every delivery to
+            // the sample handler above. Short retry backoffs keep the poison step brief.
+            manifest["spec"]["worker"]["template"]["spec"]["containers"] =
+                serde_json::json!([handler_container(handler_image, 8080, &handler_url, 0)]);
+            manifest["spec"]["delivery"]["retryBackoff"] =
+                serde_json::json!({"initialSeconds": 1, "maxSeconds": 2});
+            stack
+                .webhook_on_node(
+                    manifest,
+                    ("stripe-webhook", "signing-secret", SIGNING_SECRET),
+                )
+                .await?
+        }
+        // No kubelet: the worker runs below as a local process of this program, so
+        // the stack reports its Deployment ready the way a kubelet would.
+        None => {
+            stack
+                .webhook(
+                    manifest,
+                    ("stripe-webhook", "signing-secret", SIGNING_SECRET),
+                )
+                .await?
+        }
+    };
     let status = webhook.status.clone().context("webhook status")?;
     let queue = status.queue.clone().context("queue in status")?;
     let dead_letter = status.dead_letter_queue.clone().context("DLQ in status")?;
@@ -148,26 +226,31 @@ async fn main() -> Result<()> {
     step("kubectl get webhookgateways,webhooks -A");
     kubectl(bench, &["get", "webhookgateways,webhooks", "-A"]);
 
-    step("Starting a sample handler and the Hookline worker (Stripe signatures verified)");
-    let received: Arc<Mutex<Vec<String>>> = Arc::default();
-    let broken = Arc::new(AtomicBool::new(true));
-    let handler_url = sample_handler(received.clone(), broken.clone()).await?;
-    let secret_file = bench.workdir().join("stripe-signing-secret");
-    std::fs::write(&secret_file, SIGNING_SECRET)?;
-    let mut worker = stack.worker(
-        &webhook,
-        &handler_url,
-        ("stripe", &secret_file),
-        &[
-            ("HOOKLINE_MAX_RECEIVE_COUNT", "5"),
-            ("HOOKLINE_BACKOFF_INITIAL_SECONDS", "1"),
-            ("HOOKLINE_BACKOFF_MAX_SECONDS", "2"),
-        ],
-    )?;
-    println!(
-        "  worker pid {} (target/debug/hookline-worker), handler {handler_url}",
-        worker.pid()
-    );
+    let mut worker = if node.is_some() {
+        step("The worker pod: the Hookline worker (a native sidecar) and the handler container");
+        kubectl(bench, &["get", "pods", "-n", "payments", "-o", "wide"]);
+        println!("  the handler container hands each delivery to the sample handler {handler_url}");
+        None
+    } else {
+        step("Starting a sample handler and the Hookline worker (Stripe signatures verified)");
+        let secret_file = bench.workdir().join("stripe-signing-secret");
+        std::fs::write(&secret_file, SIGNING_SECRET)?;
+        let worker = stack.worker(
+            &webhook,
+            &handler_url,
+            ("stripe", &secret_file),
+            &[
+                ("HOOKLINE_MAX_RECEIVE_COUNT", "5"),
+                ("HOOKLINE_BACKOFF_INITIAL_SECONDS", "1"),
+                ("HOOKLINE_BACKOFF_MAX_SECONDS", "2"),
+            ],
+        )?;
+        println!(
+            "  worker pid {} (target/debug/hookline-worker), handler {handler_url}",
+            worker.pid()
+        );
+        Some(worker)
+    };
 
     step("Sending Stripe-signed events to https://hooks.example.com/payments/stripe");
     if kind.serves_custom_domains() {
@@ -298,8 +381,16 @@ async fn main() -> Result<()> {
             .await
             .context("waiting for Ctrl-C")?;
     }
-    step("Stopping: SIGTERM to the worker (it finishes what is in flight) and the operator");
-    terminate(&mut worker, Duration::from_secs(30)).await;
+    match worker.as_mut() {
+        Some(worker) => {
+            step(
+                "Stopping: SIGTERM to the worker (it finishes what is in flight) and the operator",
+            );
+            terminate(worker, Duration::from_secs(30)).await;
+        }
+        None => step("Stopping: the node (kubelet, its pods, containerd) and the operator"),
+    }
+    drop(node);
     terminate(stack.operator_mut(), Duration::from_secs(10)).await;
     Ok(())
 }
@@ -314,6 +405,14 @@ async fn terminate(process: &mut Supervised, within: Duration) {
     while Instant::now() < deadline && process.check_running().is_ok() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The port of an `http://127.0.0.1:<port>/...` URL.
+fn port_of(url: &str) -> Result<u16> {
+    url.strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|port| port.parse().ok())
+        .with_context(|| format!("no 127.0.0.1 port in {url}"))
 }
 
 /// Messages in the dead-letter queue.
