@@ -11,8 +11,8 @@ bench="$here/../kube-bench"
 
 command -v go >/dev/null || { echo "node/build.sh: Go is not installed; the node's binaries are built from source" >&2; exit 1; }
 
-# The CNI plugins only for `loopback`: containerd reports the node's network ready
-# only once a CNI config loads, and pods here use the host network.
+# The CNI plugins for the pod network: `bridge`, `host-local` and `loopback` (the
+# node's config chains the bench's own `hookline-forward` after them; tests/src/node.rs).
 packages=(containerd runc containernetworking-plugins)
 if ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! command -v ctr >/dev/null \
   || [[ ! -x /usr/lib/cni/loopback ]]; then

@@ -56,6 +56,7 @@ const OTHER_TOOLS_FLAGS: &[&str] = &[
     "--name",
     "--namespace",
     "--no-hooks",
+    "--node",
     "--output",
     "--password-stdin",
     "--patch-operations",
