@@ -21,10 +21,10 @@ test: images ## Run every test: unit tests, the tests against the real API serve
 test-faults: ## Run the long fault tests (kills, throttling, network faults; docs/reliability.md): the tests marked #[ignore] (HOOKLINE_FAULT_SEED=n replays a run)
 	$(CARGO) test --workspace -- --ignored --skip node_
 
-test-node: images ## Run the tests on a real node (containerd, kubelet, controller-manager, scheduler; docs/testing.md): the #[ignore] tests named node_*; needs root
+test-node: images ## Run the tests on a real node (containerd, kubelet, controller-manager, scheduler; docs/testing.md): the #[ignore] tests named node_*, printing their figures; needs root
 	tests/node/build.sh >/dev/null
 	tests/node/images.sh >/dev/null
-	$(CARGO) test --workspace -- --ignored node_ --test-threads=2
+	$(CARGO) test --workspace -- --ignored node_ --test-threads=2 --nocapture
 
 # The images' binaries have a cargo profile and target dir of their own (see
 # images/build.sh): a cold build costs minutes, a warm one rebuilds only the workspace.

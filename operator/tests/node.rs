@@ -76,8 +76,6 @@ struct Worker {
     concurrency: i32,
     visibility_timeout_seconds: i32,
     handler_delay_ms: u64,
-    /// The pod's `terminationGracePeriodSeconds`; Kubernetes' 30 when none.
-    grace_seconds: Option<i64>,
 }
 
 impl Default for Worker {
@@ -90,7 +88,6 @@ impl Default for Worker {
             concurrency: 4,
             visibility_timeout_seconds: 30,
             handler_delay_ms: 0,
-            grace_seconds: None,
         }
     }
 }
@@ -176,10 +173,7 @@ impl NodeBench {
                 "signature": {"preset": "Stripe", "secretRef": {"name": "stripe-webhook", "keys": ["signing-secret"]}},
                 "delivery": {"visibilityTimeoutSeconds": worker.visibility_timeout_seconds},
                 "worker": {
-                    "template": {"spec": {
-                        "containers": [handler],
-                        "terminationGracePeriodSeconds": worker.grace_seconds,
-                    }},
+                    "template": {"spec": {"containers": [handler]}},
                     "handler": {"port": HANDLER_PORT, "path": "/orders"},
                     "concurrency": worker.concurrency,
                     "scaling": {
@@ -715,9 +709,6 @@ async fn probes_restart_a_hung_worker() -> Result<()> {
     let bench = NodeBench::start().await?;
     let worker = Worker {
         visibility_timeout_seconds: 5,
-        // What the kubelet waits after its liveness kill's SIGTERM (which a frozen
-        // process does not act on) before SIGKILL.
-        grace_seconds: Some(10),
         ..Worker::default()
     };
     let queue = bench.webhook("orders", &worker).await?;
@@ -725,6 +716,14 @@ async fn probes_restart_a_hung_worker() -> Result<()> {
         .wait_ready_pods("orders", 1, Duration::from_secs(180))
         .await?;
     let pod = pods[0].metadata.name.clone().context("pod name")?;
+    // The kubelet's liveness kill is graceful: SIGTERM, which a frozen process never
+    // acts on, then SIGKILL after the pod's grace period (the operator makes it at
+    // least the handler timeout + 30 s, so in-flight calls can finish on a rollout).
+    let grace = pods[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .context("the pod's terminationGracePeriodSeconds")?;
     let sidecar = |pod: &Pod| {
         pod.status
             .as_ref()
@@ -781,7 +780,7 @@ async fn probes_restart_a_hung_worker() -> Result<()> {
         .await?;
     let report = Order::of(&bench.recorder.deliveries(), &hung, 10);
     eprintln!(
-        "probes: a SIGSTOPped worker was out of Ready {:.1}s after the freeze (readiness every 5 s, 3 failures), restarted and Ready again at {:.1}s (liveness every 10 s, 3 failures, then the 10 s grace); {} events sent during the hang, {delivered_while_hung} delivered before the restart, all after it; duplicates {}",
+        "probes: a SIGSTOPped worker was out of Ready {:.1}s after the freeze (readiness every 5 s, 3 failures), restarted and Ready again at {:.1}s (liveness every 10 s, 3 failures, then SIGTERM and the pod's {grace} s grace before SIGKILL); {} events sent during the hang, {delivered_while_hung} delivered before the restart, all after it; duplicates {}",
         unready.as_secs_f64(),
         ready_again.as_secs_f64(),
         hung.len() * 10,
