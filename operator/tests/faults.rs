@@ -13,7 +13,7 @@ use hookline_operator::aws::{AwsError, Service as AwsService};
 use hookline_tests::EmulatorKind;
 use hookline_tests::faults::{BATCH_ENTRY_CODE, Fault, FaultProxy, Rule, Service};
 use hookline_tests::stack::{Stack, sample};
-use hookline_tests::util::wait_for;
+use hookline_tests::util::{ready, wait_for};
 use kube::api::Api;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -249,14 +249,9 @@ async fn throttled_control_planes_converge_and_the_conditions_say_so() -> Result
     proxy.set_rules(api_gateway);
 
     wait_for("the gateway Ready", Duration::from_secs(240), || async {
-        Ok(gateways
-            .get("public")
-            .await?
-            .status
-            .map(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True"))
+        Ok(ready(
+            gateways.get("public").await?.status.map(|s| s.conditions),
+        ))
     })
     .await
     .with_context(|| format!("operator log:\n{}", stack.operator().log_tail(40)))?;

@@ -25,7 +25,7 @@ use hookline_tests::node::{
 use hookline_tests::podman::{archive_references, image_archive};
 use hookline_tests::recorder::{Delivery, Recorder};
 use hookline_tests::stack::Stack;
-use hookline_tests::util::wait_for;
+use hookline_tests::util::{ready, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -204,14 +204,9 @@ impl NodeBench {
             &format!("the Webhook {name} to be Ready"),
             Duration::from_secs(120),
             || async {
-                Ok(webhooks
-                    .get(name)
-                    .await?
-                    .status
-                    .map(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True"))
+                Ok(ready(
+                    webhooks.get(name).await?.status.map(|s| s.conditions),
+                ))
             },
         )
         .await

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::faults::{FaultProxy, Rule};
 use crate::process::Supervised;
-use crate::util::wait_for;
+use crate::util::{ready, wait_for};
 use crate::{Bench, EmulatorKind};
 
 const MANAGER: &str = "hookline-stack";
@@ -459,15 +459,6 @@ pub fn sample<T: serde::de::DeserializeOwned>(file: &str) -> Result<T> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn ready(
-    conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
-) -> bool {
-    conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Who makes a Webhook's worker Deployment ready ([`Stack::webhook`]).

@@ -158,3 +158,13 @@ pub async fn post(
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// Whether a Hookline resource's conditions (its `status.conditions`) say Ready.
+pub fn ready(
+    conditions: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+) -> bool {
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
