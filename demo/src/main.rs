@@ -23,7 +23,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use clap::Parser;
 use hookline_tests::node::{Node, handler_container};
-use hookline_tests::podman::{archive_references, image_archive};
+use hookline_tests::podman::{archive_reference, image_archive};
 use hookline_tests::process::Supervised;
 use hookline_tests::stack::{Stack, sample, workspace_binary};
 use hookline_tests::util::wait_for as wait;
@@ -98,10 +98,7 @@ async fn main() -> Result<()> {
     let worker_image = if args.node {
         let archive = image_archive("hookline-worker")
             .context("--node runs the worker image: `make images` builds it")?;
-        let reference = archive_references(&archive)?
-            .into_iter()
-            .next()
-            .context("no reference in the worker image archive")?;
+        let reference = archive_reference(&archive)?;
         Some((archive, reference))
     } else {
         None

@@ -22,7 +22,8 @@ use hookline_tests::node::{
     Node, give_emulator_credentials, handler_container, has_emulator_credentials, pod_ready,
     pod_summary,
 };
-use hookline_tests::podman::{archive_references, image_archive};
+use hookline_tests::podman::{archive_reference, image_archive};
+use hookline_tests::process::tail;
 use hookline_tests::recorder::{Delivery, Recorder};
 use hookline_tests::stack::Stack;
 use hookline_tests::util::{ready, wait_for};
@@ -95,10 +96,7 @@ impl Default for Worker {
 impl NodeBench {
     async fn start() -> Result<Self> {
         let worker_archive = image_archive("hookline-worker")?;
-        let worker_image = archive_references(&worker_archive)?
-            .into_iter()
-            .next()
-            .context("no reference in the worker image archive")?;
+        let worker_image = archive_reference(&worker_archive)?;
         let mut stack = Stack::start_with(
             EmulatorKind::MiniStack,
             &[
@@ -269,7 +267,7 @@ impl NodeBench {
             "{error:#}\npods: {pods:#?}\nworker logs:\n{}\nforwarder log:\n{}\nkubelet log:\n{}\noperator log:\n{}",
             self.node
                 .container_logs(&self.namespace, "hookline-worker", 15),
-            std::fs::read_to_string(self.node.dir().join("forwarder.log")).unwrap_or_default(),
+            tail(&self.node.dir().join("forwarder.log"), 20),
             self.node.kubelet_log_tail(20),
             self.stack.operator().log_tail(15)
         )

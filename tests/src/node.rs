@@ -34,6 +34,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::kube::KubeCluster;
+use crate::podman::archive_reference;
 use crate::process::{Supervised, free_port, wait_until};
 
 /// The node's name in the API server.
@@ -406,12 +407,10 @@ impl Node {
                 continue;
             };
             for file in files.flatten() {
-                let text = std::fs::read_to_string(file.path()).unwrap_or_default();
-                let all: Vec<&str> = text.lines().collect();
                 out.push_str(&format!(
                     "--- {}\n{}\n",
                     file.path().display(),
-                    all[all.len().saturating_sub(lines)..].join("\n")
+                    crate::process::tail(&file.path(), lines)
                 ));
             }
         }
@@ -639,14 +638,6 @@ fn ctr(socket: &Path, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// The first image reference of a docker-archive.
-fn archive_reference(archive: &Path) -> Result<String> {
-    crate::podman::archive_references(archive)?
-        .into_iter()
-        .next()
-        .with_context(|| format!("{} names no image", archive.display()))
 }
 
 /// The Node's conditions; none before the kubelet registered it.

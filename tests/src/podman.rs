@@ -242,6 +242,14 @@ pub fn archive_references(archive: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The first image reference of a docker-archive.
+pub fn archive_reference(archive: &Path) -> Result<String> {
+    archive_references(archive)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{} names no image", archive.display()))
+}
+
 fn git_head() -> Result<String> {
     let output = Command::new("git")
         .arg("-C")

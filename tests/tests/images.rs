@@ -17,7 +17,7 @@
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::QueueAttributeName;
-use hookline_tests::podman::{Podman, archive_references, image_archive};
+use hookline_tests::podman::{Podman, archive_reference, archive_references, image_archive};
 use hookline_tests::process::free_port;
 use hookline_tests::recorder::Recorder;
 use hookline_tests::stack::{Stack, sample};
@@ -231,10 +231,7 @@ async fn operator_image_test() -> Result<()> {
     let podman = Podman::new(&workdir.path().join("podman"))?;
     let image = podman.load("hookline-operator")?;
     podman.check_revision(&image)?;
-    let worker_image = archive_references(&image_archive("hookline-worker")?)?
-        .into_iter()
-        .next()
-        .context("no reference in the worker image archive")?;
+    let worker_image = archive_reference(&image_archive("hookline-worker")?)?;
     let name = format!("hl-operator-{}", std::process::id());
     let started = Instant::now();
     let mut stack = Stack::start_with_operator(EmulatorKind::MiniStack, |bench, env| {
